@@ -1,0 +1,3 @@
+module github.com/ftpsalg/ftpsalg
+
+go 1.26.0
