@@ -1,0 +1,165 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metric names, for tests and dashboards.
+const (
+	NameBuildInfo          = "ftpsalg_build_info"
+	NameSessionsActive     = "ftpsalg_control_sessions_active"
+	NameSessionsTotal      = "ftpsalg_control_sessions_total"
+	NameCommandsTotal      = "ftpsalg_control_commands_total"
+	NameRepliesTotal       = "ftpsalg_control_replies_total"
+	NamePinholesOpened     = "ftpsalg_pinholes_opened_total"
+	NamePinholesUsed       = "ftpsalg_pinholes_used_total"
+	NamePinholesExpired    = "ftpsalg_pinholes_expired_total"
+	NamePinholesRemoved    = "ftpsalg_pinholes_removed_total"
+	NamePinholeErrors      = "ftpsalg_pinholes_errors_total"
+	NamePinholeCommit      = "ftpsalg_pinholes_commit_seconds"
+	NameRefusals           = "ftpsalg_policy_refusals_total"
+	NameQueuePackets       = "ftpsalg_queue_packets_total"
+	NameQueueVerdicts      = "ftpsalg_queue_verdicts_total"
+	NameQueueErrors        = "ftpsalg_queue_errors_total"
+	NameQueueDropped       = "ftpsalg_queue_kernel_dropped_packets"
+	NameQueueUserDropped   = "ftpsalg_queue_kernel_user_dropped_packets"
+	NameVerdictLatency     = "ftpsalg_queue_verdict_latency_seconds"
+	NameFlowsActive        = "ftpsalg_inspect_flows_active"
+	NameFlowEvictions      = "ftpsalg_inspect_flow_evictions_total"
+	NameConntrackEvents    = "ftpsalg_conntrack_events_total"
+	NameConntrackRestarts  = "ftpsalg_conntrack_listener_restarts_total"
+	NameNFTSyncs           = "ftpsalg_nft_syncs_total"
+	NameNFTSyncSeconds     = "ftpsalg_nft_sync_duration_seconds"
+	NameNFTLastSyncSuccess = "ftpsalg_nft_last_sync_success_timestamp_seconds"
+)
+
+// Label values used across packages.
+const (
+	ModeInspect = "inspect"
+	ModeMITM    = "mitm"
+)
+
+// Metrics is the set of ftpsalg's own metrics.
+type Metrics struct {
+	SessionsActive *prometheus.GaugeVec   // mode
+	SessionsTotal  *prometheus.CounterVec // mode
+	Commands       *prometheus.CounterVec // verb
+	Replies        *prometheus.CounterVec // class (1xx..5xx)
+
+	PinholesOpened  *prometheus.CounterVec // mode (passive|active)
+	PinholesUsed    prometheus.Counter
+	PinholesExpired prometheus.Counter
+	PinholesRemoved prometheus.Counter
+	PinholeErrors   prometheus.Counter
+	PinholeCommit   prometheus.Histogram
+
+	Refusals *prometheus.CounterVec // reason
+
+	QueuePackets   *prometheus.CounterVec // direction (client|server|other)
+	QueueVerdicts  *prometheus.CounterVec // verdict (accept|drop|rewrite)
+	QueueErrors    *prometheus.CounterVec // kind
+	VerdictLatency prometheus.Histogram
+
+	FlowsActive    prometheus.Gauge
+	FlowEvictions  *prometheus.CounterVec // reason
+	ConntrackEvent *prometheus.CounterVec // type
+	ConntrackRest  prometheus.Counter
+
+	NFTSyncs       *prometheus.CounterVec // result
+	NFTSyncSeconds prometheus.Histogram
+	NFTLastSuccess prometheus.Gauge
+}
+
+// VerbLabel maps a command verb to a bounded label value: unknown verbs
+// count as "other" so a hostile client cannot grow the label set.
+func VerbLabel(verb string) string {
+	switch verb {
+	case "USER", "PASS", "ACCT", "AUTH", "ADAT", "PBSZ", "PROT", "CCC", "PORT", "EPRT", "LPRT",
+		"PASV", "EPSV", "LPSV", "REIN", "QUIT", "RETR", "STOR", "STOU", "APPE", "LIST", "NLST",
+		"MLSD", "MLST", "DELE", "RNFR", "RNTO", "MKD", "RMD", "CWD", "CDUP", "PWD", "TYPE", "MODE",
+		"STRU", "REST", "ABOR", "FEAT", "OPTS", "SYST", "STAT", "HELP", "NOOP", "SIZE", "MDTM",
+		"SITE", "ALLO", "XPWD", "XCWD", "XMKD", "XRMD":
+		return verb
+	}
+	return "other"
+}
+
+// ReplyClassLabel maps a reply code to its class label ("2xx").
+func ReplyClassLabel(code int) string {
+	if code < 100 || code > 599 {
+		return "invalid"
+	}
+	return string(rune('0'+code/100)) + "xx"
+}
+
+// New creates ftpsalg's metrics and registers them, the Go and process
+// collectors and build information with reg.
+func New(reg prometheus.Registerer, version string) *Metrics {
+	m := &Metrics{
+		SessionsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: NameSessionsActive,
+			Help: "Control sessions currently tracked, by mode."}, []string{"mode"}),
+		SessionsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameSessionsTotal,
+			Help: "Control sessions seen since start, by mode."}, []string{"mode"}),
+		Commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameCommandsTotal,
+			Help: "FTP commands seen on control connections, by verb (unknown verbs count as other)."}, []string{"verb"}),
+		Replies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRepliesTotal,
+			Help: "FTP replies seen on control connections, by reply class."}, []string{"class"}),
+		PinholesOpened: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NamePinholesOpened,
+			Help: "Data-connection pinholes committed to the kernel, by data mode."}, []string{"data_mode"}),
+		PinholesUsed: prometheus.NewCounter(prometheus.CounterOpts{Name: NamePinholesUsed,
+			Help: "Pinholes consumed by a new data connection (kernel rule counter)."}),
+		PinholesExpired: prometheus.NewCounter(prometheus.CounterOpts{Name: NamePinholesExpired,
+			Help: "Pinholes that timed out in the kernel without being used."}),
+		PinholesRemoved: prometheus.NewCounter(prometheus.CounterOpts{Name: NamePinholesRemoved,
+			Help: "Unused pinholes removed because their control session ended."}),
+		PinholeErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: NamePinholeErrors,
+			Help: "Pinholes that could not be committed to the kernel (the announcement was not released)."}),
+		PinholeCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Name: NamePinholeCommit,
+			Help:    "Time to commit a pinhole to the kernel.",
+			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 14)}),
+		Refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRefusals,
+			Help: "Commands, replies, packets and connections refused by policy, by reason."}, []string{"reason"}),
+		QueuePackets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameQueuePackets,
+			Help: "Packets received from the NFQUEUE, by control-connection direction."}, []string{"direction"}),
+		QueueVerdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameQueueVerdicts,
+			Help: "Verdicts issued to the NFQUEUE, by verdict."}, []string{"verdict"}),
+		QueueErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameQueueErrors,
+			Help: "NFQUEUE errors, by kind (enobufs, verdict, receive, truncated, parse)."}, []string{"kind"}),
+		VerdictLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: NameVerdictLatency,
+			Help:    "Time from a packet's arrival in the daemon to its verdict, including pinhole commits.",
+			Buckets: prometheus.ExponentialBuckets(5e-6, 2, 16)}),
+		FlowsActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameFlowsActive,
+			Help: "Control flows tracked by the inspect path."}),
+		FlowEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameFlowEvictions,
+			Help: "Control flows dropped from the inspect path, by reason (fin, rst, conntrack, limit, idle)."}, []string{"reason"}),
+		ConntrackEvent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameConntrackEvents,
+			Help: "Conntrack events received, by type."}, []string{"type"}),
+		ConntrackRest: prometheus.NewCounter(prometheus.CounterOpts{Name: NameConntrackRestarts,
+			Help: "Times the conntrack event listener was restarted after an error."}),
+		NFTSyncs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameNFTSyncs,
+			Help: "Full rebuilds of ftpsalg's nftables table, by result."}, []string{"result"}),
+		NFTSyncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: NameNFTSyncSeconds,
+			Help:    "Duration of full rebuilds of ftpsalg's nftables table.",
+			Buckets: prometheus.ExponentialBuckets(1e-4, 4, 8)}),
+		NFTLastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameNFTLastSyncSuccess,
+			Help: "Unix time of the last successful rebuild of ftpsalg's nftables table."}),
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: NameBuildInfo,
+		Help: "Build information; the value is always 1.", ConstLabels: prometheus.Labels{"version": version}})
+	build.Set(1)
+	reg.MustRegister(build,
+		m.SessionsActive, m.SessionsTotal, m.Commands, m.Replies,
+		m.PinholesOpened, m.PinholesUsed, m.PinholesExpired, m.PinholesRemoved, m.PinholeErrors, m.PinholeCommit,
+		m.Refusals, m.QueuePackets, m.QueueVerdicts, m.QueueErrors, m.VerdictLatency,
+		m.FlowsActive, m.FlowEvictions, m.ConntrackEvent, m.ConntrackRest,
+		m.NFTSyncs, m.NFTSyncSeconds, m.NFTLastSuccess,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// NewDiscard returns metrics registered with a throw-away registry, for
+// tests and tools that do not export them.
+func NewDiscard() *Metrics { return New(prometheus.NewRegistry(), "test") }
