@@ -1,0 +1,207 @@
+package policy
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"time"
+)
+
+// Config is a validated policy with every default filled in.
+type Config struct {
+	Log      Log
+	Metrics  Metrics
+	NFTables NFTables
+	Queue    Queue
+	Pinholes Pinholes
+	Limits   Limits
+	// Servers is never empty: a policy without servers is refused.
+	Servers []Server
+}
+
+// Log configures the daemon's logger (key log).
+type Log struct {
+	// Level is the minimum level logged (key level: debug, info, warn or
+	// error).
+	Level slog.Level
+}
+
+// Metrics configures the Prometheus endpoint (key metrics).
+type Metrics struct {
+	// Listen is the host:port the metrics HTTP server listens on (key
+	// listen). The port is numeric; the host may be empty (all addresses).
+	Listen string
+}
+
+// NFTables configures the one nftables table ftpsalg owns (key nftables).
+type NFTables struct {
+	// Table is the name of the inet table ftpsalg creates and removes (key
+	// table).
+	Table string
+	// CtMark is the conntrack mark bits ftpsalg sets on connections it
+	// handles (key ct_mark). Never zero. How other rule sets must treat
+	// these bits is described in docs/integration.md.
+	CtMark uint32
+	// PacketMark is the packet mark bits ftpsalg sets on packets it has
+	// seen (key packet_mark). Never zero; never shares a bit with CtMark.
+	PacketMark uint32
+}
+
+// Queue configures the NFQUEUE the packet path reads (key queue).
+type Queue struct {
+	// Number is the NFQUEUE number (key number).
+	Number uint16
+	// Length is the kernel queue length in packets (key length).
+	Length uint32
+	// FailOpen lets packets through uninspected when ftpsalg is not
+	// reading the queue or the queue is full (key failure: open). The
+	// default, failure: closed, drops them.
+	FailOpen bool
+}
+
+// Pinholes configures data-connection pinholes (key pinholes).
+type Pinholes struct {
+	// Timeout is how long a pinhole waits for its data connection before
+	// it expires (key timeout).
+	Timeout time.Duration
+}
+
+// Limits bounds the memory ftpsalg uses for control connections (key
+// limits).
+type Limits struct {
+	// MaxFlows is the most control connections tracked at once (key
+	// max_flows).
+	MaxFlows int
+	// MaxFlowBytes is the most bytes buffered for one control connection
+	// (key max_flow_bytes); never less than MaxLine.
+	MaxFlowBytes int
+	// MaxLine is the longest command or reply line in bytes, CRLF included
+	// (key max_line).
+	MaxLine int
+}
+
+// Mode says how ftpsalg handles a server's control connections.
+type Mode uint8
+
+const (
+	// ModeInspect reads the control connection on the packet path and
+	// follows it while it is clear text; after AUTH TLS (RFC 4217) it only
+	// tracks TLS records until CCC returns to clear text (RFC 2228).
+	ModeInspect Mode = iota + 1
+	// ModeMITM terminates TLS on the control connection and inspects the
+	// plaintext.
+	ModeMITM
+)
+
+// String returns the policy spelling of m ("inspect" or "mitm").
+func (m Mode) String() string {
+	switch m {
+	case ModeInspect:
+		return "inspect"
+	case ModeMITM:
+		return "mitm"
+	}
+	return fmt.Sprintf("Mode(%d)", uint8(m))
+}
+
+// Server is the policy for one protected FTP server (an item of key
+// servers).
+type Server struct {
+	// Name identifies the server in logs and metrics; unique in the policy
+	// (key name).
+	Name string
+	// Addresses are the server's addresses as clients reach them (key
+	// addresses). Never empty; no address and port pair belongs to two
+	// servers.
+	Addresses []netip.Addr
+	// ControlPorts are the ports of plain and explicit-TLS (AUTH TLS)
+	// control connections (key control_ports).
+	ControlPorts []uint16
+	// ImplicitTLSPorts are the ports whose control connections start with
+	// TLS (key implicit_tls_ports); disjoint from ControlPorts.
+	ImplicitTLSPorts []uint16
+	// PassiveMin and PassiveMax bound, inclusively, the ports the server
+	// may announce for passive data connections (key passive_ports).
+	// PassiveMin is at least 1024.
+	PassiveMin, PassiveMax uint16
+	// Mode is how the control connection is handled (key mode).
+	Mode Mode
+	// ActiveMode permits active data connections: PORT, EPRT, LPRT (key
+	// active_mode).
+	ActiveMode bool
+	// ThirdParty permits data connections to or from an address other than
+	// the control connection's peer, i.e. FXP (key allow_third_party).
+	ThirdParty bool
+	// Clients are the prefixes clients may connect from (key clients).
+	// Never empty; every prefix is masked.
+	Clients []netip.Prefix
+	// MITM holds the settings that apply in mitm mode only. It is non-nil
+	// exactly when Mode is ModeMITM.
+	MITM *MITM
+}
+
+// MITM holds a server's mitm-mode settings. It is empty for now: TLS
+// termination settings (certificates, keys, versions) will be added here,
+// read by decoder.mitm in validate.go.
+type MITM struct{}
+
+// ServerFor returns the server that owns the control port port on address
+// addr, if any. Port may be a control port or an implicit TLS port. An
+// IPv4-mapped IPv6 addr is matched as the IPv4 address it carries, and a
+// zone is ignored.
+func (c *Config) ServerFor(addr netip.Addr, port uint16) (*Server, bool) {
+	addr = addr.Unmap().WithZone("")
+	// A linear scan: policies hold a handful of servers and the lookup runs
+	// once per new control connection.
+	for i := range c.Servers {
+		s := &c.Servers[i]
+		if !slices.Contains(s.Addresses, addr) {
+			continue
+		}
+		if slices.Contains(s.ControlPorts, port) || slices.Contains(s.ImplicitTLSPorts, port) {
+			return s, true
+		}
+	}
+	return nil, false
+}
+
+// ClientAllowed reports whether a client at a may use the server. An
+// IPv4-mapped IPv6 a is matched as the IPv4 address it carries, and a zone is
+// ignored.
+func (s *Server) ClientAllowed(a netip.Addr) bool {
+	a = a.Unmap().WithZone("")
+	for _, p := range s.Clients {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// Load reads and parses the policy file at path. An invalid policy is
+// reported as an *Errors naming path; a file that cannot be read as a
+// wrapped I/O error.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read policy: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse parses and validates a policy. Name is used as the file name in
+// errors. When the policy is invalid the error is an *Errors holding every
+// problem found, in line order.
+func Parse(name string, data []byte) (*Config, error) {
+	d := &decoder{file: name}
+	cfg := defaultConfig()
+	if root, ok := d.document(data); ok {
+		d.config(root, &cfg)
+	}
+	if len(d.errs) > 0 {
+		return nil, d.errors()
+	}
+	return &cfg, nil
+}
