@@ -1,0 +1,251 @@
+package nft
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+)
+
+var _ Table = (*Fake)(nil)
+
+// Fake is an in-memory Table for unit tests. It keeps the same ruleset the
+// Kernel would send, enforces the kernel's semantics (no table before Apply
+// or after Delete, single-use pinholes, timeouts) and renders the same Dump
+// text. Its clock is virtual: pinholes expire only when the test calls
+// Advance. It is safe for concurrent use.
+type Fake struct {
+	mu       sync.Mutex
+	now      time.Duration // virtual time since NewFake
+	spec     Spec
+	rs       *ruleset // nil while the table does not exist
+	pinholes map[key]fakeElem
+	failNext error
+}
+
+type fakeElem struct {
+	p        Pinhole
+	deadline time.Duration
+}
+
+// NewFake returns a Fake without a table, like a kernel before Apply.
+func NewFake() *Fake {
+	return &Fake{pinholes: map[key]fakeElem{}}
+}
+
+// Advance moves the virtual clock; pinholes whose timeout has elapsed are
+// gone afterwards, as the kernel's set garbage collection would remove them.
+func (f *Fake) Advance(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now += d
+	f.expire()
+}
+
+// Use simulates the first packet of a new TCP connection from src to
+// dst:port crossing the forward hook: if a pinhole matches, it is consumed
+// (deleted) and Use reports true, as the kernel rule marks and accepts the
+// flow; otherwise the operator's ruleset decides and Use reports false.
+func (f *Fake) Use(src, dst netip.Addr, port uint16) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.rs == nil {
+		return false
+	}
+	f.expire()
+	k := key{src.Unmap(), dst.Unmap(), port}
+	if _, ok := f.pinholes[k]; !ok {
+		return false
+	}
+	delete(f.pinholes, k)
+	return true
+}
+
+// FailNext makes the next Table call fail with err, without changing
+// anything, to test the caller's error handling and resync.
+func (f *Fake) FailNext(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failNext = err
+}
+
+// Spec returns the last applied Spec (normalised) and whether the table
+// exists.
+func (f *Fake) Spec() (Spec, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.spec, f.rs != nil
+}
+
+func (f *Fake) expire() {
+	maps.DeleteFunc(f.pinholes, func(_ key, e fakeElem) bool { return e.deadline <= f.now })
+}
+
+// begin takes the lock and consumes an injected failure.
+func (f *Fake) begin(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	if err := f.failNext; err != nil {
+		f.failNext = nil
+		f.mu.Unlock()
+		return err
+	}
+	f.expire()
+	return nil
+}
+
+// Apply implements Table.
+func (f *Fake) Apply(ctx context.Context, s Spec) error {
+	s, err := s.validate()
+	if err != nil {
+		return fmt.Errorf("nft: failed to apply table: %w", err)
+	}
+	if err := f.begin(ctx); err != nil {
+		return fmt.Errorf("nft: failed to apply table %s: %w", s.Table, err)
+	}
+	defer f.mu.Unlock()
+	f.spec = s
+	f.rs = buildRuleset(s)
+	clear(f.pinholes)
+	return nil
+}
+
+// AddPinholes implements Table.
+func (f *Fake) AddPinholes(ctx context.Context, p ...Pinhole) error {
+	norm, err := normalizeAll(p, Pinhole.normalizeAdd)
+	if err != nil {
+		return fmt.Errorf("nft: failed to add pinholes: %w", err)
+	}
+	if err := f.begin(ctx); err != nil {
+		return fmt.Errorf("nft: failed to add pinholes: %w", err)
+	}
+	defer f.mu.Unlock()
+	if f.rs == nil {
+		return fmt.Errorf("nft: failed to add pinholes: %w", ErrNoTable)
+	}
+	var n4, n6 int
+	for k := range f.pinholes {
+		if k.src.Is4() {
+			n4++
+		} else {
+			n6++
+		}
+	}
+	added := map[key]bool{}
+	for _, p := range norm {
+		if _, ok := f.pinholes[p.key()]; ok || added[p.key()] {
+			continue
+		}
+		added[p.key()] = true
+		if p.Src.Is4() {
+			n4++
+		} else {
+			n6++
+		}
+	}
+	if n4 > MaxPinholes || n6 > MaxPinholes {
+		return fmt.Errorf("nft: failed to add pinholes: %w", ErrFull)
+	}
+	for _, p := range norm {
+		f.pinholes[p.key()] = fakeElem{p: p, deadline: f.now + p.Timeout}
+	}
+	return nil
+}
+
+// DeletePinholes implements Table.
+func (f *Fake) DeletePinholes(ctx context.Context, p ...Pinhole) error {
+	norm, err := normalizeAll(p, Pinhole.normalize)
+	if err != nil {
+		return fmt.Errorf("nft: failed to delete pinholes: %w", err)
+	}
+	if err := f.begin(ctx); err != nil {
+		return fmt.Errorf("nft: failed to delete pinholes: %w", err)
+	}
+	defer f.mu.Unlock()
+	if f.rs == nil {
+		return fmt.Errorf("nft: failed to delete pinholes: %w", ErrNoTable)
+	}
+	for _, p := range norm {
+		delete(f.pinholes, p.key())
+	}
+	return nil
+}
+
+// Pinholes implements Table.
+func (f *Fake) Pinholes(ctx context.Context) ([]Element, error) {
+	if err := f.begin(ctx); err != nil {
+		return nil, fmt.Errorf("nft: failed to list pinholes: %w", err)
+	}
+	defer f.mu.Unlock()
+	if f.rs == nil {
+		return nil, fmt.Errorf("nft: failed to list pinholes: %w", ErrNoTable)
+	}
+	out := make([]Element, 0, len(f.pinholes))
+	for _, e := range f.pinholes {
+		out = append(out, Element{Pinhole: e.p, Expires: e.deadline - f.now})
+	}
+	sortElements(out)
+	return out, nil
+}
+
+// Delete implements Table.
+func (f *Fake) Delete(ctx context.Context) error {
+	if err := f.begin(ctx); err != nil {
+		return fmt.Errorf("nft: failed to delete table: %w", err)
+	}
+	defer f.mu.Unlock()
+	f.rs = nil
+	clear(f.pinholes)
+	return nil
+}
+
+// Dump implements Table.
+func (f *Fake) Dump(ctx context.Context) (string, error) {
+	if err := f.begin(ctx); err != nil {
+		return "", fmt.Errorf("nft: failed to dump table: %w", err)
+	}
+	defer f.mu.Unlock()
+	if f.rs == nil {
+		return "", fmt.Errorf("nft: failed to dump table: %w", ErrNoTable)
+	}
+	m := tableModel{name: f.rs.table.Name}
+	for _, s := range f.rs.sets {
+		elems := slices.Clone(f.rs.elems[s.Name])
+		for _, e := range f.pinholes {
+			if s.Name == pinholeSetName(e.p) {
+				elems = append(elems, nftables.SetElement{Key: pinholeKey(e.p), Timeout: e.p.Timeout})
+			}
+		}
+		m.sets = append(m.sets, setModel{set: s, elems: elems})
+	}
+	m.chains = []chainModel{{chain: f.rs.chain, rules: f.rs.rules}}
+	return renderTable(m), nil
+}
+
+func pinholeSetName(p Pinhole) string {
+	if p.Src.Is4() {
+		return setPinholes4
+	}
+	return setPinholes6
+}
+
+// normalizeAll validates every pinhole before anything changes, so a
+// request is applied entirely or not at all, as a kernel transaction is.
+func normalizeAll(p []Pinhole, norm func(Pinhole) (Pinhole, error)) ([]Pinhole, error) {
+	out := make([]Pinhole, len(p))
+	for i := range p {
+		n, err := norm(p[i])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = n
+	}
+	return out, nil
+}

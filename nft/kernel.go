@@ -1,0 +1,414 @@
+package nft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+var _ Table = (*Kernel)(nil)
+
+// Socket buffer sizes of the netlink connection. google/nftables only sizes
+// buffers itself when no socket option is given, and we need one to reach
+// the socket for deadlines. A batch must fit in the send buffer (the kernel
+// answers EMSGSIZE otherwise): 4 MiB holds a table with tens of thousands
+// of control endpoints.
+const (
+	sockWriteBuffer = 4 << 20
+	sockReadBuffer  = 4 << 20
+)
+
+// Kernel is the Table on the running kernel, over one lasting netlink
+// socket. Calls are serialised: google/nftables builds a batch in a buffer
+// shared by the whole connection, and the packet path (AddPinholes) runs
+// concurrently with session teardown (DeletePinholes).
+type Kernel struct {
+	opts options
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	conn  *nftables.Conn
+	sock  *netlink.Conn // the socket under conn, for deadlines
+	table *nftables.Table
+	ph4   *nftables.Set // element templates, see pinholeSets
+	ph6   *nftables.Set
+}
+
+// New opens a netlink connection to nf_tables. The table is created by
+// Apply; New changes nothing in the kernel.
+func New(opts ...Option) (*Kernel, error) {
+	o := buildOptions(opts)
+	k := &Kernel{opts: o, log: o.logger}
+	if err := k.dial(); err != nil {
+		return nil, fmt.Errorf("nft: %w", err)
+	}
+	return k, nil
+}
+
+// Close releases the netlink socket. It leaves the table in place: a
+// stopping daemon calls Delete first.
+func (k *Kernel) Close() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.conn == nil {
+		return nil
+	}
+	err := k.conn.CloseLasting()
+	k.conn, k.sock = nil, nil
+	if err != nil {
+		return fmt.Errorf("nft: failed to close netlink connection: %w", err)
+	}
+	return nil
+}
+
+func dialConn(o options) (*nftables.Conn, *netlink.Conn, error) {
+	var sock *netlink.Conn
+	capture := func(c *netlink.Conn) error {
+		sock = c
+		if err := c.SetWriteBuffer(sockWriteBuffer); err != nil {
+			return fmt.Errorf("failed to set write buffer: %w", err)
+		}
+		if err := c.SetReadBuffer(sockReadBuffer); err != nil {
+			return fmt.Errorf("failed to set read buffer: %w", err)
+		}
+		return nil
+	}
+	copts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(capture)}
+	if o.netns != 0 {
+		copts = append(copts, nftables.WithNetNSFd(o.netns))
+	}
+	c, err := nftables.New(copts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to open netlink connection: %w", err)
+	}
+	return c, sock, nil
+}
+
+// dial (re)opens the lasting connection; callers hold k.mu or own k.
+func (k *Kernel) dial() error {
+	c, sock, err := dialConn(k.opts)
+	if err != nil {
+		return err
+	}
+	k.conn, k.sock = c, sock
+	return nil
+}
+
+// do runs fn on the connection under the lock, bounded by ctx: the
+// context's deadline becomes the socket deadline and cancelling the context
+// expires it, so a blocked netlink read returns. A connection whose
+// operation was cut short may hold unread replies: it is replaced.
+func (k *Kernel) do(ctx context.Context, fn func(c *nftables.Conn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.conn == nil {
+		if err := k.dial(); err != nil {
+			return err
+		}
+	}
+	sock := k.sock
+	dl, hasDL := ctx.Deadline()
+	if hasDL {
+		_ = sock.SetDeadline(dl)
+	}
+	var stop func() bool
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { _ = sock.SetDeadline(time.Unix(1, 0)) })
+	}
+	err := fn(k.conn)
+	interrupted := stop != nil && !stop()
+	if hasDL && !interrupted {
+		_ = sock.SetDeadline(time.Time{})
+	}
+	if interrupted || errors.Is(err, os.ErrDeadlineExceeded) {
+		k.log.Debug("replacing netlink connection after interrupted operation", slog.Any("error", err))
+		_ = k.conn.CloseLasting()
+		k.conn, k.sock = nil, nil
+		if err != nil && ctx.Err() != nil {
+			return errors.Join(ctx.Err(), err)
+		}
+	}
+	return err
+}
+
+// setIDs points the set references of a rule at the sets created in the
+// same transaction.
+func setIDs(r *nftables.Rule, ids map[string]uint32) {
+	for _, e := range r.Exprs {
+		switch e := e.(type) {
+		case *expr.Lookup:
+			e.SetID = ids[e.SetName]
+		case *expr.Dynset:
+			e.SetID = ids[e.SetName]
+		}
+	}
+}
+
+// classify adds ErrNoTable to errors that say our table or set is missing
+// and ErrFull to those that say a set is full.
+func classify(err error) error {
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return fmt.Errorf("%w: %w", ErrNoTable, err)
+	case errors.Is(err, unix.ENFILE):
+		return fmt.Errorf("%w: %w", ErrFull, err)
+	}
+	return err
+}
+
+// Apply implements Table: one transaction destroys the table if it exists
+// and creates it again, so the old and the new ruleset never mix and a
+// failure leaves the previous table untouched. If an earlier Apply of this
+// Kernel used another table name, that table is destroyed too.
+func (k *Kernel) Apply(ctx context.Context, s Spec) error {
+	s, err := s.validate()
+	if err != nil {
+		return fmt.Errorf("nft: failed to apply table: %w", err)
+	}
+	rs := buildRuleset(s)
+	k.mu.Lock()
+	prev := k.table
+	k.mu.Unlock()
+	start := time.Now()
+	err = k.do(ctx, func(c *nftables.Conn) error {
+		if prev != nil && prev.Name != rs.table.Name {
+			// The configuration renamed our table: the old one goes in
+			// the same transaction.
+			c.DestroyTable(prev)
+		}
+		c.DestroyTable(rs.table)
+		c.AddTable(rs.table)
+		ids := map[string]uint32{}
+		for _, set := range rs.sets {
+			if err := c.AddSet(set, rs.elems[set.Name]); err != nil {
+				return fmt.Errorf("failed to add set %s: %w", set.Name, err)
+			}
+			ids[set.Name] = set.ID
+		}
+		c.AddChain(rs.chain)
+		for _, r := range rs.rules {
+			setIDs(r, ids)
+			c.AddRule(r)
+		}
+		return c.Flush()
+	})
+	if err != nil {
+		return fmt.Errorf("nft: failed to apply table %s: %w", s.Table, err)
+	}
+	k.mu.Lock()
+	k.table = rs.table
+	k.ph4, k.ph6 = pinholeSets(rs.table)
+	k.mu.Unlock()
+	k.log.Debug("applied nftables table", slog.String("table", s.Table),
+		slog.String("queue_kind", s.QueueKind.String()), slog.Int("queue", int(s.Queue)),
+		slog.Int("control_endpoints", len(s.Control)), slog.Duration("duration", time.Since(start)))
+	return nil
+}
+
+// templates returns the pinhole set templates of the applied table.
+func (k *Kernel) templates() (v4, v6 *nftables.Set, err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.table == nil {
+		return nil, nil, ErrNoTable
+	}
+	return k.ph4, k.ph6, nil
+}
+
+// split sorts pinholes into set elements per family, the last of equal keys
+// winning, as a batch must not hold the same element twice.
+func split(ps []Pinhole) (v4, v6 []nftables.SetElement) {
+	seen := make(map[key]int, len(ps))
+	for i, p := range ps {
+		seen[p.key()] = i
+	}
+	for i, p := range ps {
+		if seen[p.key()] != i {
+			continue
+		}
+		e := nftables.SetElement{Key: pinholeKey(p), Timeout: p.Timeout}
+		if p.Src.Is4() {
+			v4 = append(v4, e)
+		} else {
+			v6 = append(v6, e)
+		}
+	}
+	return v4, v6
+}
+
+// AddPinholes implements Table. It returns after the kernel has processed
+// the batch: nfnetlink runs the whole transaction, commit included, inside
+// the sendmsg call, and errors are read back before returning.
+func (k *Kernel) AddPinholes(ctx context.Context, p ...Pinhole) error {
+	norm, err := normalizeAll(p, Pinhole.normalizeAdd)
+	if err != nil {
+		return fmt.Errorf("nft: failed to add pinholes: %w", err)
+	}
+	if len(norm) == 0 {
+		return nil
+	}
+	t4, t6, err := k.templates()
+	if err != nil {
+		return fmt.Errorf("nft: failed to add pinholes: %w", err)
+	}
+	v4, v6 := split(norm)
+	err = k.do(ctx, func(c *nftables.Conn) error {
+		if err := c.SetAddElements(t4, v4); err != nil {
+			return err
+		}
+		if err := c.SetAddElements(t6, v6); err != nil {
+			return err
+		}
+		return c.Flush()
+	})
+	if err != nil {
+		return fmt.Errorf("nft: failed to add pinholes: %w", classify(err))
+	}
+	return nil
+}
+
+// DeletePinholes implements Table, with destroy semantics: elements that
+// are gone (used, expired or never added) are not an error.
+func (k *Kernel) DeletePinholes(ctx context.Context, p ...Pinhole) error {
+	norm, err := normalizeAll(p, Pinhole.normalize)
+	if err != nil {
+		return fmt.Errorf("nft: failed to delete pinholes: %w", err)
+	}
+	if len(norm) == 0 {
+		return nil
+	}
+	t4, t6, err := k.templates()
+	if err != nil {
+		return fmt.Errorf("nft: failed to delete pinholes: %w", err)
+	}
+	v4, v6 := split(norm)
+	err = k.do(ctx, func(c *nftables.Conn) error {
+		if err := c.SetDestroyElements(t4, v4); err != nil {
+			return err
+		}
+		if err := c.SetDestroyElements(t6, v6); err != nil {
+			return err
+		}
+		return c.Flush()
+	})
+	if err != nil {
+		return fmt.Errorf("nft: failed to delete pinholes: %w", classify(err))
+	}
+	return nil
+}
+
+// Pinholes implements Table.
+func (k *Kernel) Pinholes(ctx context.Context) ([]Element, error) {
+	t4, t6, err := k.templates()
+	if err != nil {
+		return nil, fmt.Errorf("nft: failed to list pinholes: %w", err)
+	}
+	var out []Element
+	err = k.do(ctx, func(c *nftables.Conn) error {
+		for _, s := range []*nftables.Set{t4, t6} {
+			elems, err := c.GetSetElements(s)
+			if err != nil {
+				return fmt.Errorf("failed to list set %s: %w", s.Name, err)
+			}
+			for _, e := range elems {
+				p, ok := decodePinholeKey(e.Key)
+				if !ok {
+					return fmt.Errorf("unexpected key %x in set %s", e.Key, s.Name)
+				}
+				p.Timeout = e.Timeout
+				out = append(out, Element{Pinhole: p, Expires: e.Expires})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("nft: failed to list pinholes: %w", classify(err))
+	}
+	sortElements(out)
+	return out, nil
+}
+
+// Delete implements Table. It removes the table last applied; before any
+// Apply there is nothing of ours to remove.
+func (k *Kernel) Delete(ctx context.Context) error {
+	k.mu.Lock()
+	t := k.table
+	k.mu.Unlock()
+	if t == nil {
+		return nil
+	}
+	err := k.do(ctx, func(c *nftables.Conn) error {
+		c.DestroyTable(t)
+		return c.Flush()
+	})
+	if err != nil {
+		return fmt.Errorf("nft: failed to delete table %s: %w", t.Name, err)
+	}
+	k.log.Debug("deleted nftables table", slog.String("table", t.Name))
+	return nil
+}
+
+// Dump implements Table by reading the table back from the kernel.
+func (k *Kernel) Dump(ctx context.Context) (string, error) {
+	k.mu.Lock()
+	t := k.table
+	k.mu.Unlock()
+	if t == nil {
+		return "", fmt.Errorf("nft: failed to dump table: %w", ErrNoTable)
+	}
+	var m tableModel
+	err := k.do(ctx, func(c *nftables.Conn) error {
+		var err error
+		m, err = readTable(c, t)
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("nft: failed to dump table %s: %w", t.Name, classify(err))
+	}
+	return renderTable(m), nil
+}
+
+func readTable(c *nftables.Conn, t *nftables.Table) (tableModel, error) {
+	m := tableModel{name: t.Name}
+	if _, err := c.ListTableOfFamily(t.Name, t.Family); err != nil {
+		return m, fmt.Errorf("failed to get table: %w", err)
+	}
+	sets, err := c.GetSets(t)
+	if err != nil {
+		return m, fmt.Errorf("failed to list sets: %w", err)
+	}
+	for _, s := range sets {
+		elems, err := c.GetSetElements(s)
+		if err != nil {
+			return m, fmt.Errorf("failed to list elements of set %s: %w", s.Name, err)
+		}
+		m.sets = append(m.sets, setModel{set: s, elems: elems})
+	}
+	chains, err := c.ListChainsOfTableFamily(t.Family)
+	if err != nil {
+		return m, fmt.Errorf("failed to list chains: %w", err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name != t.Name {
+			continue
+		}
+		rules, err := c.GetRules(t, ch)
+		if err != nil {
+			return m, fmt.Errorf("failed to list rules of chain %s: %w", ch.Name, err)
+		}
+		m.chains = append(m.chains, chainModel{chain: ch, rules: rules})
+	}
+	return m, nil
+}

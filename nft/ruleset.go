@@ -1,0 +1,297 @@
+package nft
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"slices"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"github.com/google/nftables/xt"
+	"golang.org/x/sys/unix"
+)
+
+// Names of the objects in our table. They are part of the operator-visible
+// interface (README, docs/integration.md): change them only with the docs.
+const (
+	setCtl4      = "ctl4"
+	setCtl6      = "ctl6"
+	setPinholes4 = "pinholes4"
+	setPinholes6 = "pinholes6"
+	chainForward = "forward"
+)
+
+// forwardPriority is mangle (-150): after conntrack (-200), so ct state and
+// ct mark are available, and before the operator's filter chains (0), so the
+// ct mark is set when their "ct mark" rule looks at the packet.
+const forwardPriority nftables.ChainPriority = -150
+
+// dynsetOpDelete is NFT_DYNSET_OP_DELETE, missing from x/sys/unix.
+const dynsetOpDelete = 2
+
+// xt_NFQ_info_v3 flags (linux/netfilter/xt_NFQUEUE.h).
+const (
+	nfqFlagBypass = 0x1
+)
+
+var (
+	typeCtl4      = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
+	typeCtl6      = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService)
+	typePinholes4 = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeInetService)
+	typePinholes6 = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeIP6Addr, nftables.TypeInetService)
+)
+
+// ruleset is the desired content of the table, built from a Spec. Kernel
+// sends it to the kernel; Fake keeps it and renders it.
+type ruleset struct {
+	table *nftables.Table
+	sets  []*nftables.Set
+	// elems holds the initial elements of each set, by set name.
+	elems map[string][]nftables.SetElement
+	chain *nftables.Chain
+	rules []*nftables.Rule
+}
+
+func newTable(name string) *nftables.Table {
+	return &nftables.Table{Family: nftables.TableFamilyINet, Name: name}
+}
+
+// pinholeSets returns the two pinhole set definitions. They are also the
+// templates for element updates: a set value without HasTimeout would make
+// google/nftables silently drop the element timeouts.
+func pinholeSets(t *nftables.Table) (v4, v6 *nftables.Set) {
+	mk := func(name string, typ nftables.SetDatatype, comment string) *nftables.Set {
+		return &nftables.Set{
+			Table: t, Name: name, KeyType: typ, Concatenation: true,
+			HasTimeout: true, Dynamic: true, Size: MaxPinholes, Comment: comment,
+		}
+	}
+	return mk(setPinholes4, typePinholes4, "single-use data pinholes: initiator . target . target port"),
+		mk(setPinholes6, typePinholes6, "single-use data pinholes: initiator . target . target port")
+}
+
+func buildRuleset(s Spec) *ruleset {
+	t := newTable(s.Table)
+	ctl4 := &nftables.Set{Table: t, Name: setCtl4, KeyType: typeCtl4, Concatenation: true,
+		Comment: "inspected control endpoints: server . control port"}
+	ctl6 := &nftables.Set{Table: t, Name: setCtl6, KeyType: typeCtl6, Concatenation: true,
+		Comment: "inspected control endpoints: server . control port"}
+	ph4, ph6 := pinholeSets(t)
+
+	rs := &ruleset{
+		table: t,
+		sets:  []*nftables.Set{ctl4, ctl6, ph4, ph6},
+		elems: map[string][]nftables.SetElement{},
+	}
+	for _, ap := range s.Control {
+		name := setCtl6
+		if ap.Addr().Is4() {
+			name = setCtl4
+		}
+		rs.elems[name] = append(rs.elems[name], nftables.SetElement{Key: controlKey(ap)})
+	}
+
+	policy := nftables.ChainPolicyAccept
+	rs.chain = &nftables.Chain{
+		Name: chainForward, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(forwardPriority),
+		Policy: &policy,
+	}
+
+	add := func(comment string, e ...expr.Any) {
+		rs.rules = append(rs.rules, &nftables.Rule{
+			Table: t, Chain: rs.chain, Exprs: e,
+			UserData: userdata.AppendString(nil, userdata.TypeComment, comment),
+		})
+	}
+	for _, f := range []family{ipv4, ipv6} {
+		add("control "+f.name+": client to inspected server -> nfqueue",
+			cat(markNotSet(s.PacketMark), f.match(), matchTCP(),
+				f.addrPort(offDst, offDport), lookup(f.ctl), counter(), queue(s))...)
+		add("control "+f.name+": inspected server to client -> nfqueue",
+			cat(markNotSet(s.PacketMark), f.match(), matchTCP(),
+				f.addrPort(offSrc, offSport), lookup(f.ctl), counter(), queue(s))...)
+	}
+	for _, f := range []family{ipv4, ipv6} {
+		add("data "+f.name+": first packet uses its pinhole once, marks the flow",
+			cat(ctStateNew(), f.match(), matchTCP(),
+				f.pinholeKey(), lookup(f.pinholes),
+				f.pinholeKey(), dynsetDelete(f.pinholes),
+				ctMarkOr(s.CtMark), counter(), accept())...)
+	}
+	return rs
+}
+
+// family holds what differs between the IPv4 and IPv6 rules.
+type family struct {
+	name          string
+	nfproto       byte
+	addrLen       uint32
+	srcOff        uint32 // source address offset in the network header
+	dstOff        uint32
+	ctl, pinholes string
+	// regs are the registers of the concatenated key parts, as nft
+	// allocates them: 32-bit registers (9, 10) after a 4-byte address,
+	// 16-byte registers (2, 3) after a 16-byte one.
+	regs [3]uint32
+}
+
+var (
+	ipv4 = family{name: "ipv4", nfproto: unix.NFPROTO_IPV4, addrLen: 4, srcOff: 12, dstOff: 16,
+		ctl: setCtl4, pinholes: setPinholes4, regs: [3]uint32{1, 9, 10}}
+	ipv6 = family{name: "ipv6", nfproto: unix.NFPROTO_IPV6, addrLen: 16, srcOff: 8, dstOff: 24,
+		ctl: setCtl6, pinholes: setPinholes6, regs: [3]uint32{1, 2, 3}}
+)
+
+// Offsets of the TCP ports in the transport header.
+const (
+	offSport = 0
+	offDport = 2
+)
+
+const (
+	offSrc = iota
+	offDst
+)
+
+func (f family) match() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.nfproto}},
+	}
+}
+
+func (f family) addrOff(which int) uint32 {
+	if which == offSrc {
+		return f.srcOff
+	}
+	return f.dstOff
+}
+
+// addrPort loads "address . port" of one side of the packet.
+func (f family) addrPort(which int, portOff uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: f.regs[0], Base: expr.PayloadBaseNetworkHeader, Offset: f.addrOff(which), Len: f.addrLen},
+		&expr.Payload{DestRegister: f.regs[1], Base: expr.PayloadBaseTransportHeader, Offset: portOff, Len: 2},
+	}
+}
+
+// pinholeKey loads "saddr . daddr . dport".
+func (f family) pinholeKey() []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: f.regs[0], Base: expr.PayloadBaseNetworkHeader, Offset: f.srcOff, Len: f.addrLen},
+		&expr.Payload{DestRegister: f.regs[1], Base: expr.PayloadBaseNetworkHeader, Offset: f.dstOff, Len: f.addrLen},
+		&expr.Payload{DestRegister: f.regs[2], Base: expr.PayloadBaseTransportHeader, Offset: offDport, Len: 2},
+	}
+}
+
+func matchTCP() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+	}
+}
+
+// markNotSet is "meta mark & m != m": the packet path marks packets it has
+// already seen, and a packet re-entering the hook must not loop.
+func markNotSet(m uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(m), Xor: ne32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ne32(m)},
+	}
+}
+
+func ctStateNew() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(expr.CtStateBitNEW), Xor: ne32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ne32(0)},
+	}
+}
+
+// ctMarkOr is "ct mark set ct mark | m": (mark & ^m) ^ m keeps the other
+// bits, which belong to the operator.
+func ctMarkOr(m uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(^m), Xor: ne32(m)},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
+	}
+}
+
+func lookup(set string) []expr.Any {
+	return []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: set}}
+}
+
+func dynsetDelete(set string) []expr.Any {
+	return []expr.Any{&expr.Dynset{SrcRegKey: 1, SetName: set, Operation: dynsetOpDelete}}
+}
+
+func counter() []expr.Any { return []expr.Any{&expr.Counter{}} }
+
+func accept() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}} }
+
+func queue(s Spec) []expr.Any {
+	if s.QueueKind == QueueNative {
+		q := &expr.Queue{Num: s.Queue, Total: 1}
+		if s.FailOpen {
+			q.Flag = expr.QueueFlagBypass
+		}
+		return []expr.Any{q}
+	}
+	var flags uint16
+	if s.FailOpen {
+		flags = nfqFlagBypass
+	}
+	return []expr.Any{nfqueueTarget(s.Queue, flags)}
+}
+
+// nfqueueTarget is the xtables NFQUEUE target, revision 3:
+// struct xt_NFQ_info_v3 { __u16 queuenum; __u16 queues_total; __u16 flags; }
+// in host byte order, padded to 8 bytes (the kernel rejects 6).
+func nfqueueTarget(num, flags uint16) *expr.Target {
+	b := make([]byte, 8)
+	binary.NativeEndian.PutUint16(b[0:], num)
+	binary.NativeEndian.PutUint16(b[2:], 1)
+	binary.NativeEndian.PutUint16(b[4:], flags)
+	info := xt.Unknown(b)
+	return &expr.Target{Name: "NFQUEUE", Rev: 3, Info: &info}
+}
+
+func cat(parts ...[]expr.Any) []expr.Any { return slices.Concat(parts...) }
+
+// ne32 encodes a 32-bit value the way nf_tables registers hold marks and
+// ct state: host byte order.
+func ne32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
+
+// Set keys: concatenated fields are each padded to 4 bytes.
+
+func appendAddr(b []byte, a netip.Addr) []byte { return append(b, a.AsSlice()...) }
+
+func appendPort(b []byte, p uint16) []byte { return append(binary.BigEndian.AppendUint16(b, p), 0, 0) }
+
+func controlKey(ap netip.AddrPort) []byte {
+	return appendPort(appendAddr(make([]byte, 0, 20), ap.Addr()), ap.Port())
+}
+
+func pinholeKey(p Pinhole) []byte {
+	return appendPort(appendAddr(appendAddr(make([]byte, 0, 36), p.Src), p.Dst), p.DstPort)
+}
+
+// decodePinholeKey is the inverse of pinholeKey.
+func decodePinholeKey(b []byte) (Pinhole, bool) {
+	var n int
+	switch len(b) {
+	case 12:
+		n = 4
+	case 36:
+		n = 16
+	default:
+		return Pinhole{}, false
+	}
+	src, _ := netip.AddrFromSlice(b[:n])
+	dst, _ := netip.AddrFromSlice(b[n : 2*n])
+	return Pinhole{Src: src, Dst: dst, DstPort: binary.BigEndian.Uint16(b[2*n:])}, true
+}

@@ -1,0 +1,260 @@
+package nft
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// DefaultTable is the name of the table when the configuration names none.
+const DefaultTable = "ftpsalg"
+
+// maxTimeout bounds pinhole timeouts: the kernel stores them in milliseconds
+// and a data-connection pinhole that lives longer than a day is a bug.
+const maxTimeout = 24 * time.Hour
+
+// QueueKind says how the queue rule hands packets to NFQUEUE.
+type QueueKind int
+
+const (
+	// QueueUnset is the zero value; Apply rejects it so that callers probe
+	// the kernel with ProbeQueue first.
+	QueueUnset QueueKind = iota
+	// QueueNative uses the nf_tables queue expression (nft_queue,
+	// CONFIG_NFT_QUEUE). Operators see "queue ... to N" in nft listings.
+	QueueNative
+	// QueueCompat uses the xtables NFQUEUE target (revision 3) through
+	// nft_compat, for kernels built without nft_queue.
+	QueueCompat
+)
+
+// String returns the name used in logs and in the configuration.
+func (k QueueKind) String() string {
+	switch k {
+	case QueueUnset:
+		return "unset"
+	case QueueNative:
+		return "native"
+	case QueueCompat:
+		return "compat"
+	default:
+		return fmt.Sprintf("QueueKind(%d)", int(k))
+	}
+}
+
+// Spec is the desired static content of the table.
+type Spec struct {
+	// Table is the name of the inet table ftpsalg owns.
+	Table string
+	// Queue is the NFQUEUE number the packet path reads.
+	Queue uint16
+	// QueueKind selects the queue expression, as returned by ProbeQueue.
+	QueueKind QueueKind
+	// FailOpen lets control packets pass uninspected when no process is
+	// bound to the queue (NFQUEUE bypass). Without it they are dropped.
+	FailOpen bool
+	// CtMark is the conntrack mark bit (or bits) set on flows admitted by a
+	// pinhole; the operator accepts "ct mark & CtMark == CtMark".
+	CtMark uint32
+	// PacketMark is the packet mark bit (or bits) the packet path sets on
+	// verdicts it re-injects; packets carrying it are not queued again.
+	PacketMark uint32
+	// Control lists the control endpoints (server address and control port)
+	// of inspect-mode servers.
+	Control []netip.AddrPort
+}
+
+// Pinhole admits exactly one new TCP connection from Src to Dst:DstPort
+// until it is used or its Timeout elapses.
+type Pinhole struct {
+	Src, Dst netip.Addr
+	DstPort  uint16
+	Timeout  time.Duration
+}
+
+// String formats the pinhole like its set element.
+func (p Pinhole) String() string {
+	return fmt.Sprintf("%s . %s . %d", p.Src, p.Dst, p.DstPort)
+}
+
+// Element is a pinhole as the kernel (or the fake) holds it.
+type Element struct {
+	Pinhole
+	// Expires is the time left before the element times out.
+	Expires time.Duration
+}
+
+// Table is ftpsalg's view of its nftables table. Kernel implements it on
+// the running kernel; Fake implements it in memory.
+type Table interface {
+	// Apply rebuilds the whole table from s in one transaction: the table is
+	// destroyed if present and created again, which drops every pinhole.
+	// It is used at start and for a full resync.
+	Apply(ctx context.Context, s Spec) error
+	// AddPinholes adds pinholes in one transaction and returns once the
+	// kernel has committed it, so a PASV/EPSV reply may be released.
+	// Adding an existing pinhole refreshes its timeout.
+	AddPinholes(ctx context.Context, p ...Pinhole) error
+	// DeletePinholes removes pinholes in one transaction; missing ones are
+	// not an error.
+	DeletePinholes(ctx context.Context, p ...Pinhole) error
+	// Pinholes lists the pinholes that are still open, sorted.
+	Pinholes(ctx context.Context) ([]Element, error)
+	// Delete removes the table; a missing table is not an error.
+	Delete(ctx context.Context) error
+	// Dump renders the table as normalised nft-like text (no handles,
+	// counter values or expiry times) for golden tests and debugging.
+	Dump(ctx context.Context) (string, error)
+}
+
+// MaxPinholes is the capacity of each pinhole set (one for IPv4, one for
+// IPv6). It is the kernel's default for sets updated from the packet path,
+// made explicit. Expired elements count until the kernel's garbage
+// collection removes them.
+const MaxPinholes = 65535
+
+// ErrFull reports that a pinhole set holds MaxPinholes elements.
+var ErrFull = errors.New("pinhole set is full")
+
+// ErrNoTable reports that the table does not exist: it was never applied,
+// was deleted, or was removed by someone else. Callers resync with Apply.
+var ErrNoTable = errors.New("table does not exist")
+
+// Option configures Kernel and ProbeQueue.
+type Option func(*options)
+
+type options struct {
+	netns  int
+	logger *slog.Logger
+}
+
+// WithNetNS makes netlink requests in the network namespace the file
+// descriptor refers to (an open /run/netns/NAME or /proc/PID/ns/net). The
+// caller keeps the descriptor open while the Kernel is used.
+func WithNetNS(fd int) Option {
+	return func(o *options) { o.netns = fd }
+}
+
+// WithLogger sets the logger; nil (the default) discards logs.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.logger = l }
+}
+
+func buildOptions(opts []Option) options {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// validate checks s and returns a normalised copy: control endpoints
+// unmapped, de-duplicated and sorted, so equal specs build equal tables.
+func (s Spec) validate() (Spec, error) {
+	if err := validName(s.Table); err != nil {
+		return Spec{}, fmt.Errorf("invalid table name %q: %w", s.Table, err)
+	}
+	if s.QueueKind != QueueNative && s.QueueKind != QueueCompat {
+		return Spec{}, fmt.Errorf("invalid queue kind %s: probe the kernel with ProbeQueue", s.QueueKind)
+	}
+	if s.CtMark == 0 {
+		return Spec{}, errors.New("ct mark must not be zero")
+	}
+	if s.PacketMark == 0 {
+		return Spec{}, errors.New("packet mark must not be zero")
+	}
+	ctl := make([]netip.AddrPort, 0, len(s.Control))
+	for _, ap := range s.Control {
+		a := ap.Addr().Unmap()
+		if !a.IsValid() || a.Zone() != "" || a.IsUnspecified() {
+			return Spec{}, fmt.Errorf("invalid control endpoint %s: need a unicast address without zone", ap)
+		}
+		if ap.Port() == 0 {
+			return Spec{}, fmt.Errorf("invalid control endpoint %s: port must not be zero", ap)
+		}
+		ctl = append(ctl, netip.AddrPortFrom(a, ap.Port()))
+	}
+	slices.SortFunc(ctl, netip.AddrPort.Compare)
+	s.Control = slices.Compact(ctl)
+	return s, nil
+}
+
+// validName accepts the names nft itself accepts without quoting, so that
+// operators can type "nft list table inet NAME".
+func validName(n string) error {
+	if n == "" {
+		return errors.New("empty")
+	}
+	if len(n) > 255 {
+		return errors.New("longer than 255 bytes")
+	}
+	for i, r := range n {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r == '_':
+		case i > 0 && (r >= '0' && r <= '9' || r == '-' || r == '.'):
+		default:
+			return fmt.Errorf("character %q at %d: use letters, digits, '_', '-' and '.', starting with a letter or '_'", r, i)
+		}
+	}
+	return nil
+}
+
+// normalize validates a pinhole and unmaps IPv4-mapped IPv6 addresses.
+func (p Pinhole) normalize() (Pinhole, error) {
+	p.Src, p.Dst = p.Src.Unmap(), p.Dst.Unmap()
+	switch {
+	case !p.Src.IsValid() || !p.Dst.IsValid():
+		return Pinhole{}, fmt.Errorf("invalid pinhole %s: missing address", p)
+	case p.Src.Is4() != p.Dst.Is4():
+		return Pinhole{}, fmt.Errorf("invalid pinhole %s: mixed address families", p)
+	case p.Src.Zone() != "" || p.Dst.Zone() != "":
+		return Pinhole{}, fmt.Errorf("invalid pinhole %s: addresses must not have a zone", p)
+	case p.DstPort == 0:
+		return Pinhole{}, fmt.Errorf("invalid pinhole %s: port must not be zero", p)
+	}
+	return p, nil
+}
+
+// normalizeAdd also checks the timeout: an element without one would never
+// expire, and the kernel counts in milliseconds.
+func (p Pinhole) normalizeAdd() (Pinhole, error) {
+	p, err := p.normalize()
+	if err != nil {
+		return Pinhole{}, err
+	}
+	if p.Timeout < time.Millisecond || p.Timeout > maxTimeout {
+		return Pinhole{}, fmt.Errorf("invalid pinhole %s: timeout %s out of range [1ms, %s]", p, p.Timeout, maxTimeout)
+	}
+	p.Timeout = p.Timeout.Truncate(time.Millisecond)
+	return p, nil
+}
+
+// key identifies a pinhole regardless of its timeout.
+type key struct {
+	src, dst netip.Addr
+	port     uint16
+}
+
+func (p Pinhole) key() key { return key{p.Src, p.Dst, p.DstPort} }
+
+func comparePinholes(a, b Pinhole) int {
+	if a.Src.Is4() != b.Src.Is4() {
+		if a.Src.Is4() {
+			return -1
+		}
+		return 1
+	}
+	return cmp.Or(a.Src.Compare(b.Src), a.Dst.Compare(b.Dst), cmp.Compare(a.DstPort, b.DstPort))
+}
+
+func sortElements(e []Element) {
+	slices.SortFunc(e, func(a, b Element) int { return comparePinholes(a.Pinhole, b.Pinhole) })
+}
