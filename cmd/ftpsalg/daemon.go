@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ftpsalg/ftpsalg/alg/inspect"
+	"github.com/ftpsalg/ftpsalg/alg/policy"
+	"github.com/ftpsalg/ftpsalg/conntrack"
+	"github.com/ftpsalg/ftpsalg/metrics"
+	"github.com/ftpsalg/ftpsalg/nft"
+)
+
+// cmdRun is the daemon: flags → logger → config → metrics → kernel state →
+// tasks under one errgroup.
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/ftpsalg/ftpsalg.yaml", "policy file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := policy.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	level := new(slog.LevelVar)
+	level.Set(cfg.Log.Level)
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := daemon(ctx, *path, cfg, level, log); err != nil {
+		log.Error("ftpsalg stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// spec derives the nftables table's desired state from the policy.
+func spec(cfg *policy.Config, kind nft.QueueKind) nft.Spec {
+	s := nft.Spec{
+		Table:      cfg.NFTables.Table,
+		Queue:      cfg.Queue.Number,
+		QueueKind:  kind,
+		FailOpen:   cfg.Queue.FailOpen,
+		CtMark:     cfg.NFTables.CtMark,
+		PacketMark: cfg.NFTables.PacketMark,
+	}
+	for _, srv := range cfg.Servers {
+		if srv.Mode != policy.ModeInspect {
+			continue
+		}
+		for _, a := range srv.Addresses {
+			for _, p := range srv.ControlPorts {
+				s.Control = append(s.Control, netip.AddrPortFrom(a, p))
+			}
+			for _, p := range srv.ImplicitTLSPorts {
+				s.Control = append(s.Control, netip.AddrPortFrom(a, p))
+			}
+		}
+	}
+	return s
+}
+
+func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.LevelVar, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, version)
+	reg.MustRegister(metrics.NewQueueStats(cfg.Queue.Number))
+
+	for _, srv := range cfg.Servers {
+		if srv.Mode == policy.ModeMITM {
+			return fmt.Errorf("server %q: mode mitm is not available in this version", srv.Name)
+		}
+	}
+
+	msrv := &metrics.Server{Addr: cfg.Metrics.Listen, Gath: reg, Log: log}
+	if err := msrv.Listen(); err != nil {
+		return err
+	}
+
+	kind, err := nft.ProbeQueue(ctx)
+	if err != nil {
+		return fmt.Errorf("failed to probe the kernel's queue support: %w", err)
+	}
+	log.Info("kernel queue support probed", "queue_expression", kind.String())
+
+	tbl, err := nft.New(nft.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	apply := func(c *policy.Config) error {
+		start := time.Now()
+		err := tbl.Apply(ctx, spec(c, kind))
+		m.NFTSyncSeconds.Observe(time.Since(start).Seconds())
+		if err != nil {
+			m.NFTSyncs.WithLabelValues("error").Inc()
+			return err
+		}
+		m.NFTSyncs.WithLabelValues("ok").Inc()
+		m.NFTLastSuccess.SetToCurrentTime()
+		return nil
+	}
+	if err := apply(cfg); err != nil {
+		return err
+	}
+	log.Info("nftables table built", "table", "inet "+cfg.NFTables.Table, "queue", cfg.Queue.Number,
+		"fail_open", cfg.Queue.FailOpen, "ct_mark", fmt.Sprintf("%#x", cfg.NFTables.CtMark))
+	if cfg.Queue.FailOpen {
+		log.Warn("fail-open: while the daemon is absent or its queue is full, control traffic passes uninspected")
+	}
+	defer func() {
+		// Clean exit: our table goes, pinholes with it.
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tbl.Delete(dctx); err != nil {
+			log.Error("failed to delete the nftables table", "err", err)
+			return
+		}
+		log.Info("nftables table deleted", "table", "inet "+cfg.NFTables.Table)
+	}()
+
+	eng := inspect.New(inspect.Options{Policy: cfg, Table: tbl, Metrics: m, Log: log})
+	q := &inspect.Queue{Num: cfg.Queue.Number, MaxLen: cfg.Queue.Length, FailOpen: cfg.Queue.FailOpen,
+		PacketMark: cfg.NFTables.PacketMark, Engine: eng, Metrics: m, Log: log}
+	ct := &conntrack.Listener{Log: log, OnRestart: func(error) { m.ConntrackRest.Inc() }}
+	msrv.Ready = func() error {
+		if !q.Ready() {
+			return errors.New("queue not bound")
+		}
+		return nil
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return msrv.Run(gctx) })
+	g.Go(func() error { return eng.Run(gctx) })
+	g.Go(func() error { return q.Run(gctx) })
+	g.Go(func() error {
+		if err := ct.Run(gctx, eng.ConntrackEvent); err != nil {
+			// Without ctnetlink the daemon still works: flows end on
+			// FIN/RST and idle eviction.
+			log.Warn("conntrack events unavailable", "err", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+				ncfg, err := policy.Load(path)
+				if err != nil {
+					log.Error("reload refused: policy invalid; keeping the running policy", "err", err)
+					continue
+				}
+				if ncfg.NFTables != cfg.NFTables || ncfg.Queue != cfg.Queue || ncfg.Metrics != cfg.Metrics {
+					log.Error("reload refused: nftables, queue and metrics settings need a restart")
+					continue
+				}
+				if err := eng.SetPolicy(gctx, ncfg, func() error { return apply(ncfg) }); err != nil {
+					log.Error("reload failed", "err", err)
+					continue
+				}
+				level.Set(ncfg.Log.Level)
+				cfg = ncfg
+				log.Info("policy reloaded", "servers", len(ncfg.Servers))
+			}
+		}
+	})
+	log.Info("ftpsalg running", "version", version, "config", path, "servers", len(cfg.Servers))
+	err = g.Wait()
+	log.Info("ftpsalg stopping")
+	return err
+}

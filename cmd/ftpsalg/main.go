@@ -1,0 +1,55 @@
+// Command ftpsalg is the FTP/FTPS application-level gateway daemon.
+//
+//	ftpsalg run --config FILE          run the daemon
+//	ftpsalg check-config --config FILE validate a policy file
+//	ftpsalg status [--metrics ADDR]    summarise a running daemon
+//	ftpsalg version                    print the version
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: ftpsalg <command> [flags]
+
+commands:
+  run --config FILE            run the gateway daemon (as root, on the gateway)
+  check-config --config FILE   validate a policy file; exit 1 with one error per line
+  status [--metrics ADDR]      print a running daemon's sessions, pinholes and refusals
+  version                      print the version
+`)
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stdout, stderr)
+	case "check-config":
+		return cmdCheckConfig(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "ftpsalg %s\n", version)
+		return 0
+	case "help", "--help", "-h":
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "ftpsalg: unknown command %q\n", args[0])
+	usage(stderr)
+	return 2
+}
