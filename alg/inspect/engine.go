@@ -38,6 +38,11 @@ type Options struct {
 	// PollInterval is how often pinholes are compared with the kernel's
 	// set to count them used or expired (default 500ms).
 	PollInterval time.Duration
+
+	// Rebuild recreates the kernel table from the current policy. It is
+	// called when the table turns out to be missing (someone flushed the
+	// ruleset); nil disables self-repair.
+	Rebuild func(ctx context.Context) error
 }
 
 // Verdict is the engine's decision on one packet.
@@ -61,13 +66,21 @@ type Engine struct {
 	m     *metrics.Metrics
 	log   *slog.Logger
 	now   func() time.Time
-	idle  time.Duration
-	every time.Duration
+	idle    time.Duration
+	every   time.Duration
+	rebuild func(ctx context.Context) error
 
 	mu       sync.Mutex
 	flows    map[flowKey]*flow
 	pinholes map[pinholeKey]*pinholeRec
-	cleanup  chan []nft.Pinhole
+	cleanup  chan []retired
+}
+
+// retired is a pinhole whose session no longer wants it: the cleanup task
+// checks the kernel set to tell used or expired ones from those it removes.
+type retired struct {
+	key pinholeKey
+	rec *pinholeRec
 }
 
 type flowKey struct{ client, server netip.AddrPort }
@@ -94,8 +107,8 @@ type flow struct {
 	lastSeen time.Time
 	log      *slog.Logger
 
-	pinholes []pinholeKey      // opened in the kernel, not yet known gone
-	pending  []pendingPinhole  // decided but not committed: the line is held
+	pinholes []pinholeKey     // opened in the kernel, not yet known gone
+	pending  []pendingPinhole // decided but not committed: the line is held
 	stats    struct{ cmds, pinholes, refusals int }
 }
 
@@ -115,9 +128,9 @@ const maxPinholesPerFlow = 16
 // New returns an Engine.
 func New(o Options) *Engine {
 	e := &Engine{pol: o.Policy, tbl: o.Table, m: o.Metrics, log: o.Log, now: o.Now,
-		idle: o.IdleTimeout, every: o.PollInterval,
+		idle: o.IdleTimeout, every: o.PollInterval, rebuild: o.Rebuild,
 		flows: map[flowKey]*flow{}, pinholes: map[pinholeKey]*pinholeRec{},
-		cleanup: make(chan []nft.Pinhole, 1024)}
+		cleanup: make(chan []retired, 1024)}
 	if e.m == nil {
 		e.m = metrics.NewDiscard()
 	}
@@ -391,6 +404,12 @@ func (e *Engine) openPinhole(ctx context.Context, f *flow, d ftp.Decision) bool 
 	h := e.nftPinhole(d.Pinhole)
 	start := time.Now()
 	err := e.tbl.AddPinholes(ctx, h)
+	if errors.Is(err, nft.ErrNoTable) && e.rebuild != nil {
+		f.log.Warn("nftables table missing; rebuilding it")
+		if rerr := e.repairLocked(ctx); rerr == nil {
+			err = e.tbl.AddPinholes(ctx, h)
+		}
+	}
 	e.m.PinholeCommit.Observe(time.Since(start).Seconds())
 	if err != nil {
 		e.m.PinholeErrors.Inc()
@@ -424,21 +443,21 @@ func (e *Engine) track(f *flow, h nft.Pinhole, mode ftp.DataMode) {
 // retire forgets a pinhole of f and queues its removal from the kernel.
 func (e *Engine) retire(f *flow, k pinholeKey) {
 	f.pinholes = slices.DeleteFunc(f.pinholes, func(x pinholeKey) bool { return x == k })
-	if _, ok := e.pinholes[k]; !ok {
+	r, ok := e.pinholes[k]
+	if !ok {
 		return
 	}
 	delete(e.pinholes, k)
-	e.m.PinholesRemoved.Inc()
-	e.queueCleanup([]nft.Pinhole{{Src: k.src, Dst: k.dst, DstPort: k.port}})
+	e.queueCleanup([]retired{{key: k, rec: r}})
 }
 
-func (e *Engine) queueCleanup(hs []nft.Pinhole) {
+func (e *Engine) queueCleanup(rs []retired) {
 	select {
-	case e.cleanup <- hs:
+	case e.cleanup <- rs:
 	default:
 		// The kernel expires them within the pinhole timeout anyway.
 		e.m.PinholeErrors.Inc()
-		e.log.Warn("pinhole cleanup queue full; leaving pinholes to expire", "count", len(hs))
+		e.log.Warn("pinhole cleanup queue full; leaving pinholes to expire", "count", len(rs))
 	}
 }
 
@@ -478,17 +497,16 @@ func (e *Engine) endFlow(f *flow, reason string) {
 		return
 	}
 	delete(e.flows, f.key)
-	var hs []nft.Pinhole
+	var rs []retired
 	for _, k := range f.pinholes {
-		if _, ok := e.pinholes[k]; ok {
+		if r, ok := e.pinholes[k]; ok {
 			delete(e.pinholes, k)
-			e.m.PinholesRemoved.Inc()
-			hs = append(hs, nft.Pinhole{Src: k.src, Dst: k.dst, DstPort: k.port})
+			rs = append(rs, retired{key: k, rec: r})
 		}
 	}
 	f.pinholes = nil
-	if len(hs) > 0 {
-		e.queueCleanup(hs)
+	if len(rs) > 0 {
+		e.queueCleanup(rs)
 	}
 	e.m.SessionsActive.WithLabelValues(metrics.ModeInspect).Dec()
 	e.m.FlowsActive.Set(float64(len(e.flows)))
@@ -519,15 +537,62 @@ func (e *Engine) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case hs := <-e.cleanup:
-			if err := e.tbl.DeletePinholes(ctx, hs...); err != nil && ctx.Err() == nil {
-				e.m.PinholeErrors.Inc()
-				e.log.Warn("failed to remove pinholes; they expire on their own", "err", err, "count", len(hs))
-			}
+		case rs := <-e.cleanup:
+			e.settle(ctx, rs)
 		case <-t.C:
 			e.poll(ctx)
 		}
 	}
+}
+
+// settle removes retired pinholes that are still in the kernel and counts
+// the others as used or expired.
+func (e *Engine) settle(ctx context.Context, rs []retired) {
+	live := map[pinholeKey]bool{}
+	els, err := e.tbl.Pinholes(ctx)
+	if err != nil {
+		// Unknown: try to delete them all (missing ones are no error).
+		for _, r := range rs {
+			live[r.key] = true
+		}
+	}
+	for _, el := range els {
+		live[pinholeKey{src: el.Src, dst: el.Dst, port: el.DstPort}] = true
+	}
+	now := e.now()
+	var del []nft.Pinhole
+	for _, r := range rs {
+		if live[r.key] {
+			del = append(del, nft.Pinhole{Src: r.key.src, Dst: r.key.dst, DstPort: r.key.port})
+			e.m.PinholesRemoved.Inc()
+			r.rec.flow.log.Info("pinhole removed", r.key.attrs(r.rec.mode)...)
+			continue
+		}
+		e.gone(r.key, r.rec, now)
+	}
+	if len(del) == 0 {
+		return
+	}
+	if err := e.tbl.DeletePinholes(ctx, del...); err != nil && ctx.Err() == nil {
+		e.m.PinholeErrors.Inc()
+		e.log.Warn("failed to remove pinholes; they expire on their own", "err", err, "count", len(del))
+	}
+}
+
+// gone counts a pinhole that left the kernel set: before its deadline a
+// data connection consumed it, after it it expired.
+func (e *Engine) gone(k pinholeKey, r *pinholeRec, now time.Time) {
+	if now.Before(r.deadline) {
+		e.m.PinholesUsed.Inc()
+		r.flow.log.Info("pinhole used", k.attrs(r.mode)...)
+	} else {
+		e.m.PinholesExpired.Inc()
+		r.flow.log.Info("pinhole expired", k.attrs(r.mode)...)
+	}
+}
+
+func (k pinholeKey) attrs(mode ftp.DataMode) []any {
+	return []any{"data_mode", mode.String(), "src", k.src.String(), "dst", k.dst.String(), "port", k.port}
 }
 
 // poll compares tracked pinholes with the kernel set: one that vanished
@@ -557,14 +622,7 @@ func (e *Engine) poll(ctx context.Context) {
 			}
 			delete(e.pinholes, k)
 			r.flow.pinholes = slices.DeleteFunc(r.flow.pinholes, func(x pinholeKey) bool { return x == k })
-			attrs := []any{"data_mode", r.mode.String(), "src", k.src.String(), "dst", k.dst.String(), "port", k.port}
-			if now.Before(r.deadline) {
-				e.m.PinholesUsed.Inc()
-				r.flow.log.Info("pinhole used", attrs...)
-			} else {
-				e.m.PinholesExpired.Inc()
-				r.flow.log.Info("pinhole expired", attrs...)
-			}
+			e.gone(k, r, now)
 		}
 		e.mu.Unlock()
 	}
@@ -589,6 +647,34 @@ func (e *Engine) SetPolicy(ctx context.Context, p *policy.Config, rebuild func()
 		return err
 	}
 	e.pol = p
+	return e.restoreLocked(ctx)
+}
+
+// Repair rebuilds the kernel table if it is missing, restoring live
+// pinholes. It reports whether a rebuild happened.
+func (e *Engine) Repair(ctx context.Context) (bool, error) {
+	if _, err := e.tbl.Pinholes(ctx); !errors.Is(err, nft.ErrNoTable) {
+		return false, nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.log.Warn("nftables table missing; rebuilding it")
+	return true, e.repairLocked(ctx)
+}
+
+func (e *Engine) repairLocked(ctx context.Context) error {
+	if e.rebuild == nil {
+		return errors.New("no rebuild function")
+	}
+	if err := e.rebuild(ctx); err != nil {
+		return err
+	}
+	return e.restoreLocked(ctx)
+}
+
+// restoreLocked commits the live sessions' pinholes again after a rebuild,
+// with what is left of their timeouts.
+func (e *Engine) restoreLocked(ctx context.Context) error {
 	now := e.now()
 	var hs []nft.Pinhole
 	for k, r := range e.pinholes {
@@ -596,10 +682,11 @@ func (e *Engine) SetPolicy(ctx context.Context, p *policy.Config, rebuild func()
 			hs = append(hs, nft.Pinhole{Src: k.src, Dst: k.dst, DstPort: k.port, Timeout: left.Truncate(time.Second)})
 		}
 	}
-	if len(hs) > 0 {
-		if err := e.tbl.AddPinholes(ctx, hs...); err != nil {
-			return fmt.Errorf("failed to restore %d pinholes after the rebuild: %w", len(hs), err)
-		}
+	if len(hs) == 0 {
+		return nil
+	}
+	if err := e.tbl.AddPinholes(ctx, hs...); err != nil {
+		return fmt.Errorf("failed to restore %d pinholes after the rebuild: %w", len(hs), err)
 	}
 	return nil
 }

@@ -102,6 +102,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	if err != nil {
 		return err
 	}
+	var current *policy.Config
 	apply := func(c *policy.Config) error {
 		start := time.Now()
 		err := tbl.Apply(ctx, spec(c, kind))
@@ -112,6 +113,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 		}
 		m.NFTSyncs.WithLabelValues("ok").Inc()
 		m.NFTLastSuccess.SetToCurrentTime()
+		current = c
 		return nil
 	}
 	if err := apply(cfg); err != nil {
@@ -133,7 +135,8 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 		log.Info("nftables table deleted", "table", "inet "+cfg.NFTables.Table)
 	}()
 
-	eng := inspect.New(inspect.Options{Policy: cfg, Table: tbl, Metrics: m, Log: log})
+	eng := inspect.New(inspect.Options{Policy: cfg, Table: tbl, Metrics: m, Log: log,
+		Rebuild: func(context.Context) error { return apply(current) }})
 	q := &inspect.Queue{Num: cfg.Queue.Number, MaxLen: cfg.Queue.Length, FailOpen: cfg.Queue.FailOpen,
 		PacketMark: cfg.NFTables.PacketMark, Engine: eng, Metrics: m, Log: log}
 	ct := &conntrack.Listener{Log: log, OnRestart: func(error) { m.ConntrackRest.Inc() }}
@@ -155,6 +158,24 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 			log.Warn("conntrack events unavailable", "err", err)
 		}
 		return nil
+	})
+	g.Go(func() error {
+		// Someone may flush the whole ruleset (Debian's nftables.service
+		// does on restart): notice and rebuild our table.
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+				if rebuilt, err := eng.Repair(gctx); err != nil {
+					log.Error("failed to rebuild the missing nftables table", "err", err)
+				} else if rebuilt {
+					log.Warn("nftables table was missing and has been rebuilt")
+				}
+			}
+		}
 	})
 	g.Go(func() error {
 		hup := make(chan os.Signal, 1)
