@@ -1,0 +1,130 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// InNS runs fn on a goroutine locked to an OS thread that has been switched
+// into namespace ns with setns(2), and waits for it.
+//
+// Sockets created inside fn belong to ns for their whole life and may be
+// used from any goroutine after fn returns: that is how to get a listener
+// or a connection in a namespace. Goroutines started inside fn do not
+// inherit the namespace (they run on other threads), nor does anything
+// that creates its socket later on another goroutine (e.g. net.Dialer with
+// several addresses racing, or a resolver); pass literal addresses.
+//
+// The thread is switched back afterwards; if that fails it is left locked
+// so that the runtime discards it when the goroutine ends. A panic in fn is
+// re-raised in the caller.
+func (l *Lab) InNS(ns string, fn func() error) error {
+	return inNetNS(l.NetNSPath(ns), fn)
+}
+
+func inNetNS(path string, fn func() error) error {
+	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("failed to open %s: %w", path, err)
+	}
+	defer unix.Close(target)
+
+	type result struct {
+		err      error
+		panicked bool
+		value    any
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: fmt.Errorf("failed to open own netns: %w", err)}
+			return
+		}
+		defer unix.Close(orig)
+		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			done <- result{err: fmt.Errorf("failed to enter %s: %w", path, err)}
+			return
+		}
+		var res result
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					res = result{panicked: true, value: r}
+				}
+			}()
+			res.err = fn()
+		}()
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err == nil {
+			runtime.UnlockOSThread()
+		} else if res.err == nil {
+			// Still locked: the thread dies with this goroutine.
+			res.err = fmt.Errorf("failed to leave %s: %w", path, err)
+		}
+		done <- res
+	}()
+	res := <-done
+	if res.panicked {
+		panic(res.value)
+	}
+	return res.err
+}
+
+// Listen creates a listener in ns; address must hold a literal IP (or be
+// empty) and a port, e.g. "[::]:21" or "198.51.100.2:0".
+func (l *Lab) Listen(ns, network, address string) (net.Listener, error) {
+	var ln net.Listener
+	err := l.InNS(ns, func() error {
+		var err error
+		ln, err = net.Listen(network, address)
+		return err
+	})
+	return ln, err
+}
+
+// ListenFunc returns a function with the signature of
+// net.ListenConfig.Listen that creates listeners in ns (for
+// labftpd.Config.Listen).
+func (l *Lab) ListenFunc(ns string) func(ctx context.Context, network, address string) (net.Listener, error) {
+	return func(ctx context.Context, network, address string) (net.Listener, error) {
+		var ln net.Listener
+		err := l.InNS(ns, func() error {
+			var lc net.ListenConfig
+			var err error
+			ln, err = lc.Listen(ctx, network, address)
+			return err
+		})
+		return ln, err
+	}
+}
+
+// Dial connects from ns to raddr, from laddr when it is valid (port 0 for
+// any). The connect runs on the namespace's thread, bounded by ctx.
+func (l *Lab) Dial(ctx context.Context, ns, network string, laddr, raddr netip.AddrPort) (net.Conn, error) {
+	var c net.Conn
+	err := l.InNS(ns, func() error {
+		d := net.Dialer{}
+		if laddr.IsValid() {
+			d.LocalAddr = net.TCPAddrFromAddrPort(laddr)
+		}
+		var err error
+		c, err = d.DialContext(ctx, network, raddr.String())
+		return err
+	})
+	return c, err
+}
+
+// DialFunc returns Dial bound to ns (for labftpd.Config.Dial).
+func (l *Lab) DialFunc(ns string) func(ctx context.Context, network string, laddr, raddr netip.AddrPort) (net.Conn, error) {
+	return func(ctx context.Context, network string, laddr, raddr netip.AddrPort) (net.Conn, error) {
+		return l.Dial(ctx, ns, network, laddr, raddr)
+	}
+}
