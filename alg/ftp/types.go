@@ -14,6 +14,7 @@ const (
 	FromServer
 )
 
+// String returns "client" or "server".
 func (d Direction) String() string {
 	if d == FromClient {
 		return "client"
@@ -31,6 +32,7 @@ const (
 	Active
 )
 
+// String returns "passive", "active" or "unknown".
 func (m DataMode) String() string {
 	switch m {
 	case Passive:
@@ -69,6 +71,14 @@ type Config struct {
 	// the session follows TLS record boundaries after 234 and resumes
 	// parsing only when clear text returns (after CCC).
 	TransportDecrypts bool
+
+	// InjectsReplies is true when the transport answers a refused client
+	// command itself with Decision.Reply and does not forward the line (a
+	// stream transport). The server then never sees the command and the
+	// session does not wait for a reply to it. When false (a packet
+	// transport) the transport forwards Decision.Replacement, the server
+	// answers the neutralised line (500) and the session pairs that answer.
+	InjectsReplies bool
 }
 
 // DefaultMaxLine is the default bound on a control line (vsftpd uses 4096).
