@@ -61,11 +61,11 @@ type Verdict struct {
 // Process is called from the queue's goroutine; ConntrackEvent and Run from
 // others.
 type Engine struct {
-	pol   *policy.Config
-	tbl   Table
-	m     *metrics.Metrics
-	log   *slog.Logger
-	now   func() time.Time
+	pol     *policy.Config
+	tbl     Table
+	m       *metrics.Metrics
+	log     *slog.Logger
+	now     func() time.Time
 	idle    time.Duration
 	every   time.Duration
 	rebuild func(ctx context.Context) error
@@ -107,6 +107,7 @@ type flow struct {
 	lastSeen time.Time
 	log      *slog.Logger
 
+	blocked  bool             // a line could not be checked: drop all further data
 	pinholes []pinholeKey     // opened in the kernel, not yet known gone
 	pending  []pendingPinhole // decided but not committed: the line is held
 	stats    struct{ cmds, pinholes, refusals int }
@@ -303,6 +304,9 @@ func (e *Engine) newFlow(p *packet, key flowKey, now time.Time, midstream bool) 
 // payload handles a segment carrying data on a tracked flow.
 func (e *Engine) payload(ctx context.Context, f *flow, dir ftp.Direction, p *packet) Verdict {
 	st := &f.dirs[dir]
+	if f.blocked {
+		return Verdict{Reason: "flow_blocked"}
+	}
 	if !st.synced {
 		// Flow picked up midstream and no line end seen yet in this
 		// direction: the bytes pass unparsed and can open nothing.
@@ -355,6 +359,14 @@ func (e *Engine) payload(ctx context.Context, f *flow, dir ftp.Direction, p *pac
 			e.refuse(string(d.Reason))
 			f.log.Warn("refused", "direction", dir.String(), "verb", d.Verb, "code", d.Code,
 				"reason", string(d.Reason), "detail", d.Detail)
+			if d.Reason == ftp.ReasonLineTooLong {
+				// The rest of an over-long line is never checked: let
+				// nothing more through on this control connection.
+				f.blocked = true
+				accept = false
+				f.log.Warn("control connection blocked", "reason", string(d.Reason))
+				continue
+			}
 			if len(d.Replacement) == d.Line.Len && len(d.Replacement) > 0 {
 				// Same-length neutralisation: the peer sees a line it
 				// rejects (a command the server answers 500, a 425 reply).
@@ -383,6 +395,9 @@ func (e *Engine) payload(ctx context.Context, f *flow, dir ftp.Direction, p *pac
 		case ftp.ActionSessionEnd:
 			f.log.Debug("session quit")
 		}
+	}
+	if f.blocked {
+		return Verdict{Reason: "flow_blocked"}
 	}
 	if !accept {
 		return Verdict{Reason: "pinhole_commit"}

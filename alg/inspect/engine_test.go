@@ -373,3 +373,21 @@ func TestPinholeUsedAndExpiredAreCounted(t *testing.T) {
 		t.Fatalf("used %v expired %v, want 1 and 1", u, x)
 	}
 }
+
+func TestOverlongLineBlocksTheFlow(t *testing.T) {
+	t.Parallel()
+	e, tbl, _ := newEngine(t)
+	cv := open(t, e, cli4, srv4)
+	if v := cv.client("SITE " + strings.Repeat("A", 600)); v.Accept {
+		t.Fatal("over-long line released")
+	}
+	if v := cv.client("\r\nPORT 192,0,2,2,195,81\r\n"); v.Accept {
+		t.Fatal("data after an over-long line released")
+	}
+	if v := cv.server("200 PORT command successful.\r\n"); v.Accept {
+		t.Fatal("server data on a blocked flow released")
+	}
+	if tbl.adds != 0 || testutilCount(e, "line_too_long") != 1 {
+		t.Fatalf("adds %d, refusals %v", tbl.adds, testutilCount(e, "line_too_long"))
+	}
+}
