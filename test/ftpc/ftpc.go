@@ -263,9 +263,19 @@ func (c *Client) data(ctx context.Context, mode Mode, cmd string) (net.Conn, err
 		if err != nil {
 			return nil, fmt.Errorf("failed to open data connection to %s: %w", target, err)
 		}
-		if _, err := c.expect(cmd, 1); err != nil {
+		if err := c.Raw([]byte(cmd + "\r\n")); err != nil {
 			dc.Close()
 			return nil, err
+		}
+		// The preliminary 1xx reply: the final one comes after the data.
+		rep, err = c.read()
+		if err != nil {
+			dc.Close()
+			return nil, err
+		}
+		if rep.Code/100 != 1 {
+			dc.Close()
+			return nil, &Error{Cmd: cmd, Reply: rep}
 		}
 		return dc, nil
 	case PORT, EPRT:

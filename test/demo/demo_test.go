@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ftpsalg/ftpsalg/test/lab"
+)
+
+// TestDemoEmbedded runs `make demo`'s program the way a fresh machine
+// without vsftpd or curl would: embedded Go server and client.
+func TestDemoEmbedded(t *testing.T) {
+	lab.RequirePrivileged(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "ftpsalg")
+	demo := filepath.Join(dir, "demo")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	for _, b := range [][]string{{"-o", bin, "../../cmd/ftpsalg"}, {"-o", demo, "."}} {
+		if out, err := exec.CommandContext(ctx, "go", append([]string{"build"}, b...)...).CombinedOutput(); err != nil {
+			t.Fatalf("build: %v\n%s", err, out)
+		}
+	}
+	cmd := exec.CommandContext(ctx, demo, "--bin", bin, "--embedded")
+	cmd.Env = os.Environ()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo failed: %v\n%s", err, out)
+	}
+	for _, want := range []string{"via go client", "demo: ok", "reason=third_party_address", "pinhole used"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "FAILED") {
+		t.Errorf("demo reported a failure:\n%s", out)
+	}
+}

@@ -1,0 +1,305 @@
+// Command demo runs ftpsalg's main job on a built-in lab: three network
+// namespaces (client, gateway, server), a default-drop firewall on the
+// gateway, a real FTP server (vsftpd when installed, else an embedded Go
+// server) and real clients (curl when installed, else a Go client), with
+// ftpsalg between them. It prints what happened and cleans up. Run as root:
+//
+//	make demo
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ftpsalg/ftpsalg/test/ftpc"
+	"github.com/ftpsalg/ftpsalg/test/lab"
+	"github.com/ftpsalg/ftpsalg/test/labftpd"
+)
+
+const ctMark = 0x10000000
+
+func main() {
+	bin := flag.String("bin", "bin/ftpsalg", "the ftpsalg binary")
+	embedded := flag.Bool("embedded", false, "use the embedded Go FTP server and client even when vsftpd and curl are installed")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "demo: needs root (it creates network namespaces and nftables tables)")
+		os.Exit(1)
+	}
+	abs, err := filepath.Abs(*bin)
+	if err != nil {
+		fail(err)
+	}
+	tb := lab.Standalone(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	code := run(tb, abs, *embedded)
+	if err := tb.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo: cleanup:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "demo:", err)
+	os.Exit(1)
+}
+
+func step(format string, args ...any) { fmt.Printf("\n== "+format+"\n", args...) }
+
+func run(tb *lab.StandaloneTB, bin string, embedded bool) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	step("lab: client %s | gateway (default-drop forward policy) | server %s", lab.ClientAddr4, lab.ServerAddr4)
+	l := lab.New(tb, lab.Options{Other: true})
+	l.InstallGatewayFirewall(ctMark)
+	fmt.Println("   gateway firewall (the operator's table):")
+	printIndented(lab.GatewayFirewallRuleset(ctMark))
+
+	useVsftpd := lab.HaveVsftpd() && !embedded
+	var user, pass, file string
+	if useVsftpd {
+		v := l.StartVsftpd(lab.VsftpdOptions{})
+		user, pass, file = v.User, v.Password, "report.bin"
+		if _, err := v.CreateFile(file, 4<<20); err != nil {
+			fmt.Println("demo:", err)
+			return 1
+		}
+		fmt.Println("   server: vsftpd on port 21, passive ports 50000-50100")
+	} else {
+		user, pass, file = "demo", "demo", "report.bin"
+		data := make([]byte, 4<<20)
+		for i := range data {
+			data[i] = byte(i * 7)
+		}
+		l.StartLabftpd(lab.Server, 21, labftpd.Config{User: user, Password: pass,
+			Files: map[string][]byte{file: data}, PassiveMin: 50000, PassiveMax: 50100})
+		fmt.Println("   server: embedded Go FTP server on port 21 (vsftpd not installed)")
+	}
+	// A misbehaving server that announces a third party's address.
+	l.StartLabftpd(lab.Server, 2121, labftpd.Config{Files: map[string][]byte{"x": []byte("x")},
+		PassiveMin: 50200, PassiveMax: 50200, AnnounceAddr: lab.OtherAddr4})
+	if _, err := l.Nft(lab.Gateway, "add", "rule", "inet", lab.FirewallTable, "forward",
+		"ip", "daddr", lab.ServerAddr4.String(), "tcp", "dport", "2121", "accept"); err != nil {
+		fmt.Println("demo:", err)
+		return 1
+	}
+
+	policy := fmt.Sprintf(`servers:
+  - name: files
+    addresses: [%s, "%s"]
+    control_ports: [21, 2121]
+    passive_ports: "50000-50100"
+    mode: inspect
+`, lab.ServerAddr4, lab.ServerAddr6)
+	path := filepath.Join(l.Dir(), "ftpsalg.yaml")
+	if err := os.WriteFile(path, []byte(policy), 0o600); err != nil {
+		fmt.Println("demo:", err)
+		return 1
+	}
+	step("ftpsalg policy (%s)", path)
+	printIndented(policy)
+	d := l.Start(lab.Gateway, bin, "run", "--config", path)
+	if err := waitReady(ctx, l); err != nil {
+		fmt.Println("demo: ftpsalg did not become ready:", err)
+		fmt.Println(d.Log())
+		return 1
+	}
+	step("ftpsalg's own table while idle (nft list table inet ftpsalg)")
+	out, _ := l.Nft(lab.Gateway, "list", "table", "inet", "ftpsalg")
+	printIndented(out)
+
+	step("transfers through the gateway, sha256-checked")
+	ok := true
+	haveCurl := commandExists("curl") && !embedded
+	for _, tc := range []struct {
+		addr netip.Addr
+		mode lab.Mode
+	}{
+		{lab.ServerAddr4, lab.PASV}, {lab.ServerAddr4, lab.EPSV}, {lab.ServerAddr4, lab.PORT},
+		{lab.ServerAddr4, lab.EPRT}, {lab.ServerAddr6, lab.EPSV}, {lab.ServerAddr6, lab.EPRT},
+	} {
+		start := time.Now()
+		var sum string
+		var n int64
+		var err error
+		tool := "go client"
+		if haveCurl && useVsftpd {
+			tool = "curl"
+			var tr *lab.Transfer
+			tr, err = l.DownloadCurl(ctx, fmt.Sprintf("ftp://%s:%s@%s/%s", user, pass, urlHost(tc.addr), file), tc.mode)
+			if err == nil {
+				sum, n = tr.SHA256, tr.Size
+			}
+		} else {
+			sum, n, err = goDownload(ctx, l, netip.AddrPortFrom(tc.addr, 21), user, pass, file, tc.mode)
+		}
+		status := "ok"
+		if err != nil {
+			status, ok = "FAILED: "+err.Error(), false
+		}
+		fmt.Printf("   %-4s %-13s via %-9s %8d bytes  sha256 %.16s…  %6.0f ms  %s\n",
+			tc.mode, tc.addr, tool, n, sum, float64(time.Since(start).Microseconds())/1000, status)
+	}
+
+	step("a hostile server (port 2121) announces a third party, 203.0.113.2")
+	sum, _, err := goDownload(ctx, l, netip.AddrPortFrom(lab.ServerAddr4, 2121), "any", "any", "x", lab.PASV)
+	if err == nil {
+		fmt.Println("   FAILED: the transfer went through:", sum)
+		ok = false
+	} else {
+		fmt.Println("   client was refused, as it should be:", err)
+	}
+
+	// Let the pinhole accounting catch up with the last sessions.
+	waitFor(ctx, time.Second)
+	step("what ftpsalg logged (pinholes and refusals)")
+	printLog(d.Log())
+	step("ftpsalg status")
+	st, _ := l.Run(ctx, lab.Gateway, bin, "status")
+	printIndented(string(st))
+
+	step("stopping ftpsalg: its table goes with it")
+	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+	defer scancel()
+	if err := d.Stop(sctx); err != nil {
+		fmt.Println("   ftpsalg exit:", err)
+		ok = false
+	}
+	tables, _ := l.Nft(lab.Gateway, "list", "tables")
+	printIndented(tables)
+	if !ok {
+		fmt.Println("\ndemo: FAILED")
+		return 1
+	}
+	fmt.Println("\ndemo: ok — every transfer used one exact, single-use pinhole; the hostile announcement opened nothing")
+	return 0
+}
+
+func urlHost(a netip.Addr) string {
+	if a.Is6() {
+		return "[" + a.String() + "]"
+	}
+	return a.String()
+}
+
+func commandExists(name string) bool { _, err := exec.LookPath(name); return err == nil }
+
+func waitReady(ctx context.Context, l *lab.Lab) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var err error
+		ierr := l.InNS(lab.Gateway, func() error {
+			c, derr := net.DialTimeout("tcp", "127.0.0.1:9641", time.Second)
+			if derr != nil {
+				return derr
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			fmt.Fprintf(c, "GET /readyz HTTP/1.0\r\n\r\n")
+			line, rerr := bufio.NewReader(c).ReadString('\n')
+			if rerr != nil {
+				return rerr
+			}
+			if !strings.Contains(line, " 200 ") {
+				return fmt.Errorf("%s", strings.TrimSpace(line))
+			}
+			return nil
+		})
+		if ierr == nil {
+			return nil
+		}
+		err = ierr
+		if time.Now().After(deadline) {
+			return err
+		}
+		waitFor(ctx, 100*time.Millisecond)
+	}
+}
+
+func waitFor(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+type nsDialer struct {
+	l  *lab.Lab
+	ns string
+}
+
+func (n nsDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	return n.l.Dial(ctx, n.ns, network, netip.AddrPort{}, ap)
+}
+
+func (n nsDialer) Listen(ctx context.Context, network, addr string) (net.Listener, error) {
+	return n.l.ListenFunc(n.ns)(ctx, network, addr)
+}
+
+func goDownload(ctx context.Context, l *lab.Lab, addr netip.AddrPort, user, pass, file string, mode lab.Mode) (string, int64, error) {
+	nd := nsDialer{l: l, ns: lab.Client}
+	c, err := ftpc.Dial(ctx, nd, nd, addr.String())
+	if err != nil {
+		return "", 0, err
+	}
+	defer c.Close()
+	c.Timeout = 5 * time.Second
+	if err := c.Login(user, pass); err != nil {
+		return "", 0, err
+	}
+	sum, n, err := c.Retrieve(ctx, ftpc.Mode(mode.String()), file)
+	if err != nil {
+		return "", n, err
+	}
+	_ = c.Quit()
+	return sum, n, nil
+}
+
+func printIndented(s string) {
+	for _, line := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		fmt.Println("   " + line)
+	}
+}
+
+// printLog shows the daemon's JSON log lines an operator cares about here.
+func printLog(log string) {
+	for _, line := range strings.Split(log, "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		msg, _ := rec["msg"].(string)
+		switch msg {
+		case "pinhole opened", "pinhole used", "pinhole expired", "refused", "session start", "session end", "kernel queue support probed":
+		default:
+			continue
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "%-16s", msg)
+		for _, k := range []string{"client", "data_mode", "src", "dst", "port", "reason", "detail", "queue_expression"} {
+			if v, ok := rec[k]; ok {
+				fmt.Fprintf(&b, " %s=%v", k, v)
+			}
+		}
+		fmt.Println("   " + b.String())
+	}
+}
