@@ -8,14 +8,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -24,6 +22,7 @@ import (
 	"time"
 
 	"github.com/ftpsalg/ftpsalg/test/ftpc"
+	"github.com/ftpsalg/ftpsalg/test/harness"
 	"github.com/ftpsalg/ftpsalg/test/lab"
 	"github.com/ftpsalg/ftpsalg/test/labftpd"
 )
@@ -104,19 +103,9 @@ func run(tb *lab.StandaloneTB, bin string, embedded bool) int {
     passive_ports: "50000-50100"
     mode: inspect
 `, lab.ServerAddr4, lab.ServerAddr6)
-	path := filepath.Join(l.Dir(), "ftpsalg.yaml")
-	if err := os.WriteFile(path, []byte(policy), 0o600); err != nil {
-		fmt.Println("demo:", err)
-		return 1
-	}
-	step("ftpsalg policy (%s)", path)
+	step("ftpsalg policy")
 	printIndented(policy)
-	d := l.Start(lab.Gateway, bin, "run", "--config", path)
-	if err := waitReady(ctx, l); err != nil {
-		fmt.Println("demo: ftpsalg did not become ready:", err)
-		fmt.Println(d.Log())
-		return 1
-	}
+	d := harness.Start(tb, l, bin, policy).Proc
 	step("ftpsalg's own table while idle (nft list table inet ftpsalg)")
 	out, _ := l.Nft(lab.Gateway, "list", "table", "inet", "ftpsalg")
 	printIndented(out)
@@ -197,38 +186,6 @@ func urlHost(a netip.Addr) string {
 
 func commandExists(name string) bool { _, err := exec.LookPath(name); return err == nil }
 
-func waitReady(ctx context.Context, l *lab.Lab) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var err error
-		ierr := l.InNS(lab.Gateway, func() error {
-			c, derr := net.DialTimeout("tcp", "127.0.0.1:9641", time.Second)
-			if derr != nil {
-				return derr
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-			fmt.Fprintf(c, "GET /readyz HTTP/1.0\r\n\r\n")
-			line, rerr := bufio.NewReader(c).ReadString('\n')
-			if rerr != nil {
-				return rerr
-			}
-			if !strings.Contains(line, " 200 ") {
-				return fmt.Errorf("%s", strings.TrimSpace(line))
-			}
-			return nil
-		})
-		if ierr == nil {
-			return nil
-		}
-		err = ierr
-		if time.Now().After(deadline) {
-			return err
-		}
-		waitFor(ctx, 100*time.Millisecond)
-	}
-}
-
 func waitFor(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -238,34 +195,12 @@ func waitFor(ctx context.Context, d time.Duration) {
 	}
 }
 
-type nsDialer struct {
-	l  *lab.Lab
-	ns string
-}
-
-func (n nsDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	return n.l.Dial(ctx, n.ns, network, netip.AddrPort{}, ap)
-}
-
-func (n nsDialer) Listen(ctx context.Context, network, addr string) (net.Listener, error) {
-	return n.l.ListenFunc(n.ns)(ctx, network, addr)
-}
-
 func goDownload(ctx context.Context, l *lab.Lab, addr netip.AddrPort, user, pass, file string, mode lab.Mode) (string, int64, error) {
-	nd := nsDialer{l: l, ns: lab.Client}
-	c, err := ftpc.Dial(ctx, nd, nd, addr.String())
+	c, err := harness.Client(ctx, l, addr, user, pass)
 	if err != nil {
 		return "", 0, err
 	}
 	defer c.Close()
-	c.Timeout = 5 * time.Second
-	if err := c.Login(user, pass); err != nil {
-		return "", 0, err
-	}
 	sum, n, err := c.Retrieve(ctx, ftpc.Mode(mode.String()), file)
 	if err != nil {
 		return "", n, err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ftpsalg/ftpsalg/test/ftpc"
+	"github.com/ftpsalg/ftpsalg/test/harness"
 	"github.com/ftpsalg/ftpsalg/test/lab"
 	"github.com/ftpsalg/ftpsalg/test/labftpd"
 )
@@ -56,7 +57,7 @@ func TestInspectTransfers(t *testing.T) {
 					}
 					tr, err := down(ctx, v.URL(fam, "down.bin"), mode)
 					if err != nil {
-						t.Fatalf("download: %v\n%s", err, d.proc.Log())
+						t.Fatalf("download: %v\n%s", err, d.Proc.Log())
 					}
 					if tr.SHA256 != want {
 						t.Fatalf("download sha256 %s, want %s", tr.SHA256, want)
@@ -76,13 +77,13 @@ func TestInspectTransfers(t *testing.T) {
 	}
 	// Every transfer went through a pinhole that was used once; none is
 	// left open and nothing was refused.
-	m := d.metrics()
+	m := d.Metrics()
 	opened := m[`ftpsalg_pinholes_opened_total{data_mode="passive"}`] + m[`ftpsalg_pinholes_opened_total{data_mode="active"}`]
 	if opened < float64(n) {
 		t.Fatalf("pinholes opened %v, want at least %d (one per transfer)", opened, n)
 	}
-	d.waitMetric("ftpsalg_pinholes_used_total", opened)
-	if els := d.pinholeElements(); els != "" {
+	d.WaitMetric("ftpsalg_pinholes_used_total", opened)
+	if els := d.PinholeElements(); els != "" {
 		t.Fatalf("pinholes left open:\n%s", els)
 	}
 	for k, v := range m {
@@ -90,7 +91,7 @@ func TestInspectTransfers(t *testing.T) {
 			t.Errorf("%s = %v, want 0", k, v)
 		}
 	}
-	d.stop()
+	d.Stop()
 	if out, err := l.Nft(lab.Gateway, "list", "tables"); err != nil || strings.Contains(out, "ftpsalg") {
 		t.Fatalf("table not removed at clean exit: %q %v", out, err)
 	}
@@ -173,16 +174,16 @@ func TestInspectRefusesHostileAnnouncements(t *testing.T) {
 
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			before := d.metrics()
+			before := d.Metrics()
 			c := goClient(t, l, netip.AddrPortFrom(lab.ServerAddr4, uint16(base+i)), "any", "any")
 			tc.run(t, c)
 			key := fmt.Sprintf(`ftpsalg_policy_refusals_total{reason=%q}`, tc.reason)
-			d.waitMetric(key, before[key]+1)
-			after := d.metrics()
+			d.WaitMetric(key, before[key]+1)
+			after := d.Metrics()
 			if after[`ftpsalg_pinholes_opened_total{data_mode="passive"}`] != before[`ftpsalg_pinholes_opened_total{data_mode="passive"}`] {
 				t.Fatal("a pinhole was opened")
 			}
-			if els := d.pinholeElements(); els != "" {
+			if els := d.PinholeElements(); els != "" {
 				t.Fatalf("pinholes present:\n%s", els)
 			}
 		})
@@ -193,7 +194,7 @@ func TestInspectRefusesHostileAnnouncements(t *testing.T) {
 
 	// Client-side hostility against the real vsftpd.
 	t.Run("PORT octet 256", func(t *testing.T) {
-		before := d.metrics()
+		before := d.Metrics()
 		c := goClient(t, l, netip.AddrPortFrom(lab.ServerAddr4, 21), v.User, v.Password)
 		rep, err := c.Cmd("PORT 192,0,2,256,195,81")
 		if err != nil {
@@ -203,13 +204,13 @@ func TestInspectRefusesHostileAnnouncements(t *testing.T) {
 			t.Fatalf("server accepted the neutralised PORT: %s", rep)
 		}
 		key := `ftpsalg_policy_refusals_total{reason="bad_octet"}`
-		d.waitMetric(key, before[key]+1)
-		if els := d.pinholeElements(); els != "" {
+		d.WaitMetric(key, before[key]+1)
+		if els := d.PinholeElements(); els != "" {
 			t.Fatalf("pinholes present:\n%s", els)
 		}
 	})
 	t.Run("PORT to a third party", func(t *testing.T) {
-		before := d.metrics()
+		before := d.Metrics()
 		c := goClient(t, l, netip.AddrPortFrom(lab.ServerAddr4, 21), v.User, v.Password)
 		rep, err := c.Cmd("PORT 203,0,113,2,195,90")
 		if err != nil {
@@ -219,10 +220,10 @@ func TestInspectRefusesHostileAnnouncements(t *testing.T) {
 			t.Fatalf("server accepted the neutralised PORT: %s", rep)
 		}
 		key := `ftpsalg_policy_refusals_total{reason="third_party_address"}`
-		d.waitMetric(key, before[key]+1)
+		d.WaitMetric(key, before[key]+1)
 	})
 	t.Run("PORT starting mid-line", func(t *testing.T) {
-		before := d.metrics()
+		before := d.Metrics()
 		c := goClient(t, l, netip.AddrPortFrom(lab.ServerAddr4, 21), v.User, v.Password)
 		// Two writes, two segments: the second starts with "PORT" but
 		// the line started with "NOOP".
@@ -240,7 +241,7 @@ func TestInspectRefusesHostileAnnouncements(t *testing.T) {
 		if err != nil || rep.Code != 200 {
 			t.Fatalf("control connection broken: %v %v", rep, err)
 		}
-		after := d.metrics()
+		after := d.Metrics()
 		if after[`ftpsalg_control_commands_total{verb="PORT"}`] != before[`ftpsalg_control_commands_total{verb="PORT"}`] {
 			t.Fatal("a PORT command was recognised in the middle of a line")
 		}
@@ -248,7 +249,7 @@ func TestInspectRefusesHostileAnnouncements(t *testing.T) {
 			t.Fatal("an active pinhole was opened")
 		}
 	})
-	d.stop()
+	d.Stop()
 }
 
 // TestPinholeExpiresUnused: an announced port that nobody connects to
@@ -269,11 +270,11 @@ func TestPinholeExpiresUnused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if els := d.pinholeElements(); !strings.Contains(els, fmt.Sprint(port)) {
+	if els := d.PinholeElements(); !strings.Contains(els, fmt.Sprint(port)) {
 		t.Fatalf("pinhole for port %d not in the kernel set:\n%s", port, els)
 	}
-	d.waitMetric("ftpsalg_pinholes_expired_total", 1)
-	if els := d.pinholeElements(); els != "" {
+	d.WaitMetric("ftpsalg_pinholes_expired_total", 1)
+	if els := d.PinholeElements(); els != "" {
 		t.Fatalf("pinhole still present after expiry:\n%s", els)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -282,7 +283,7 @@ func TestPinholeExpiresUnused(t *testing.T) {
 		conn.Close()
 		t.Fatal("data connection through an expired pinhole succeeded")
 	}
-	d.stop()
+	d.Stop()
 }
 
 // TestKilledDaemonLeavesNothingOpen: SIGKILL mid-session leaves the table
@@ -302,17 +303,17 @@ func TestKilledDaemonLeavesNothingOpen(t *testing.T) {
 	if rep, err := c.Cmd("PASV"); err != nil || rep.Code != 227 {
 		t.Fatalf("PASV: %v %v", rep, err)
 	}
-	if d.pinholeElements() == "" {
+	if d.PinholeElements() == "" {
 		t.Fatal("no pinhole after PASV")
 	}
-	if err := d.proc.Signal(syscall.SIGKILL); err != nil {
+	if err := d.Proc.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_ = d.proc.Wait(ctx)
+	_ = d.Proc.Wait(ctx)
 	deadline := time.Now().Add(10 * time.Second)
-	for d.pinholeElements() != "" {
+	for d.PinholeElements() != "" {
 		if time.Now().After(deadline) {
 			t.Fatal("pinhole did not expire in the kernel after SIGKILL")
 		}
@@ -321,19 +322,19 @@ func TestKilledDaemonLeavesNothingOpen(t *testing.T) {
 	// Fail closed: with nobody reading the queue, control packets drop.
 	cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer ccancel()
-	nd := nsDialer{l: l, ns: lab.Client}
+	nd := harness.NSDialer{L: l, NS: lab.Client}
 	if c2, err := ftpc.Dial(cctx, nd, nd, netip.AddrPortFrom(lab.ServerAddr4, 21).String()); err == nil {
 		c2.Close()
 		t.Fatal("control connection succeeded while the daemon was dead (want fail closed)")
 	}
-	d.start()
-	if els := d.pinholeElements(); els != "" {
+	d.Restart()
+	if els := d.PinholeElements(); els != "" {
 		t.Fatalf("restart kept stale pinholes:\n%s", els)
 	}
 	tctx, tcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer tcancel()
 	if _, err := l.DownloadCurl(tctx, v.URL(lab.ServerAddr4, "f.bin"), lab.PASV); err != nil {
-		t.Fatalf("transfer after restart: %v\n%s", err, d.proc.Log())
+		t.Fatalf("transfer after restart: %v\n%s", err, d.Proc.Log())
 	}
-	d.stop()
+	d.Stop()
 }
