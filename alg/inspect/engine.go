@@ -561,7 +561,9 @@ func (e *Engine) Run(ctx context.Context) error {
 }
 
 // settle removes retired pinholes that are still in the kernel and counts
-// the others as used or expired.
+// the others as used or expired. It holds the engine's lock so that a
+// pinhole with the same key, opened again by a newer session in between, is
+// neither deleted nor miscounted.
 func (e *Engine) settle(ctx context.Context, rs []retired) {
 	live := map[pinholeKey]bool{}
 	els, err := e.tbl.Pinholes(ctx)
@@ -574,9 +576,17 @@ func (e *Engine) settle(ctx context.Context, rs []retired) {
 	for _, el := range els {
 		live[pinholeKey{src: el.Src, dst: el.Dst, port: el.DstPort}] = true
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	now := e.now()
 	var del []nft.Pinhole
 	for _, r := range rs {
+		if _, reopened := e.pinholes[r.key]; reopened {
+			// A newer session announced the same port to the same
+			// client: the kernel element is now that session's.
+			e.m.PinholesRemoved.Inc()
+			continue
+		}
 		if live[r.key] {
 			del = append(del, nft.Pinhole{Src: r.key.src, Dst: r.key.dst, DstPort: r.key.port})
 			e.m.PinholesRemoved.Inc()

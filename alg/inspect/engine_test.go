@@ -391,3 +391,25 @@ func TestOverlongLineBlocksTheFlow(t *testing.T) {
 		t.Fatalf("adds %d, refusals %v", tbl.adds, testutilCount(e, "line_too_long"))
 	}
 }
+
+// A session that ends must not remove the identical pinhole a newer session
+// of the same client opened for the same port in the meantime.
+func TestEndedSessionDoesNotRemoveSuccessorsPinhole(t *testing.T) {
+	t.Parallel()
+	e, tbl, _ := newEngine(t)
+	a := open(t, e, cli4, srv4)
+	mustAccept(t, a.client("EPSV\r\n"))
+	mustAccept(t, a.server("229 Entering Extended Passive Mode (|||50028|)\r\n"))
+	h := hole(cli4.Addr(), srv4.Addr(), 50028)
+	if !tbl.use(h) {
+		t.Fatal("pinhole not usable")
+	}
+	a.send(true, flagRST, "") // A ends; its cleanup is queued
+	b := open(t, e, netip.AddrPortFrom(cli4.Addr(), 40001), srv4)
+	mustAccept(t, b.client("EPSV\r\n"))
+	mustAccept(t, b.server("229 Entering Extended Passive Mode (|||50028|)\r\n"))
+	e.settle(context.Background(), <-e.cleanup)
+	if !tbl.has(h) {
+		t.Fatal("the ended session's cleanup removed the new session's pinhole")
+	}
+}

@@ -1,0 +1,187 @@
+// Package bench measures ftpsalg against the real kernel in the lab: what a
+// queued control packet costs, and how many control sessions per second the
+// inspect path carries, each beside the same run without ftpsalg (routed)
+// and through the kernel's own FTP helper. Run with `make bench` (root).
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ftpsalg/ftpsalg/test/ftpc"
+	"github.com/ftpsalg/ftpsalg/test/harness"
+	"github.com/ftpsalg/ftpsalg/test/lab"
+	"github.com/ftpsalg/ftpsalg/test/labftpd"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ftpsalg-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	binary, err = harness.Build(ctx, "../..", dir, false)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Paths a control connection can take through the gateway.
+const (
+	pathRouted  = "routed"  // default-drop firewall, control port allowed, no ALG
+	pathFtpsalg = "ftpsalg" // the same, plus ftpsalg in inspect mode
+	pathHelper  = "kernel-helper"
+)
+
+// setupPath prepares the gateway for path; ftpsalg logs at info level as in
+// production.
+func setupPath(b *testing.B, l *lab.Lab, path string) {
+	b.Helper()
+	switch path {
+	case pathRouted:
+		l.InstallGatewayFirewall(harness.CtMark)
+	case pathFtpsalg:
+		l.InstallGatewayFirewall(harness.CtMark)
+		pol := strings.Replace(harness.Policy([]int{21}, "", ""), "level: debug", "level: info", 1)
+		harness.Start(b, l, binary, pol)
+	case pathHelper:
+		l.GatewayHelperFirewall()
+	}
+}
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	return sorted[int(float64(len(sorted)-1)*p)]
+}
+
+// BenchmarkControlRTT measures NOOP round trips on one logged-in control
+// connection to vsftpd. Each round trip crosses the gateway twice (command
+// and reply), so ftpsalg's added latency per queued packet is half the
+// difference to the routed path.
+func BenchmarkControlRTT(b *testing.B) {
+	lab.RequirePrivileged(b)
+	const n = 3000
+	results := map[string][]time.Duration{}
+	for _, path := range []string{pathRouted, pathFtpsalg, pathHelper} {
+		b.Run(path, func(b *testing.B) {
+			l := lab.New(b, lab.Options{})
+			v := l.StartVsftpd(lab.VsftpdOptions{})
+			setupPath(b, l, path)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			c, err := harness.Client(ctx, l, netip.AddrPortFrom(lab.ServerAddr4, 21), v.User, v.Password)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			for range 200 { // warm up caches and the daemon's allocations
+				if _, err := c.Cmd("NOOP"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			rtts := make([]time.Duration, 0, n)
+			b.ResetTimer()
+			for range n {
+				start := time.Now()
+				rep, err := c.Cmd("NOOP")
+				if err != nil || rep.Code != 200 {
+					b.Fatalf("NOOP: %v %v", rep, err)
+				}
+				rtts = append(rtts, time.Since(start))
+			}
+			b.StopTimer()
+			slices.Sort(rtts)
+			results[path] = rtts
+			b.ReportMetric(float64(percentile(rtts, 0.5).Microseconds()), "p50-µs/rtt")
+			b.ReportMetric(float64(percentile(rtts, 0.99).Microseconds()), "p99-µs/rtt")
+		})
+	}
+	if r, f := results[pathRouted], results[pathFtpsalg]; r != nil && f != nil {
+		b.Logf("ftpsalg added latency per queued control packet: p50 %.1f µs, p99 %.1f µs (half the RTT difference to routed, %d round trips)",
+			float64(percentile(f, 0.5)-percentile(r, 0.5))/2e3, float64(percentile(f, 0.99)-percentile(r, 0.99))/2e3, n)
+	}
+}
+
+// BenchmarkSessions runs complete plaintext control sessions (connect,
+// login, PASV, LIST over the data connection, QUIT) from 4 concurrent
+// clients for a fixed time against the embedded server, through ftpsalg
+// and through the kernel helper.
+func BenchmarkSessions(b *testing.B) {
+	lab.RequirePrivileged(b)
+	const (
+		workers  = 4
+		duration = 5 * time.Second
+	)
+	rates := map[string]float64{}
+	for _, path := range []string{pathFtpsalg, pathHelper} {
+		b.Run(path, func(b *testing.B) {
+			l := lab.New(b, lab.Options{})
+			l.StartLabftpd(lab.Server, 21, labftpd.Config{User: "u", Password: "p",
+				Files:      map[string][]byte{"a.txt": []byte("a\n"), "b.txt": []byte("b\n")},
+				PassiveMin: lab.DefaultPasvMinPort, PassiveMax: lab.DefaultPasvMaxPort,
+				Logger: nil})
+			setupPath(b, l, path)
+			ctx, cancel := context.WithTimeout(context.Background(), duration)
+			defer cancel()
+			var done, failed atomic.Int64
+			var firstErr atomic.Value
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for ctx.Err() == nil {
+						if err := session(ctx, l); err != nil {
+							if ctx.Err() != nil {
+								return
+							}
+							failed.Add(1)
+							firstErr.CompareAndSwap(nil, err)
+							continue
+						}
+						done.Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			if f := failed.Load(); f > 0 {
+				b.Fatalf("%d sessions failed; first: %v", f, firstErr.Load())
+			}
+			rate := float64(done.Load()) / elapsed.Seconds()
+			rates[path] = rate
+			b.ReportMetric(rate, "sessions/s")
+		})
+	}
+	b.Logf("control sessions per second (4 clients, %v): ftpsalg %.0f, kernel helper %.0f", duration, rates[pathFtpsalg], rates[pathHelper])
+}
+
+func session(ctx context.Context, l *lab.Lab) error {
+	c, err := harness.Client(ctx, l, netip.AddrPortFrom(lab.ServerAddr4, 21), "u", "p")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.List(ctx, ftpc.PASV); err != nil {
+		return err
+	}
+	return c.Quit()
+}
