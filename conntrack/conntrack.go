@@ -35,7 +35,10 @@ func (t EventType) String() string {
 
 // Event is a conntrack event for a TCP or UDP flow, in the original direction.
 type Event struct {
-	Type  EventType
+	Type EventType
+	// ID is the kernel's conntrack ID: two connections that reuse a
+	// 4-tuple (TIME_WAIT reuse) have different IDs.
+	ID    uint32
 	Proto uint8
 	Src   netip.AddrPort
 	Dst   netip.AddrPort
@@ -182,6 +185,7 @@ func convert(ev ct.Event) (Event, bool) {
 	}
 	return Event{
 		Type:  t,
+		ID:    ev.Flow.ID,
 		Proto: o.Proto.Protocol,
 		Src:   netip.AddrPortFrom(o.IP.SourceAddress.Unmap(), o.Proto.SourcePort),
 		Dst:   netip.AddrPortFrom(o.IP.DestinationAddress.Unmap(), o.Proto.DestinationPort),

@@ -108,6 +108,7 @@ type flow struct {
 	log      *slog.Logger
 
 	blocked  bool             // a line could not be checked: drop all further data
+	ctID     uint32           // conntrack ID, learned from its NEW event
 	pinholes []pinholeKey     // opened in the kernel, not yet known gone
 	pending  []pendingPinhole // decided but not committed: the line is held
 	stats    struct{ cmds, pinholes, refusals int }
@@ -189,9 +190,16 @@ func (e *Engine) Process(ctx context.Context, raw []byte) Verdict {
 	st := &f.dirs[dir]
 
 	if p.Flags&flagSYN != 0 {
-		// SYN from the client again, or the server's SYN-ACK: (re)start
-		// that direction unless it already carried data.
-		if st.next == 0 {
+		if dir == ftp.FromClient && p.Flags&flagACK == 0 && (!st.synced || st.base != p.Seq+1) {
+			// A new connection on the 4-tuple of a flow we still track
+			// (its end went unseen): the old state must not be applied
+			// to the new sequence space.
+			e.endFlow(f, "reused")
+			return e.newFlow(p, f.key, now, false)
+		}
+		// A retransmitted SYN, or the server's SYN-ACK: (re)start that
+		// direction unless it already carried data.
+		if st.next == 0 || f.dirs[ftp.FromClient].next == 0 {
 			st.syncSYN(p.Seq)
 		}
 		return Verdict{Accept: true}
@@ -530,16 +538,31 @@ func (e *Engine) endFlow(f *flow, reason string) {
 		"commands", f.stats.cmds, "pinholes", f.stats.pinholes, "refusals", f.stats.refusals)
 }
 
-// ConntrackEvent ends the flow of a destroyed control connection.
+// ConntrackEvent follows control connections' conntrack entries: NEW
+// tells a flow its conntrack ID, DESTROY of that ID ends the flow. A
+// DESTROY whose ID the flow never learned is ignored: it may belong to an
+// earlier connection on the same 4-tuple, and FIN, RST and idle eviction
+// end flows anyway.
 func (e *Engine) ConntrackEvent(ev conntrack.Event) {
 	e.m.ConntrackEvent.WithLabelValues(ev.Type.String()).Inc()
-	if ev.Type != conntrack.EventDestroy || ev.Proto != 6 {
+	if ev.Proto != 6 {
 		return
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if f := e.flows[flowKey{client: ev.Src, server: ev.Dst}]; f != nil {
-		e.endFlow(f, "conntrack")
+	f := e.flows[flowKey{client: ev.Src, server: ev.Dst}]
+	if f == nil {
+		return
+	}
+	switch ev.Type {
+	case conntrack.EventNew:
+		if f.ctID == 0 {
+			f.ctID = ev.ID
+		}
+	case conntrack.EventDestroy:
+		if f.ctID != 0 && f.ctID == ev.ID {
+			e.endFlow(f, "conntrack")
+		}
 	}
 }
 
@@ -553,6 +576,16 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case rs := <-e.cleanup:
+			// Settle everything queued so far with one listing: at
+			// hundreds of sessions per second, one per session costs.
+			for more := true; more && len(rs) < 4096; {
+				select {
+				case next := <-e.cleanup:
+					rs = append(rs, next...)
+				default:
+					more = false
+				}
+			}
 			e.settle(ctx, rs)
 		case <-t.C:
 			e.poll(ctx)

@@ -336,7 +336,14 @@ func TestSessionEndRemovesPinholes(t *testing.T) {
 				cv.send(true, flagFIN|flagACK, "")
 				cv.send(false, flagFIN|flagACK, "")
 			case "conntrack":
-				e.ConntrackEvent(conntrack.Event{Type: conntrack.EventDestroy, Proto: 6, Src: cli4, Dst: srv4})
+				e.ConntrackEvent(conntrack.Event{Type: conntrack.EventNew, ID: 7, Proto: 6, Src: cli4, Dst: srv4})
+				// A late DESTROY of an earlier connection on the same
+				// 4-tuple must not end this one.
+				e.ConntrackEvent(conntrack.Event{Type: conntrack.EventDestroy, ID: 6, Proto: 6, Src: cli4, Dst: srv4})
+				if e.Flows() != 1 {
+					t.Fatal("DESTROY of another conntrack ID ended the flow")
+				}
+				e.ConntrackEvent(conntrack.Event{Type: conntrack.EventDestroy, ID: 7, Proto: 6, Src: cli4, Dst: srv4})
 			}
 			if e.Flows() != 0 {
 				t.Fatal("flow still tracked")
@@ -411,5 +418,19 @@ func TestEndedSessionDoesNotRemoveSuccessorsPinhole(t *testing.T) {
 	e.settle(context.Background(), <-e.cleanup)
 	if !tbl.has(h) {
 		t.Fatal("the ended session's cleanup removed the new session's pinhole")
+	}
+}
+
+// A new connection reusing the 4-tuple of a flow whose end went unseen
+// starts a fresh flow with the new sequence numbers.
+func TestReusedTupleStartsFreshFlow(t *testing.T) {
+	t.Parallel()
+	e, tbl, _ := newEngine(t)
+	open(t, e, cli4, srv4) // never closed
+	cv := open(t, e, cli4, srv4)
+	mustAccept(t, cv.client("EPSV\r\n"))
+	mustAccept(t, cv.server("229 Entering Extended Passive Mode (|||50030|)\r\n"))
+	if !tbl.has(hole(cli4.Addr(), srv4.Addr(), 50030)) || e.Flows() != 1 {
+		t.Fatalf("flows %d, pinholes %v", e.Flows(), tbl.holes)
 	}
 }

@@ -139,7 +139,8 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 		Rebuild: func(context.Context) error { return apply(current) }})
 	q := &inspect.Queue{Num: cfg.Queue.Number, MaxLen: cfg.Queue.Length, FailOpen: cfg.Queue.FailOpen,
 		PacketMark: cfg.NFTables.PacketMark, Engine: eng, Metrics: m, Log: log}
-	ct := &conntrack.Listener{Log: log, OnRestart: func(error) { m.ConntrackRest.Inc() }}
+	ct := &conntrack.Listener{Log: log, OnRestart: func(error) { m.ConntrackRest.Inc() },
+		Types: []conntrack.EventType{conntrack.EventNew, conntrack.EventDestroy}}
 	msrv.Ready = func() error {
 		if !q.Ready() {
 			return errors.New("queue not bound")

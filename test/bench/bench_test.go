@@ -51,7 +51,7 @@ const (
 
 // setupPath prepares the gateway for path; ftpsalg logs at info level as in
 // production.
-func setupPath(b *testing.B, l *lab.Lab, path string) {
+func setupPath(b *testing.B, l *lab.Lab, path string) *harness.Daemon {
 	b.Helper()
 	switch path {
 	case pathRouted:
@@ -59,10 +59,11 @@ func setupPath(b *testing.B, l *lab.Lab, path string) {
 	case pathFtpsalg:
 		l.InstallGatewayFirewall(harness.CtMark)
 		pol := strings.Replace(harness.Policy([]int{21}, "", ""), "level: debug", "level: info", 1)
-		harness.Start(b, l, binary, pol)
+		return harness.Start(b, l, binary, pol)
 	case pathHelper:
 		l.GatewayHelperFirewall()
 	}
+	return nil
 }
 
 func percentile(sorted []time.Duration, p float64) time.Duration {
@@ -135,23 +136,22 @@ func BenchmarkSessions(b *testing.B) {
 				Files:      map[string][]byte{"a.txt": []byte("a\n"), "b.txt": []byte("b\n")},
 				PassiveMin: lab.DefaultPasvMinPort, PassiveMax: lab.DefaultPasvMaxPort,
 				Logger: nil})
-			setupPath(b, l, path)
-			ctx, cancel := context.WithTimeout(context.Background(), duration)
-			defer cancel()
+			d := setupPath(b, l, path)
 			var done, failed atomic.Int64
 			var firstErr atomic.Value
 			var wg sync.WaitGroup
 			b.ResetTimer()
 			start := time.Now()
+			stop := start.Add(duration)
 			for range workers {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					for ctx.Err() == nil {
-						if err := session(ctx, l); err != nil {
-							if ctx.Err() != nil {
-								return
-							}
+					for time.Now().Before(stop) {
+						ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+						err := session(ctx, l)
+						cancel()
+						if err != nil {
 							failed.Add(1)
 							firstErr.CompareAndSwap(nil, err)
 							continue
@@ -164,6 +164,13 @@ func BenchmarkSessions(b *testing.B) {
 			elapsed := time.Since(start)
 			b.StopTimer()
 			if f := failed.Load(); f > 0 {
+				if d != nil {
+					for k, v := range d.Metrics() {
+						if strings.Contains(k, "queue") || strings.Contains(k, "refusals") || strings.Contains(k, "evictions") {
+							b.Logf("%s %v", k, v)
+						}
+					}
+				}
 				b.Fatalf("%d sessions failed; first: %v", f, firstErr.Load())
 			}
 			rate := float64(done.Load()) / elapsed.Seconds()
