@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -337,4 +338,73 @@ func TestKilledDaemonLeavesNothingOpen(t *testing.T) {
 		t.Fatalf("transfer after restart: %v\n%s", err, d.Proc.Log())
 	}
 	d.Stop()
+}
+
+// TestReloadAndStatus: SIGHUP applies a new policy without dropping the
+// table (a client prefix removed is refused from then on); an invalid
+// policy is refused and the running one kept; `ftpsalg status` summarises
+// the daemon.
+func TestReloadAndStatus(t *testing.T) {
+	lab.RequirePrivileged(t)
+	t.Parallel()
+	l := lab.New(t, lab.Options{})
+	l.InstallGatewayFirewall(ctMark)
+	v := l.StartVsftpd(lab.VsftpdOptions{})
+	d := startDaemon(t, l, policyFor([]int{21}, "", ""))
+	goClient(t, l, netip.AddrPortFrom(lab.ServerAddr4, 21), v.User, v.Password)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := l.Run(ctx, lab.Gateway, binary, "status")
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	for _, want := range []string{"ready: ready", `ftpsalg_control_sessions_total{mode="inspect"} 1`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+
+	// An invalid policy is refused; the daemon keeps running.
+	if err := os.WriteFile(d.Config, []byte("servers: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, d, "reload refused")
+
+	// Only IPv6 clients from now on.
+	pol := strings.Replace(policyFor([]int{21}, "", ""), `clients: ["192.0.2.0/24", "2001:db8:c::/64"]`, `clients: ["2001:db8:c::/64"]`, 1)
+	if err := os.WriteFile(d.Config, []byte(pol), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, d, "policy reloaded")
+	dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer dcancel()
+	nd := harness.NSDialer{L: l, NS: lab.Client}
+	if c, err := ftpc.Dial(dctx, nd, nd, netip.AddrPortFrom(lab.ServerAddr4, 21).String()); err == nil {
+		c.Close()
+		t.Fatal("IPv4 client accepted after its prefix was removed")
+	}
+	// Counted per SYN (the client retransmits), so at least once.
+	if got := d.Metrics()[`ftpsalg_policy_refusals_total{reason="client_not_allowed"}`]; got < 1 {
+		t.Fatalf("client_not_allowed refusals = %v, want >= 1", got)
+	}
+	goClient(t, l, netip.AddrPortFrom(lab.ServerAddr6, 21), v.User, v.Password)
+	d.Stop()
+}
+
+func waitLog(t *testing.T, d *harness.Daemon, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(d.Proc.Log(), `"msg":"`+msg) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ftpsalg never logged %q:\n%s", msg, d.Proc.Log())
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval
+	}
 }
