@@ -32,6 +32,11 @@ const (
 	NameNFTSyncs           = "ftpsalg_nft_syncs_total"
 	NameNFTSyncSeconds     = "ftpsalg_nft_sync_duration_seconds"
 	NameNFTLastSyncSuccess = "ftpsalg_nft_last_sync_success_timestamp_seconds"
+	NameTLSHandshakes      = "ftpsalg_tls_handshakes_total"
+	NameTLSHandshakeFails  = "ftpsalg_tls_handshake_failures_total"
+	NameTLSHandshakeTime   = "ftpsalg_tls_handshake_duration_seconds"
+	NameDataRefused        = "ftpsalg_mitm_data_refusals_total"
+	NameMITMConnections    = "ftpsalg_mitm_connections_total"
 )
 
 // Label values used across packages.
@@ -69,6 +74,12 @@ type Metrics struct {
 	NFTSyncs       *prometheus.CounterVec // result
 	NFTSyncSeconds prometheus.Histogram
 	NFTLastSuccess prometheus.Gauge
+
+	TLSHandshakes     *prometheus.CounterVec // leg (client|upstream)
+	TLSHandshakeFails *prometheus.CounterVec // leg, reason
+	TLSHandshakeTime  *prometheus.HistogramVec
+	DataRefused       *prometheus.CounterVec // reason
+	MITMConnections   *prometheus.CounterVec // result
 }
 
 // VerbLabel maps a command verb to a bounded label value: unknown verbs
@@ -144,6 +155,17 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(1e-4, 4, 8)}),
 		NFTLastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameNFTLastSyncSuccess,
 			Help: "Unix time of the last successful rebuild of ftpsalg's nftables table."}),
+		TLSHandshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameTLSHandshakes,
+			Help: "Completed TLS handshakes of mitm control connections, by leg (client or upstream)."}, []string{"leg"}),
+		TLSHandshakeFails: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameTLSHandshakeFails,
+			Help: "Failed TLS handshakes of mitm control connections, by leg and reason."}, []string{"leg", "reason"}),
+		TLSHandshakeTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: NameTLSHandshakeTime,
+			Help:    "Duration of TLS handshakes of mitm control connections, by leg.",
+			Buckets: prometheus.ExponentialBuckets(1e-4, 2, 16)}, []string{"leg"}),
+		DataRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameDataRefused,
+			Help: "Data connections the server refused in mitm passthrough mode, by reason (tls_session_reuse)."}, []string{"reason"}),
+		MITMConnections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameMITMConnections,
+			Help: "Control connections diverted to the mitm proxy, by result (accepted, refused, upstream_failed)."}, []string{"result"}),
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: NameBuildInfo,
 		Help: "Build information; the value is always 1.", ConstLabels: prometheus.Labels{"version": version}})
@@ -154,6 +176,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		m.Refusals, m.QueuePackets, m.QueueVerdicts, m.QueueErrors, m.VerdictLatency,
 		m.FlowsActive, m.FlowEvictions, m.ConntrackEvent, m.ConntrackRest,
 		m.NFTSyncs, m.NFTSyncSeconds, m.NFTLastSuccess,
+		m.TLSHandshakes, m.TLSHandshakeFails, m.TLSHandshakeTime, m.DataRefused, m.MITMConnections,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -1,0 +1,125 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ftpsalg/ftpsalg/alg/policy"
+	"github.com/ftpsalg/ftpsalg/metrics"
+	"github.com/ftpsalg/ftpsalg/nft"
+)
+
+// Table is the part of the nft package the proxy path needs.
+type Table interface {
+	AddPinholes(ctx context.Context, p ...nft.Pinhole) error
+	DeletePinholes(ctx context.Context, p ...nft.Pinhole) error
+	Pinholes(ctx context.Context) ([]nft.Element, error)
+}
+
+// Dialer opens the upstream connection from laddr (invalid: the host's own
+// address) to raddr.
+type Dialer func(ctx context.Context, network string, laddr, raddr netip.AddrPort) (net.Conn, error)
+
+// Options configure a Proxy.
+type Options struct {
+	Policy *policy.Config
+	Table  Table
+	// Leaf returns the certificate shown to clients for an upstream
+	// certificate and the client's SNI (certs.Minter.Leaf).
+	Leaf func(upstream *x509.Certificate, sni string) (*tls.Certificate, error)
+	// Static returns a server's static certificate, or nil to mint.
+	Static func(server string) *tls.Certificate
+	// Roots verifies upstream certificates in "system" mode; nil means
+	// the system's roots.
+	Roots *x509.CertPool
+	// Dial defaults to DialTransparent.
+	Dial    Dialer
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
+	Now     func() time.Time
+}
+
+// Proxy serves diverted control connections.
+type Proxy struct {
+	o      Options
+	pol    atomic.Pointer[policy.Config]
+	wg     sync.WaitGroup
+	active atomic.Int64
+}
+
+// New returns a Proxy.
+func New(o Options) *Proxy {
+	if o.Metrics == nil {
+		o.Metrics = metrics.NewDiscard()
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Dial == nil {
+		o.Dial = DialTransparent
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	p := &Proxy{o: o}
+	p.pol.Store(o.Policy)
+	return p
+}
+
+// SetPolicy switches to a new policy for new sessions.
+func (p *Proxy) SetPolicy(pol *policy.Config) { p.pol.Store(pol) }
+
+// Sessions returns the number of sessions in progress.
+func (p *Proxy) Sessions() int64 { return p.active.Load() }
+
+// Serve accepts diverted connections on ln until ctx is done, then waits
+// for the sessions in progress to end (they end with ctx).
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				p.wg.Wait()
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			// EMFILE and the like: back off rather than spin.
+			p.o.Log.Warn("accept failed", "err", err, "backoff", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			backoff = min(backoff*2, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.handle(ctx, c)
+		}()
+	}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}

@@ -1,0 +1,413 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ftpsalg/ftpsalg/alg/certs"
+	"github.com/ftpsalg/ftpsalg/alg/policy"
+	"github.com/ftpsalg/ftpsalg/metrics"
+	"github.com/ftpsalg/ftpsalg/nft"
+)
+
+// issue makes a certificate signed by parent (self-signed when nil).
+func issue(t *testing.T, cn string, ips []net.IP, dns []string, isCA bool, parent *x509.Certificate, pkey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, tls.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: ips, DNSNames: dns, IsCA: isCA, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	if parent == nil {
+		parent, pkey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, pkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c, key, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: c}
+}
+
+// fakeTable records pinholes.
+type fakeTable struct {
+	mu    sync.Mutex
+	holes []nft.Pinhole
+}
+
+func (f *fakeTable) AddPinholes(_ context.Context, p ...nft.Pinhole) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.holes = append(f.holes, p...)
+	return nil
+}
+func (f *fakeTable) DeletePinholes(context.Context, ...nft.Pinhole) error { return nil }
+func (f *fakeTable) Pinholes(context.Context) ([]nft.Element, error)    { return nil, nil }
+func (f *fakeTable) count() int                                         { f.mu.Lock(); defer f.mu.Unlock(); return len(f.holes) }
+
+// ftpsServer is a scripted explicit/implicit FTPS server on loopback.
+type ftpsServer struct {
+	ln       net.Listener
+	cert     tls.Certificate
+	implicit bool
+	pasv     string // the 227 text it announces
+	mu       sync.Mutex
+	seen     []string
+}
+
+func (s *ftpsServer) serve() {
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		go s.session(c)
+	}
+}
+
+func (s *ftpsServer) session(c net.Conn) {
+	defer c.Close()
+	cfg := &tls.Config{Certificates: []tls.Certificate{s.cert}, MinVersion: tls.VersionTLS12}
+	if s.implicit {
+		c = tls.Server(c, cfg)
+	}
+	r := bufio.NewReader(c)
+	fmt.Fprintf(c, "220 fake FTPS\r\n")
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		s.mu.Lock()
+		s.seen = append(s.seen, line)
+		s.mu.Unlock()
+		verb, _, _ := strings.Cut(line, " ")
+		switch strings.ToUpper(verb) {
+		case "AUTH":
+			fmt.Fprintf(c, "234 Proceed with negotiation.\r\n")
+			c = tls.Server(c, cfg)
+			r = bufio.NewReader(c)
+		case "USER":
+			fmt.Fprintf(c, "331 Please specify the password.\r\n")
+		case "PASS":
+			fmt.Fprintf(c, "230 Login successful.\r\n")
+		case "PBSZ", "PROT":
+			fmt.Fprintf(c, "200 ok.\r\n")
+		case "PASV":
+			fmt.Fprintf(c, "227 Entering Passive Mode (%s).\r\n", s.pasv)
+		case "QUIT":
+			fmt.Fprintf(c, "221 Goodbye.\r\n")
+			return
+		default:
+			fmt.Fprintf(c, "500 Unknown command.\r\n")
+		}
+	}
+}
+
+func (s *ftpsServer) saw(prefix string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.seen {
+		if strings.HasPrefix(l, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+type rig struct {
+	t      *testing.T
+	proxy  string // proxy listener address
+	caPool *x509.CertPool
+	srv    *ftpsServer
+	tbl    *fakeTable
+	m      *metrics.Metrics
+}
+
+type rigOpts struct {
+	implicit   bool
+	untrusted  bool // the server's certificate is not signed by the upstream CA
+	requireTLS bool
+	pasv       string
+	timeout    time.Duration
+}
+
+func newRig(t *testing.T, o rigOpts) *rig {
+	t.Helper()
+	ca, err := certs.InitCA(t.TempDir(), certs.InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upCA, upKey, _ := issue(t, "upstream CA", nil, nil, true, nil, nil)
+	signer, signerKey := upCA, upKey
+	if o.untrusted {
+		signer, signerKey, _ = issue(t, "rogue CA", nil, nil, true, nil, nil)
+	}
+	_, _, srvCert := issue(t, "files.test", []net.IP{net.IPv4(127, 0, 0, 1)}, []string{"files.test"}, false, signer, signerKey)
+	sln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.pasv == "" {
+		o.pasv = "127,0,0,1,195,80"
+	}
+	fs := &ftpsServer{ln: sln, cert: srvCert, implicit: o.implicit, pasv: o.pasv}
+	go fs.serve()
+	t.Cleanup(func() { sln.Close() })
+
+	pln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pport := uint16(pln.Addr().(*net.TCPAddr).Port)
+	to := o.timeout
+	if to == 0 {
+		to = 5 * time.Second
+	}
+	srv := policy.Server{Name: "fake", Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")},
+		PassiveMin: 50000, PassiveMax: 50100, Mode: policy.ModeMITM, ActiveMode: true,
+		Clients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		MITM: &policy.MITM{RequireTLS: o.requireTLS, AllowAnonymous: true, UpstreamSource: policy.UpstreamGateway,
+			TLS: policy.ServerTLS{MinVersion: tls.VersionTLS12, Verify: policy.VerifySystem, HandshakeTimeout: to}}}
+	if o.implicit {
+		srv.ImplicitTLSPorts = []uint16{pport}
+	} else {
+		srv.ControlPorts = []uint16{pport}
+	}
+	pol := &policy.Config{Pinholes: policy.Pinholes{Timeout: 5 * time.Second},
+		Limits: policy.Limits{MaxFlows: 100, MaxLine: 1024}, Servers: []policy.Server{srv}}
+	roots := x509.NewCertPool()
+	roots.AddCert(upCA)
+	tbl := &fakeTable{}
+	m := metrics.NewDiscard()
+	minter := certs.NewMinter(ca, 24*time.Hour, nil)
+	p := New(Options{Policy: pol, Table: tbl, Leaf: minter.Leaf, Roots: roots, Metrics: m,
+		Dial: func(ctx context.Context, network string, _, _ netip.AddrPort) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, sln.Addr().String())
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, pln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return &rig{t: t, proxy: pln.Addr().String(), caPool: ca.Pool(), srv: fs, tbl: tbl, m: m}
+}
+
+// client is a control connection to the proxy that trusts only the
+// operator CA.
+type client struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func (rg *rig) dial() *client {
+	rg.t.Helper()
+	c, err := net.DialTimeout("tcp4", rg.proxy, 5*time.Second)
+	if err != nil {
+		rg.t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	rg.t.Cleanup(func() { c.Close() })
+	return &client{t: rg.t, c: c, r: bufio.NewReader(c)}
+}
+
+func (c *client) startTLS(pool *x509.CertPool) error {
+	tc := tls.Client(c.c, &tls.Config{RootCAs: pool, ServerName: "files.test", MinVersion: tls.VersionTLS12})
+	if err := tc.Handshake(); err != nil {
+		return err
+	}
+	c.c, c.r = tc, bufio.NewReader(tc)
+	return nil
+}
+
+func (c *client) read() string {
+	c.t.Helper()
+	l, err := c.r.ReadString('\n')
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	return strings.TrimRight(l, "\r\n")
+}
+
+func (c *client) cmd(line string) string {
+	c.t.Helper()
+	if _, err := io.WriteString(c.c, line+"\r\n"); err != nil {
+		c.t.Fatal(err)
+	}
+	return c.read()
+}
+
+func TestExplicitTLSSession(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, rigOpts{requireTLS: true})
+	c := rg.dial()
+	if g := c.read(); !strings.HasPrefix(g, "220") {
+		t.Fatalf("greeting %q", g)
+	}
+	if r := c.cmd("USER alice"); !strings.HasPrefix(r, "530") {
+		t.Fatalf("USER before AUTH: %q, want 530", r)
+	}
+	if r := c.cmd("AUTH TLS"); !strings.HasPrefix(r, "234") {
+		t.Fatalf("AUTH: %q", r)
+	}
+	if err := c.startTLS(rg.caPool); err != nil {
+		t.Fatalf("client handshake trusting only the operator CA: %v", err)
+	}
+	for _, step := range [][2]string{{"USER alice", "331"}, {"PASS secret", "230"}, {"PBSZ 0", "200"}, {"PROT P", "200"}, {"PASV", "227"}} {
+		if r := c.cmd(step[0]); !strings.HasPrefix(r, step[1]) {
+			t.Fatalf("%s: %q, want %s", step[0], r, step[1])
+		}
+	}
+	if rg.tbl.count() != 1 || rg.tbl.holes[0].DstPort != 50000 {
+		t.Fatalf("pinholes %v, want one to port 50000", rg.tbl.holes)
+	}
+	if r := c.cmd("QUIT"); !strings.HasPrefix(r, "221") {
+		t.Fatalf("QUIT: %q", r)
+	}
+	// The credentials sent before AUTH never reached the server.
+	if rg.srv.saw("USER alice") && !rg.srv.saw("AUTH") {
+		t.Fatal("server saw USER before AUTH")
+	}
+	rg.srv.mu.Lock()
+	first := rg.srv.seen[0]
+	rg.srv.mu.Unlock()
+	if first != "AUTH TLS" {
+		t.Fatalf("first line the server saw: %q, want AUTH TLS", first)
+	}
+	if got := testutil.ToFloat64(rg.m.Refusals.WithLabelValues("tls_required")); got != 1 {
+		t.Fatalf("tls_required refusals %v", got)
+	}
+}
+
+func TestImplicitTLSSession(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, rigOpts{implicit: true})
+	c := rg.dial()
+	if err := c.startTLS(rg.caPool); err != nil {
+		t.Fatal(err)
+	}
+	if g := c.read(); !strings.HasPrefix(g, "220") {
+		t.Fatalf("greeting %q", g)
+	}
+	for _, step := range [][2]string{{"USER a", "331"}, {"PASS b", "230"}, {"PASV", "227"}} {
+		if r := c.cmd(step[0]); !strings.HasPrefix(r, step[1]) {
+			t.Fatalf("%s: %q", step[0], r)
+		}
+	}
+	if rg.tbl.count() != 1 {
+		t.Fatalf("pinholes %v", rg.tbl.holes)
+	}
+}
+
+func TestUntrustedUpstreamGets421(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, rigOpts{untrusted: true})
+	c := rg.dial()
+	c.read()
+	if r := c.cmd("AUTH TLS"); !strings.HasPrefix(r, "234") {
+		t.Fatalf("AUTH: %q", r)
+	}
+	if err := c.startTLS(rg.caPool); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.read(); !strings.HasPrefix(r, "421") {
+		t.Fatalf("got %q, want a 421", r)
+	}
+	if got := testutil.ToFloat64(rg.m.TLSHandshakeFails.WithLabelValues("upstream", "untrusted")); got != 1 {
+		t.Fatalf("upstream untrusted failures %v", got)
+	}
+	if rg.tbl.count() != 0 {
+		t.Fatal("pinhole opened")
+	}
+}
+
+func TestGarbageAndStalledHandshakes(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, rigOpts{implicit: true, timeout: time.Second})
+	c := rg.dial()
+	io.WriteString(c.c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, err := io.ReadAll(c.r); err != nil && !strings.Contains(err.Error(), "reset") {
+		t.Logf("read after garbage: %v", err)
+	}
+	stall := rg.dial()
+	// A partial ClientHello, then nothing: the handshake times out.
+	stall.c.Write([]byte{0x16, 0x03, 0x01, 0x00, 0x80, 0x01})
+	start := time.Now()
+	io.ReadAll(stall.r)
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("stalled handshake held for %v", el)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(rg.m.TLSHandshakeFails.WithLabelValues("client", "not_tls")) != 1 ||
+		testutil.ToFloat64(rg.m.TLSHandshakeFails.WithLabelValues("client", "timeout")) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not_tls %v timeout %v", testutil.ToFloat64(rg.m.TLSHandshakeFails.WithLabelValues("client", "not_tls")),
+				testutil.ToFloat64(rg.m.TLSHandshakeFails.WithLabelValues("client", "timeout")))
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+}
+
+func TestHostileAnnouncementInsideTLS(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, pasv, reason string }{
+		{"third party", "203,0,113,9,195,80", "third_party_address"},
+		{"port 22", "127,0,0,1,0,22", "privileged_port"},
+		{"outside range", "127,0,0,1,234,96", "port_outside_range"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rg := newRig(t, rigOpts{pasv: tc.pasv})
+			c := rg.dial()
+			c.read()
+			c.cmd("AUTH TLS")
+			if err := c.startTLS(rg.caPool); err != nil {
+				t.Fatal(err)
+			}
+			c.cmd("USER a")
+			c.cmd("PASS b")
+			if r := c.cmd("PASV"); !strings.HasPrefix(r, "425") {
+				t.Fatalf("PASV: %q, want 425", r)
+			}
+			if rg.tbl.count() != 0 {
+				t.Fatal("pinhole opened")
+			}
+			if got := testutil.ToFloat64(rg.m.Refusals.WithLabelValues(tc.reason)); got != 1 {
+				t.Fatalf("refusals{%s} = %v", tc.reason, got)
+			}
+			if r := c.cmd("PORT 203,0,113,9,195,80"); !strings.HasPrefix(r, "5") {
+				t.Fatalf("bounce PORT: %q, want a 5xx from ftpsalg", r)
+			}
+			if rg.srv.saw("PORT") {
+				t.Fatal("the bounce PORT reached the server")
+			}
+		})
+	}
+}

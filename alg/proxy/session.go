@@ -1,0 +1,643 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ftpsalg/ftpsalg/alg/certs"
+	"github.com/ftpsalg/ftpsalg/alg/ftp"
+	"github.com/ftpsalg/ftpsalg/alg/policy"
+	"github.com/ftpsalg/ftpsalg/metrics"
+	"github.com/ftpsalg/ftpsalg/nft"
+)
+
+// session is one diverted control connection and its upstream twin.
+type session struct {
+	p      *Proxy
+	pol    *policy.Config
+	srv    *policy.Server
+	client netip.AddrPort // the client, as it connected
+	orig   netip.AddrPort // the server address the client connected to
+	log    *slog.Logger
+	m      *metrics.Metrics
+
+	rawC, rawU net.Conn      // TCP connections (closed at the end)
+	cconn      net.Conn      // client leg: rawC, or TLS over it
+	uconn      net.Conn      // upstream leg
+	cr, ur     *bufio.Reader // line readers over cconn and uconn
+
+	cw sync.Mutex // serialises writes to the client
+
+	mu       sync.Mutex // guards core, audit and pinholes
+	core     *ftp.Session
+	tlsOn    bool
+	audit    audit
+	pinholes []tracked
+
+	authReply chan bool  // s2c → c2s: the final reply to AUTH (true: 234)
+	resume    chan error // c2s → s2c: TLS is up on both legs (or failed)
+}
+
+type tracked struct {
+	hole     nft.Pinhole
+	mode     ftp.DataMode
+	deadline time.Time
+}
+
+// audit is what auditors ask about a control session.
+type audit struct {
+	start      time.Time
+	sni        string
+	tlsStarted time.Time
+	clientTLS  tls.ConnectionState
+	upTLS      tls.ConnectionState
+	user       string
+	transfers  int
+	opened     int
+	used       int
+	refusals   int
+	pending    []pendingTransfer
+}
+
+type pendingTransfer struct{ verb, path string }
+
+// transferVerbs are logged with their path and final reply.
+var transferVerbs = []string{"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD", "DELE", "RNFR", "RNTO", "MKD", "RMD"}
+
+func (p *Proxy) handle(ctx context.Context, c net.Conn) {
+	pol := p.pol.Load()
+	client, orig := addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
+	log := p.o.Log.With("client", client.String(), "server", orig.String())
+	m := p.o.Metrics
+	srv, ok := pol.ServerFor(orig.Addr(), orig.Port())
+	switch {
+	case !ok || srv.Mode != policy.ModeMITM:
+		m.MITMConnections.WithLabelValues("refused").Inc()
+		m.Refusals.WithLabelValues("not_in_policy").Inc()
+		log.Warn("connection refused", "reason", "not_in_policy")
+		c.Close()
+		return
+	case !srv.ClientAllowed(client.Addr()):
+		m.MITMConnections.WithLabelValues("refused").Inc()
+		m.Refusals.WithLabelValues("client_not_allowed").Inc()
+		log.Warn("connection refused", "reason", "client_not_allowed", "server_name", srv.Name)
+		c.Close()
+		return
+	}
+	s := &session{p: p, pol: pol, srv: srv, client: client, orig: orig, m: m,
+		log: log.With("server_name", srv.Name), rawC: c, cconn: c,
+		authReply: make(chan bool, 1), resume: make(chan error, 1)}
+	s.core = ftp.NewSession(ftp.Config{
+		Client: client, Server: orig,
+		PassiveMin: srv.PassiveMin, PassiveMax: srv.PassiveMax,
+		AllowActive: srv.ActiveMode, AllowThirdParty: srv.ThirdParty,
+		MaxLine: pol.Limits.MaxLine, TransportDecrypts: true, InjectsReplies: true,
+	})
+	s.audit.start = p.o.Now()
+	p.active.Add(1)
+	m.SessionsActive.WithLabelValues(metrics.ModeMITM).Inc()
+	m.SessionsTotal.WithLabelValues(metrics.ModeMITM).Inc()
+	defer func() {
+		p.active.Add(-1)
+		m.SessionsActive.WithLabelValues(metrics.ModeMITM).Dec()
+	}()
+	reason := s.run(ctx)
+	s.finish(reason)
+}
+
+func (s *session) implicit() bool { return slices.Contains(s.srv.ImplicitTLSPorts, s.orig.Port()) }
+
+func (s *session) maxLine() int {
+	if s.pol.Limits.MaxLine > 0 {
+		return s.pol.Limits.MaxLine
+	}
+	return ftp.DefaultMaxLine
+}
+
+// run relays the session and returns why it ended.
+func (s *session) run(ctx context.Context) string {
+	s.log.Info("session start", "mode", metrics.ModeMITM, "implicit_tls", s.implicit())
+	var laddr netip.AddrPort
+	if s.srv.MITM == nil || s.srv.MITM.UpstreamSource != policy.UpstreamGateway {
+		laddr = netip.AddrPortFrom(s.client.Addr(), 0) // transparent: the server sees the client
+	}
+	network := "tcp4"
+	if s.orig.Addr().Is6() {
+		network = "tcp6"
+	}
+	dctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
+	up, err := s.p.o.Dial(dctx, network, laddr, s.orig)
+	cancel()
+	if err != nil {
+		s.m.MITMConnections.WithLabelValues("upstream_failed").Inc()
+		s.log.Warn("upstream connection failed", "err", err)
+		if s.implicit() {
+			// The client speaks TLS first: finish its handshake with a
+			// certificate for the name it asked, then answer 421.
+			if terr := s.upgrade(ctx, false); terr == nil {
+				s.writeClient("421 ftpsalg: the server cannot be reached.\r\n")
+			}
+		} else {
+			s.writeClient("421 ftpsalg: the server cannot be reached.\r\n")
+		}
+		return "upstream_unreachable"
+	}
+	s.rawU, s.uconn = up, up
+	s.m.MITMConnections.WithLabelValues("accepted").Inc()
+	s.cr = bufio.NewReaderSize(s.cconn, s.maxLine())
+	s.ur = bufio.NewReaderSize(s.uconn, s.maxLine())
+	if s.implicit() {
+		if err := s.upgrade(ctx, true); err != nil {
+			return "tls_failed"
+		}
+		s.core.StartImplicitTLS()
+	}
+	stop := context.AfterFunc(ctx, s.closeAll)
+	defer stop()
+	errs := make(chan string, 2)
+	go func() { errs <- s.clientToServer(ctx) }()
+	go func() { errs <- s.serverToClient(ctx) }()
+	reason := <-errs
+	s.closeAll()
+	<-errs
+	return reason
+}
+
+func (s *session) closeAll() {
+	s.rawC.Close()
+	if s.rawU != nil {
+		s.rawU.Close()
+	}
+}
+
+func (s *session) handshakeTimeout() time.Duration {
+	if s.srv.MITM != nil && s.srv.MITM.TLS.HandshakeTimeout > 0 {
+		return s.srv.MITM.TLS.HandshakeTimeout
+	}
+	return 10 * time.Second
+}
+
+func (s *session) writeClient(line string) error {
+	s.cw.Lock()
+	defer s.cw.Unlock()
+	_ = s.cconn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	_, err := io.WriteString(s.cconn, line)
+	return err
+}
+
+func (s *session) writeUp(line []byte) error {
+	_ = s.uconn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	_, err := s.uconn.Write(line)
+	return err
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine reads one control line, terminator included, bounded by the
+// reader's size.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	line, err := r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		return nil, errLineTooLong
+	}
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(line), nil
+}
+
+// precheck applies the proxy's own per-server rules to a client command
+// before the FTP core sees it. It returns the reply to send instead of
+// forwarding, or "".
+func (s *session) precheck(cmd ftp.Command) (reply, reason string) {
+	mitm := s.srv.MITM
+	switch cmd.Verb {
+	case "USER", "PASS", "ACCT":
+		if mitm != nil && mitm.RequireTLS && !s.tlsOn {
+			return "530 ftpsalg: this server requires TLS: send AUTH TLS first.\r\n", "tls_required"
+		}
+		if cmd.Verb == "USER" && mitm != nil && !mitm.AllowAnonymous {
+			if u := strings.ToLower(strings.TrimSpace(cmd.Arg)); u == "anonymous" || u == "ftp" {
+				return "530 ftpsalg: anonymous login is not allowed.\r\n", "anonymous"
+			}
+		}
+	case "AUTH":
+		if s.tlsOn {
+			return "503 ftpsalg: TLS is already active.\r\n", "bad_state"
+		}
+	case "CCC":
+		// Clearing the control channel after TLS is not carried through
+		// the proxy yet: refuse it cleanly rather than break the session.
+		return "534 ftpsalg: CCC is not supported through this gateway.\r\n", "ccc_unsupported"
+	}
+	return "", ""
+}
+
+// clientToServer relays commands. It alone writes to the server, and it
+// performs the TLS upgrade after AUTH while serverToClient waits.
+func (s *session) clientToServer(ctx context.Context) string {
+	for {
+		line, err := readLine(s.cr)
+		if err != nil {
+			if errors.Is(err, errLineTooLong) {
+				s.m.Refusals.WithLabelValues(string(ftp.ReasonLineTooLong)).Inc()
+				s.log.Warn("refused", "direction", "client", "reason", string(ftp.ReasonLineTooLong))
+				s.writeClient("500 ftpsalg: command line too long.\r\n")
+				return "line_too_long"
+			}
+			return "client_closed"
+		}
+		text := strings.TrimRight(string(line), "\r\n")
+		cmd, perr := ftp.ParseCommand(text)
+		if perr == nil {
+			if reply, reason := s.precheck(cmd); reply != "" {
+				s.m.Refusals.WithLabelValues(reason).Inc()
+				s.mu.Lock()
+				s.audit.refusals++
+				s.mu.Unlock()
+				s.log.Warn("refused", "direction", "client", "verb", cmd.Verb, "reason", reason)
+				if err := s.writeClient(reply); err != nil {
+					return "client_closed"
+				}
+				continue
+			}
+		}
+		s.mu.Lock()
+		ds := s.core.Feed(ftp.FromClient, line)
+		s.mu.Unlock()
+		forward := true
+		for _, d := range ds {
+			switch d.Action {
+			case ftp.ActionCommand:
+				s.m.Commands.WithLabelValues(metrics.VerbLabel(d.Verb)).Inc()
+				s.mu.Lock()
+				if d.Verb == "USER" {
+					s.audit.user = d.Arg
+				}
+				if slices.Contains(transferVerbs, d.Verb) {
+					s.audit.pending = append(s.audit.pending, pendingTransfer{verb: d.Verb, path: d.Arg})
+				}
+				s.mu.Unlock()
+			case ftp.ActionRefuse:
+				forward = false
+				s.m.Refusals.WithLabelValues(string(d.Reason)).Inc()
+				s.mu.Lock()
+				s.audit.refusals++
+				s.mu.Unlock()
+				s.log.Warn("refused", "direction", "client", "verb", d.Verb, "reason", string(d.Reason), "detail", d.Detail)
+				if err := s.writeClient(d.Reply); err != nil {
+					return "client_closed"
+				}
+			}
+		}
+		if !forward {
+			continue
+		}
+		if err := s.writeUp(line); err != nil {
+			return "server_closed"
+		}
+		if perr == nil && cmd.Verb == "AUTH" {
+			// Read nothing more from the client until the server has
+			// answered: after a 234 the client's next bytes are TLS.
+			select {
+			case upgrade := <-s.authReply:
+				if upgrade {
+					err := s.upgrade(ctx, true)
+					s.resume <- err
+					if err != nil {
+						return "tls_failed"
+					}
+				}
+			case <-ctx.Done():
+				return "shutdown"
+			}
+		}
+	}
+}
+
+// serverToClient relays replies, committing pinholes before the reply that
+// announces them leaves.
+func (s *session) serverToClient(ctx context.Context) string {
+	for {
+		line, err := readLine(s.ur)
+		if err != nil {
+			if errors.Is(err, errLineTooLong) {
+				s.m.Refusals.WithLabelValues(string(ftp.ReasonLineTooLong)).Inc()
+				s.log.Warn("refused", "direction", "server", "reason", string(ftp.ReasonLineTooLong))
+				s.writeClient("421 ftpsalg: the server sent an over-long line.\r\n")
+				return "line_too_long"
+			}
+			return "server_closed"
+		}
+		s.mu.Lock()
+		ds := s.core.Feed(ftp.FromServer, line)
+		s.mu.Unlock()
+		forward := true
+		auth := -1
+		for _, d := range ds {
+			switch d.Action {
+			case ftp.ActionOpenPinhole:
+				if err := s.openPinhole(ctx, d.Pinhole); err != nil {
+					forward = false
+					s.writeClient("425 ftpsalg: cannot open the data connection.\r\n")
+				}
+			case ftp.ActionRefuse:
+				forward = false
+				s.m.Refusals.WithLabelValues(string(d.Reason)).Inc()
+				s.mu.Lock()
+				s.audit.refusals++
+				s.mu.Unlock()
+				s.log.Warn("refused", "direction", "server", "verb", d.Verb, "code", d.Code,
+					"reason", string(d.Reason), "detail", d.Detail)
+				if err := s.writeClient(d.Reply); err != nil {
+					return "client_closed"
+				}
+			case ftp.ActionReply:
+				s.m.Replies.WithLabelValues(metrics.ReplyClassLabel(d.Code)).Inc()
+				s.reply(d)
+				if d.Verb == "AUTH" {
+					auth = d.Code
+				}
+			}
+		}
+		if forward {
+			if err := s.writeClient(string(line)); err != nil {
+				return "client_closed"
+			}
+		}
+		if auth >= 0 {
+			s.authReply <- auth == 234
+			if auth == 234 {
+				select {
+				case err := <-s.resume:
+					if err != nil {
+						return "tls_failed"
+					}
+				case <-ctx.Done():
+					return "shutdown"
+				}
+			}
+		}
+	}
+}
+
+// reply records final replies of transfer commands, and recognises a
+// server refusing a data connection that did not resume the control
+// connection's TLS session (vsftpd: "522 SSL connection failed: session
+// reuse required"; proftpd: 425 with a reuse message).
+func (s *session) reply(d ftp.Decision) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.audit.pending) > 0 && s.audit.pending[0].verb == d.Verb && d.Code >= 200 {
+		t := s.audit.pending[0]
+		s.audit.pending = s.audit.pending[1:]
+		s.audit.transfers++
+		s.log.Info("transfer", "verb", t.verb, "path", t.path, "code", d.Code, "user", s.audit.user)
+	}
+	low := strings.ToLower(d.Text)
+	if (d.Code == 522 || d.Code == 425 || d.Code == 450) && strings.Contains(low, "reuse") {
+		s.m.DataRefused.WithLabelValues("tls_session_reuse").Inc()
+		s.log.Warn("server refused a data connection: it requires TLS session reuse",
+			"code", d.Code, "text", d.Text,
+			"hint", "this server needs the data-connection relay (per-server data: relay, in a coming release), or require_ssl_reuse=NO on the server")
+	}
+}
+
+func (s *session) openPinhole(ctx context.Context, ph ftp.Pinhole) error {
+	h := nft.Pinhole{Src: ph.Src, Dst: ph.Dst, DstPort: ph.DstPort, Timeout: s.pol.Pinholes.Timeout}
+	start := time.Now()
+	err := s.p.o.Table.AddPinholes(ctx, h)
+	s.m.PinholeCommit.Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.m.PinholeErrors.Inc()
+		s.log.Error("pinhole commit failed", "err", err, "src", h.Src.String(), "dst", h.Dst.String(), "port", h.DstPort)
+		return err
+	}
+	s.m.PinholesOpened.WithLabelValues(ph.Mode.String()).Inc()
+	s.mu.Lock()
+	s.pinholes = append(s.pinholes, tracked{hole: h, mode: ph.Mode, deadline: s.p.o.Now().Add(h.Timeout)})
+	s.audit.opened++
+	s.mu.Unlock()
+	s.log.Info("pinhole opened", "data_mode", ph.Mode.String(), "src", h.Src.String(),
+		"dst", h.Dst.String(), "port", h.DstPort, "timeout", h.Timeout.String())
+	return nil
+}
+
+// upgrade runs the TLS handshakes: the client's first, and from inside it
+// (once the client's SNI is known) the upstream one, whose verified
+// certificate names the leaf shown to the client. With upstreamOK false
+// there is no server to reach: the client gets a leaf for the name it
+// asked so that it can read the 421 that follows.
+func (s *session) upgrade(ctx context.Context, upstreamOK bool) error {
+	var upErr error
+	var upConn *tls.Conn
+	minVersion := uint16(tls.VersionTLS12)
+	if s.srv.MITM != nil && s.srv.MITM.TLS.MinVersion != 0 {
+		minVersion = s.srv.MITM.TLS.MinVersion
+	}
+	getCert := func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		sni := hello.ServerName
+		s.mu.Lock()
+		s.audit.sni = sni
+		s.mu.Unlock()
+		if upstreamOK {
+			upConn, upErr = s.upstreamHandshake(ctx, sni)
+		}
+		if upstreamOK && upErr == nil {
+			if s.p.o.Static != nil {
+				if c := s.p.o.Static(s.srv.Name); c != nil {
+					return c, nil
+				}
+			}
+			return s.p.o.Leaf(upConn.ConnectionState().PeerCertificates[0], sni)
+		}
+		return s.p.o.Leaf(s.placeholder(sni), sni)
+	}
+	tc := tls.Server(&bufferedConn{Conn: s.cconn, r: s.cr}, certs.ServerConfig(getCert, minVersion))
+	hctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
+	defer cancel()
+	start := time.Now()
+	err := tc.HandshakeContext(hctx)
+	if err != nil {
+		reason := handshakeReason(err, hctx)
+		if upErr != nil {
+			reason = "upstream_failed"
+		}
+		s.m.TLSHandshakeFails.WithLabelValues("client", reason).Inc()
+		s.log.Warn("client TLS handshake failed", "reason", reason, "err", err)
+		return fmt.Errorf("client TLS handshake: %w", err)
+	}
+	s.m.TLSHandshakes.WithLabelValues("client").Inc()
+	s.m.TLSHandshakeTime.WithLabelValues("client").Observe(time.Since(start).Seconds())
+	s.cconn = tc
+	s.cr = bufio.NewReaderSize(tc, s.maxLine())
+	if !upstreamOK {
+		return nil
+	}
+	if upErr != nil {
+		s.writeClient("421 ftpsalg: the server's TLS certificate could not be verified; see the gateway's log.\r\n")
+		return upErr
+	}
+	s.uconn = upConn
+	s.ur = bufio.NewReaderSize(upConn, s.maxLine())
+	now := s.p.o.Now()
+	s.mu.Lock()
+	s.tlsOn = true
+	s.audit.tlsStarted = now
+	s.audit.clientTLS = tc.ConnectionState()
+	s.audit.upTLS = upConn.ConnectionState()
+	s.mu.Unlock()
+	cs, us := tc.ConnectionState(), upConn.ConnectionState()
+	s.log.Info("tls started", "sni", s.audit.sni, "tls_started", now,
+		"client_tls_version", tls.VersionName(cs.Version), "client_tls_suite", tls.CipherSuiteName(cs.CipherSuite),
+		"upstream_tls_version", tls.VersionName(us.Version), "upstream_tls_suite", tls.CipherSuiteName(us.CipherSuite))
+	return nil
+}
+
+// upstreamHandshake verifies the server according to the server's policy,
+// with the client's SNI (or the configured name, or the address).
+func (s *session) upstreamHandshake(ctx context.Context, sni string) (*tls.Conn, error) {
+	var p policy.ServerTLS
+	if s.srv.MITM != nil {
+		p = s.srv.MITM.TLS
+	}
+	name := sni
+	if name == "" {
+		name = p.ServerName
+	}
+	cfg, err := certs.UpstreamConfig(p, name, s.orig.Addr(), s.p.o.Roots)
+	if err != nil {
+		s.m.TLSHandshakeFails.WithLabelValues("upstream", "config").Inc()
+		s.log.Error("upstream TLS configuration invalid", "err", err)
+		return nil, err
+	}
+	uc := tls.Client(&bufferedConn{Conn: s.uconn, r: s.ur}, cfg)
+	hctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
+	defer cancel()
+	start := time.Now()
+	if err := uc.HandshakeContext(hctx); err != nil {
+		reason := handshakeReason(err, hctx)
+		s.m.TLSHandshakeFails.WithLabelValues("upstream", reason).Inc()
+		s.log.Warn("upstream TLS handshake failed", "reason", reason, "err", err, "sni", sni)
+		return nil, err
+	}
+	s.m.TLSHandshakes.WithLabelValues("upstream").Inc()
+	s.m.TLSHandshakeTime.WithLabelValues("upstream").Observe(time.Since(start).Seconds())
+	return uc, nil
+}
+
+// placeholder is the certificate a leaf is minted from when there is no
+// upstream certificate to copy names from.
+func (s *session) placeholder(sni string) *x509.Certificate {
+	c := &x509.Certificate{NotAfter: s.p.o.Now().Add(time.Hour)}
+	if sni != "" {
+		c.Subject = pkix.Name{CommonName: sni}
+		c.DNSNames = []string{sni}
+	} else {
+		c.Subject = pkix.Name{CommonName: s.orig.Addr().String()}
+		c.IPAddresses = []net.IP{s.orig.Addr().AsSlice()}
+	}
+	return c
+}
+
+// handshakeReason maps a handshake error to a bounded label.
+func handshakeReason(err error, ctx context.Context) string {
+	var ne net.Error
+	var verr *tls.CertificateVerificationError
+	var uerr *certs.UntrustedError
+	var rerr tls.RecordHeaderError
+	var aerr tls.AlertError
+	switch {
+	case ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.As(err, &verr), errors.As(err, &uerr):
+		return "untrusted"
+	case errors.As(err, &rerr):
+		return "not_tls"
+	case errors.As(err, &aerr):
+		return "alert"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "closed"
+	}
+	return "protocol"
+}
+
+// finish removes the session's pinholes that are still open, counts the
+// others used or expired, and writes the audit line.
+func (s *session) finish(reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.mu.Lock()
+	hs := s.pinholes
+	s.pinholes = nil
+	s.mu.Unlock()
+	if len(hs) > 0 {
+		live := map[nft.Pinhole]bool{}
+		if els, err := s.p.o.Table.Pinholes(ctx); err == nil {
+			for _, el := range els {
+				k := el.Pinhole
+				k.Timeout, k.SNAT = 0, netip.Addr{}
+				live[k] = true
+			}
+		}
+		now := s.p.o.Now()
+		var del []nft.Pinhole
+		for _, t := range hs {
+			k := t.hole
+			k.Timeout = 0
+			switch {
+			case live[k]:
+				del = append(del, t.hole)
+				s.m.PinholesRemoved.Inc()
+			case now.Before(t.deadline):
+				s.m.PinholesUsed.Inc()
+				s.audit.used++
+			default:
+				s.m.PinholesExpired.Inc()
+			}
+		}
+		if len(del) > 0 {
+			if err := s.p.o.Table.DeletePinholes(ctx, del...); err != nil {
+				s.m.PinholeErrors.Inc()
+				s.log.Warn("failed to remove pinholes; they expire on their own", "err", err)
+			}
+		}
+	}
+	a := s.audit
+	attrs := []any{"reason", reason, "duration", s.p.o.Now().Sub(a.start).String(), "user", a.user,
+		"sni", a.sni, "transfers", a.transfers, "pinholes_opened", a.opened, "pinholes_used", a.used,
+		"refusals", a.refusals}
+	if !a.tlsStarted.IsZero() {
+		attrs = append(attrs, "tls_started", a.tlsStarted,
+			"client_tls_version", tls.VersionName(a.clientTLS.Version), "client_tls_suite", tls.CipherSuiteName(a.clientTLS.CipherSuite),
+			"upstream_tls_version", tls.VersionName(a.upTLS.Version), "upstream_tls_suite", tls.CipherSuiteName(a.upTLS.CipherSuite))
+	}
+	s.log.Info("session end", attrs...)
+}
+
+// bufferedConn reads first what a line reader already buffered, so that a
+// TLS handshake starting after a clear-text line loses no bytes.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) {
+	if b.r != nil && b.r.Buffered() > 0 {
+		return b.r.Read(p)
+	}
+	return b.Conn.Read(p)
+}
