@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -45,6 +46,11 @@ type Client struct {
 	dialer  Dialer
 	lc      Listener
 	Timeout time.Duration
+
+	// tlsConf is set once the control connection is TLS (AUTH TLS or
+	// implicit); with protP data connections are TLS too (RFC 4217).
+	tlsConf *tls.Config
+	protP   bool
 }
 
 // Reply is a complete server reply.
@@ -86,6 +92,101 @@ func Dial(ctx context.Context, d Dialer, lc Listener, addr string) (*Client, err
 		return nil, &Error{Cmd: "greeting", Reply: rep}
 	}
 	return c, nil
+}
+
+// DialTLS connects to an implicit-FTPS server (TLS from the first byte).
+func DialTLS(ctx context.Context, d Dialer, lc Listener, addr string, conf *tls.Config) (*Client, error) {
+	if d == nil {
+		d = &net.Dialer{}
+	}
+	if lc == nil {
+		lc = &net.ListenConfig{}
+	}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("failed to connect to %s: %w", addr, err)
+	}
+	conf = withSessionCache(conf)
+	tc := tls.Client(conn, conf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	c := &Client{conn: tc, r: bufio.NewReader(tc), dialer: d, lc: lc, Timeout: 10 * time.Second, tlsConf: conf}
+	rep, err := c.read()
+	if err != nil {
+		tc.Close()
+		return nil, err
+	}
+	if rep.Code != 220 {
+		tc.Close()
+		return nil, &Error{Cmd: "greeting", Reply: rep}
+	}
+	return c, nil
+}
+
+func withSessionCache(conf *tls.Config) *tls.Config {
+	conf = conf.Clone()
+	if conf.ClientSessionCache == nil {
+		// Data connections resume the control connection's session, as
+		// curl and lftp do.
+		conf.ClientSessionCache = tls.NewLRUClientSessionCache(8)
+	}
+	return conf
+}
+
+// AuthTLS upgrades the control connection with AUTH TLS (RFC 4217).
+func (c *Client) AuthTLS(ctx context.Context, conf *tls.Config) error {
+	if _, err := c.expect("AUTH TLS", 2); err != nil {
+		return err
+	}
+	conf = withSessionCache(conf)
+	tc := tls.Client(c.conn, conf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("TLS handshake: %w", err)
+	}
+	c.conn, c.r, c.tlsConf = tc, bufio.NewReader(tc), conf
+	return nil
+}
+
+// Protect sends PBSZ 0 and PROT P (private) or PROT C (clear).
+func (c *Client) Protect(private bool) error {
+	if _, err := c.expect("PBSZ 0", 2); err != nil {
+		return err
+	}
+	level := "C"
+	if private {
+		level = "P"
+	}
+	if _, err := c.expect("PROT "+level, 2); err != nil {
+		return err
+	}
+	c.protP = private
+	return nil
+}
+
+// TLSState returns the control connection's TLS state, if any.
+func (c *Client) TLSState() (tls.ConnectionState, bool) {
+	if tc, ok := c.conn.(*tls.Conn); ok {
+		return tc.ConnectionState(), true
+	}
+	return tls.ConnectionState{}, false
+}
+
+// secure wraps a data connection in TLS when PROT P is in force; the
+// client is the TLS client whichever side opened the connection.
+func (c *Client) secure(ctx context.Context, dc net.Conn) (net.Conn, error) {
+	if !c.protP || c.tlsConf == nil {
+		return dc, nil
+	}
+	tc := tls.Client(dc, c.tlsConf)
+	hctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		dc.Close()
+		return nil, fmt.Errorf("data connection TLS handshake: %w", err)
+	}
+	return tc, nil
 }
 
 // Close closes the control connection without QUIT.
@@ -277,7 +378,7 @@ func (c *Client) data(ctx context.Context, mode Mode, cmd string) (net.Conn, err
 			dc.Close()
 			return nil, &Error{Cmd: cmd, Reply: rep}
 		}
-		return dc, nil
+		return c.secure(ctx, dc)
 	case PORT, EPRT:
 		ln, err := c.lc.Listen(ctx, "tcp", netip.AddrPortFrom(local.Addr(), 0).String())
 		if err != nil {
@@ -322,7 +423,7 @@ func (c *Client) data(ctx context.Context, mode Mode, cmd string) (net.Conn, err
 				r.c.Close()
 				return nil, &Error{Cmd: cmd, Reply: rep}
 			}
-			return r.c, nil
+			return c.secure(ctx, r.c)
 		case <-ctx.Done():
 			ln.Close()
 			rep, err := c.read()
