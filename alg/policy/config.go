@@ -17,6 +17,9 @@ type Config struct {
 	Queue    Queue
 	Pinholes Pinholes
 	Limits   Limits
+	// MITM holds the settings shared by every mitm-mode server. It has its
+	// defaults even when the policy has no mitm section or no mitm server.
+	MITM MITMGlobal
 	// Servers is never empty: a policy without servers is refused.
 	Servers []Server
 }
@@ -142,10 +145,131 @@ type Server struct {
 	MITM *MITM
 }
 
-// MITM holds a server's mitm-mode settings. It is empty for now: TLS
-// termination settings (certificates, keys, versions) will be added here,
-// read by decoder.mitm in validate.go.
-type MITM struct{}
+// MITMGlobal configures what every mitm-mode server shares: the operator's
+// CA and the transparent-proxy plumbing (key mitm). docs/tls.md describes
+// mitm mode.
+type MITMGlobal struct {
+	// CADir is the directory holding the operator's CA, ca.crt and ca.key
+	// (key ca_dir); an absolute path. Whether it exists is checked when the
+	// daemon starts, not by the parser: check-config runs anywhere.
+	CADir string
+	// LeafLifetime is the longest a leaf certificate minted from the CA is
+	// valid (key leaf_lifetime); a leaf never outlives the upstream
+	// certificate it copies.
+	LeafLifetime time.Duration
+	// ListenPort is the port of the TPROXY listener on the gateway that
+	// intercepted control connections are delivered to (key listen_port).
+	ListenPort uint16
+	// RouteTable is the routing table that delivers TPROXY-marked packets
+	// locally (key route_table); never 0 or the kernel's reserved 253-255.
+	RouteTable uint32
+	// RulePriority is the priority of the policy routing rule that sends
+	// TPROXY-marked packets to RouteTable (key rule_priority); below the
+	// main table's 32766 so that it is consulted first.
+	RulePriority uint32
+	// TProxyMark is the packet mark bits that select that rule (key
+	// tproxy_mark). Never zero; no bit in common with NFTables.CtMark or
+	// NFTables.PacketMark.
+	TProxyMark uint32
+}
+
+// MITM holds a server's mitm-mode settings (keys valid only in a server with
+// mode: mitm).
+type MITM struct {
+	// TLS is the policy for the two TLS legs (key tls).
+	TLS ServerTLS
+	// RequireTLS refuses USER before AUTH TLS with 530, so that
+	// credentials are never forwarded in clear text (key require_tls).
+	RequireTLS bool
+	// AllowAnonymous permits anonymous login (USER anonymous or ftp) (key
+	// allow_anonymous).
+	AllowAnonymous bool
+	// UpstreamSource is the source address of the connection to the server
+	// (key upstream_source).
+	UpstreamSource UpstreamSource
+}
+
+// ServerTLS is a mitm server's TLS policy (key tls).
+type ServerTLS struct {
+	// MinVersion is the lowest TLS version accepted on either leg,
+	// tls.VersionTLS12 or tls.VersionTLS13 (key min_version).
+	MinVersion uint16
+	// Verify is how the server's certificate is verified (key verify).
+	Verify VerifyMode
+	// CAFile is a PEM file of the CA certificates that verify the server
+	// (key ca_file); set exactly when Verify is VerifyCA.
+	CAFile string
+	// PinSHA256 are SHA-256 digests of accepted SubjectPublicKeyInfos, each
+	// 32 bytes (key pin_sha256); non-empty exactly when Verify is VerifyPin.
+	PinSHA256 [][]byte
+	// ServerName is the name the server's certificate is verified against
+	// when the client sends no SNI (key server_name). Empty means the
+	// address the client connected to is verified as an IP SAN.
+	ServerName string
+	// Certificate and Key are PEM files of a static leaf certificate shown
+	// to clients instead of one minted from the CA, for servers the
+	// operator owns (keys certificate and key). Both or neither are set.
+	Certificate, Key string
+	// HandshakeTimeout bounds each TLS handshake, client-facing and
+	// server-facing (key handshake_timeout).
+	HandshakeTimeout time.Duration
+}
+
+// VerifyMode says how the server's certificate is verified on the
+// server-facing leg.
+type VerifyMode uint8
+
+const (
+	// VerifySystem verifies against the system's root CAs and the server
+	// name.
+	VerifySystem VerifyMode = iota + 1
+	// VerifyCA verifies against the CAs in ServerTLS.CAFile only, and the
+	// server name.
+	VerifyCA
+	// VerifyPin accepts exactly the certificates whose public key is one of
+	// ServerTLS.PinSHA256, whatever their issuer, name or validity.
+	VerifyPin
+	// VerifyNone accepts any certificate. The daemon logs a warning.
+	VerifyNone
+)
+
+// String returns the policy spelling of v.
+func (v VerifyMode) String() string {
+	switch v {
+	case VerifySystem:
+		return "system"
+	case VerifyCA:
+		return "ca"
+	case VerifyPin:
+		return "pin"
+	case VerifyNone:
+		return "none"
+	}
+	return fmt.Sprintf("VerifyMode(%d)", uint8(v))
+}
+
+// UpstreamSource says which source address the connection to the server
+// uses.
+type UpstreamSource uint8
+
+const (
+	// UpstreamClient connects from the client's address (transparently,
+	// IP_TRANSPARENT), so the server sees and logs the real client.
+	UpstreamClient UpstreamSource = iota + 1
+	// UpstreamGateway connects from the gateway's own address.
+	UpstreamGateway
+)
+
+// String returns the policy spelling of u.
+func (u UpstreamSource) String() string {
+	switch u {
+	case UpstreamClient:
+		return "client"
+	case UpstreamGateway:
+		return "gateway"
+	}
+	return fmt.Sprintf("UpstreamSource(%d)", uint8(u))
+}
 
 // ServerFor returns the server that owns the control port port on address
 // addr, if any. Port may be a control port or an implicit TLS port. An

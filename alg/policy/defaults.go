@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -70,6 +71,60 @@ const (
 	// operators should narrow it to the server's configured passive range.
 	defaultPassiveMin = 1024
 	defaultPassiveMax = 65535
+
+	// mitm section.
+
+	// Where packaged configuration lives; ftpsalg ca init writes there.
+	defaultCADir = "/etc/ftpsalg/ca"
+
+	// A day: a leaked leaf key is useful for a day at most, and minting
+	// again (about 0.25 ms; see alg/certs/README.md) once a day per
+	// upstream certificate costs nothing. Clients never see the lifetime
+	// unless their clock is wrong.
+	defaultLeafLifetime = 24 * time.Hour
+
+	// Unprivileged and unassigned, and reads as "FTP (21) on 15000":
+	// clients never connect to it directly (TPROXY delivers to it).
+	defaultListenPort = 15021
+
+	// Both read as "FTP 21 twice": easy to spot in `ip rule` and `ip route
+	// show table all`, and well away from the reserved tables (253-255)
+	// and the low numbers other tools pick.
+	defaultRouteTable   = 2121
+	defaultRulePriority = 2121
+
+	// The next single high bit after ct_mark and packet_mark: same
+	// reasoning, and disjoint from both defaults.
+	defaultTProxyMark = 0x40000000
+
+	// mitm servers.
+
+	// TLS 1.2 is the oldest version without known protocol-level attacks
+	// (RFC 8996 deprecates 1.0 and 1.1) and the newest many FTP servers
+	// and clients still stop at.
+	defaultMinTLSVersion = tls.VersionTLS12
+
+	// The system's roots with name checking: what a client would have done
+	// had ftpsalg not been in the path.
+	defaultVerify = VerifySystem
+
+	// Generous for a slow server or client on a loaded link, short enough
+	// that a stalled peer does not hold a connection slot for long.
+	defaultHandshakeTimeout = 10 * time.Second
+
+	// Never forward credentials in clear: the point of FTPS. A server that
+	// must accept plain logins turns it off.
+	defaultRequireTLS = true
+
+	// Anonymous FTP is common and harmless to forward; a server that has
+	// no anonymous access refuses it itself. Turn it off to stop anonymous
+	// sessions at the gateway.
+	defaultAllowAnonymous = true
+
+	// The server sees the real client address (its logs, its own access
+	// rules), as it does without ftpsalg. gateway is for servers whose
+	// return route does not pass through the gateway.
+	defaultUpstreamSource = UpstreamClient
 )
 
 // defaultControlPorts is the port assigned to FTP (RFC 959).
@@ -97,6 +152,28 @@ func defaultConfig() Config {
 		Queue:    Queue{Number: defaultQueueNumber, Length: defaultQueueLength, FailOpen: defaultFailOpen},
 		Pinholes: Pinholes{Timeout: defaultPinholeTimeout},
 		Limits:   Limits{MaxFlows: defaultMaxFlows, MaxFlowBytes: defaultMaxFlowBytes, MaxLine: defaultMaxLine},
+		MITM: MITMGlobal{
+			CADir:        defaultCADir,
+			LeafLifetime: defaultLeafLifetime,
+			ListenPort:   defaultListenPort,
+			RouteTable:   defaultRouteTable,
+			RulePriority: defaultRulePriority,
+			TProxyMark:   defaultTProxyMark,
+		},
+	}
+}
+
+// defaultMITM returns a mitm server's settings with every default.
+func defaultMITM() *MITM {
+	return &MITM{
+		TLS: ServerTLS{
+			MinVersion:       defaultMinTLSVersion,
+			Verify:           defaultVerify,
+			HandshakeTimeout: defaultHandshakeTimeout,
+		},
+		RequireTLS:     defaultRequireTLS,
+		AllowAnonymous: defaultAllowAnonymous,
+		UpstreamSource: defaultUpstreamSource,
 	}
 }
 

@@ -14,6 +14,7 @@
 // operator-facing reference is docs/config.md.
 //
 // Layout: raw.go walks YAML nodes (mapping keys, lists, scalar types),
-// validate.go turns them into a Config section by section, errors.go holds
-// the error types.
+// validate.go turns them into a Config section by section (mitm.go: the mitm
+// section and the keys valid in mitm servers only), errors.go holds the
+// error types.
 package policy

@@ -1,10 +1,12 @@
 package policy_test
 
 import (
+	"crypto/tls"
 	"errors"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -17,6 +19,9 @@ import (
 // invariants the rest of the daemon relies on.
 func FuzzParse(f *testing.F) {
 	for _, tc := range errorCases {
+		f.Add([]byte(tc.in))
+	}
+	for _, tc := range mitmErrorCases {
 		f.Add([]byte(tc.in))
 	}
 	for _, name := range []string{"minimal.yaml", "full.yaml"} {
@@ -71,6 +76,9 @@ func checkConfig(t *testing.T, cfg *policy.Config) {
 	if cfg.NFTables.CtMark == 0 || cfg.NFTables.PacketMark == 0 || cfg.NFTables.CtMark&cfg.NFTables.PacketMark != 0 {
 		t.Errorf("marks %#x, %#x: zero or overlapping", cfg.NFTables.CtMark, cfg.NFTables.PacketMark)
 	}
+	if m := cfg.MITM.TProxyMark; m == 0 || m&(cfg.NFTables.CtMark|cfg.NFTables.PacketMark) != 0 {
+		t.Errorf("tproxy mark %#x: zero or overlapping the nftables marks", m)
+	}
 	if cfg.Limits.MaxFlowBytes < cfg.Limits.MaxLine {
 		t.Errorf("max_flow_bytes %d below max_line %d", cfg.Limits.MaxFlowBytes, cfg.Limits.MaxLine)
 	}
@@ -90,6 +98,9 @@ func checkConfig(t *testing.T, cfg *policy.Config) {
 		if (s.Mode == policy.ModeMITM) != (s.MITM != nil) || (s.Mode != policy.ModeMITM && s.Mode != policy.ModeInspect) {
 			t.Errorf("server %q: mode %v with MITM %v", s.Name, s.Mode, s.MITM)
 		}
+		if s.MITM != nil {
+			checkMITM(t, s.Name, s.MITM)
+		}
 		for _, p := range s.Clients {
 			if p != p.Masked() {
 				t.Errorf("server %q: unmasked client prefix %v", s.Name, p)
@@ -103,5 +114,34 @@ func checkConfig(t *testing.T, cfg *policy.Config) {
 				}
 			}
 		}
+	}
+}
+
+// checkMITM checks the invariants of a mitm server's settings.
+func checkMITM(t *testing.T, name string, m *policy.MITM) {
+	t.Helper()
+	p := m.TLS
+	if p.MinVersion != tls.VersionTLS12 && p.MinVersion != tls.VersionTLS13 {
+		t.Errorf("server %q: min version %#x", name, p.MinVersion)
+	}
+	if (p.Verify == policy.VerifyCA) != (p.CAFile != "") {
+		t.Errorf("server %q: verify %v with ca_file %q", name, p.Verify, p.CAFile)
+	}
+	if (p.Verify == policy.VerifyPin) != (len(p.PinSHA256) > 0) {
+		t.Errorf("server %q: verify %v with %d pins", name, p.Verify, len(p.PinSHA256))
+	}
+	for _, pin := range p.PinSHA256 {
+		if len(pin) != 32 {
+			t.Errorf("server %q: pin of %d bytes", name, len(pin))
+		}
+	}
+	if (p.Certificate == "") != (p.Key == "") {
+		t.Errorf("server %q: certificate %q with key %q", name, p.Certificate, p.Key)
+	}
+	if p.HandshakeTimeout < time.Second || p.HandshakeTimeout > time.Minute {
+		t.Errorf("server %q: handshake timeout %v", name, p.HandshakeTimeout)
+	}
+	if m.UpstreamSource != policy.UpstreamClient && m.UpstreamSource != policy.UpstreamGateway {
+		t.Errorf("server %q: upstream source %v", name, m.UpstreamSource)
 	}
 }

@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"crypto/tls"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -42,8 +43,10 @@ func e(line int, key, msg string) policy.Error {
 }
 
 const (
-	rootKeys   = "limits, log, metrics, nftables, pinholes, queue, servers"
-	serverKeys = "active_mode, addresses, allow_third_party, clients, control_ports, implicit_tls_ports, mode, name, passive_ports"
+	rootKeys   = "limits, log, metrics, mitm, nftables, pinholes, queue, servers"
+	serverKeys = "active_mode, addresses, allow_anonymous, allow_third_party, clients, control_ports, implicit_tls_ports, mode, name, passive_ports, require_tls, tls, upstream_source"
+	mitmKeys   = "ca_dir, leaf_lifetime, listen_port, route_table, rule_priority, tproxy_mark"
+	tlsKeys    = "ca_file, certificate, handshake_timeout, key, min_version, pin_sha256, server_name, verify"
 	everyone   = "expected a mapping with keys: " + rootKeys
 )
 
@@ -409,8 +412,38 @@ func defaults(servers ...policy.Server) policy.Config {
 		Queue:    policy.Queue{Number: 4040, Length: 4096, FailOpen: false},
 		Pinholes: policy.Pinholes{Timeout: 5 * time.Second},
 		Limits:   policy.Limits{MaxFlows: 16384, MaxFlowBytes: 65536, MaxLine: 2048},
-		Servers:  servers,
+		MITM: policy.MITMGlobal{
+			CADir:        "/etc/ftpsalg/ca",
+			LeafLifetime: 24 * time.Hour,
+			ListenPort:   15021,
+			RouteTable:   2121,
+			RulePriority: 2121,
+			TProxyMark:   0x40000000,
+		},
+		Servers: servers,
 	}
+}
+
+// defaultMITM is a mitm server's documented defaults (docs/config.md).
+func defaultMITM() *policy.MITM {
+	return &policy.MITM{
+		TLS: policy.ServerTLS{
+			MinVersion:       tls.VersionTLS12,
+			Verify:           policy.VerifySystem,
+			HandshakeTimeout: 10 * time.Second,
+		},
+		RequireTLS:     true,
+		AllowAnonymous: true,
+		UpstreamSource: policy.UpstreamClient,
+	}
+}
+
+// mitmServer is base's server in mitm mode with every default.
+func mitmServer() policy.Server {
+	s := defaultServer()
+	s.Mode = policy.ModeMITM
+	s.MITM = defaultMITM()
+	return s
 }
 
 func TestParse(t *testing.T) {
@@ -479,7 +512,7 @@ func TestParse(t *testing.T) {
 					netip.MustParsePrefix("2001:db8:1::/48"),
 					netip.MustParsePrefix("203.0.113.0/24"),
 				},
-				MITM: &policy.MITM{},
+				MITM: defaultMITM(),
 			})
 		}},
 		{"one address on two servers with different ports", doc(
@@ -500,7 +533,7 @@ func TestParse(t *testing.T) {
 			ftps.ControlPorts = nil
 			ftps.ImplicitTLSPorts = []uint16{990}
 			ftps.PassiveMin, ftps.PassiveMax = 40000, 40100
-			ftps.MITM = &policy.MITM{}
+			ftps.MITM = defaultMITM()
 			return defaults(defaultServer(), ftps)
 		}},
 	}
@@ -561,9 +594,44 @@ func TestExamples(t *testing.T) {
 				ActiveMode:       false,
 				ThirdParty:       false,
 				Clients:          []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("203.0.113.0/24")},
-				MITM:             &policy.MITM{},
+				MITM: &policy.MITM{
+					TLS: policy.ServerTLS{
+						MinVersion:       tls.VersionTLS12,
+						Verify:           policy.VerifyCA,
+						CAFile:           "/etc/ftpsalg/partner-ca.pem",
+						ServerName:       "secure-files.example.com",
+						HandshakeTimeout: 15 * time.Second,
+					},
+					RequireTLS:     true,
+					AllowAnonymous: false,
+					UpstreamSource: policy.UpstreamClient,
+				},
+			},
+			policy.Server{
+				Name:         "own-files",
+				Addresses:    []netip.Addr{netip.MustParseAddr("203.0.113.30")},
+				ControlPorts: []uint16{21},
+				PassiveMin:   41000,
+				PassiveMax:   41999,
+				Mode:         policy.ModeMITM,
+				ActiveMode:   true,
+				Clients:      []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")},
+				MITM: &policy.MITM{
+					TLS: policy.ServerTLS{
+						MinVersion:       tls.VersionTLS13,
+						Verify:           policy.VerifyPin,
+						PinSHA256:        [][]byte{b64(t, "euK4JLyGwcDRib/mstmM7wn75HMmDo3HC7amjD8WxzI="), b64(t, "74+IRlvjshU3XK4S6GiwWMMekGClLtuu5xiJQubvR9c=")},
+						Certificate:      "/etc/ftpsalg/own-files.crt",
+						Key:              "/etc/ftpsalg/own-files.key",
+						HandshakeTimeout: 10 * time.Second,
+					},
+					RequireTLS:     true,
+					AllowAnonymous: true,
+					UpstreamSource: policy.UpstreamGateway,
+				},
 			},
 		)
+		want.MITM.LeafLifetime = 12 * time.Hour
 		want.Queue.Length = 8192
 		want.Pinholes.Timeout = 10 * time.Second
 		want.Limits.MaxFlows = 4096

@@ -18,20 +18,27 @@ import (
 // Known keys of each mapping. A key not listed is an error that names the
 // valid keys, so these lists are also what operators see.
 var (
-	rootKeys     = []string{"log", "metrics", "nftables", "queue", "pinholes", "limits", "servers"}
-	logKeys      = []string{"level"}
-	metricsKeys  = []string{"listen"}
-	nftablesKeys = []string{"table", "ct_mark", "packet_mark"}
-	queueKeys    = []string{"number", "length", "failure"}
-	pinholesKeys = []string{"timeout"}
-	limitsKeys   = []string{"max_flows", "max_flow_bytes", "max_line"}
+	rootKeys       = []string{"log", "metrics", "nftables", "queue", "pinholes", "limits", "mitm", "servers"}
+	logKeys        = []string{"level"}
+	metricsKeys    = []string{"listen"}
+	nftablesKeys   = []string{"table", "ct_mark", "packet_mark"}
+	queueKeys      = []string{"number", "length", "failure"}
+	pinholesKeys   = []string{"timeout"}
+	limitsKeys     = []string{"max_flows", "max_flow_bytes", "max_line"}
+	mitmGlobalKeys = []string{
+		"ca_dir", "leaf_lifetime", "listen_port", "route_table", "rule_priority", "tproxy_mark",
+	}
 	// serverKeys are valid in every mode. Keys valid in mitm mode only
 	// (TLS settings) go in mitmKeys and are read by decoder.mitm.
 	serverKeys = []string{
 		"name", "addresses", "control_ports", "implicit_tls_ports", "passive_ports",
 		"mode", "active_mode", "allow_third_party", "clients",
 	}
-	mitmKeys = []string{}
+	mitmKeys = []string{"tls", "require_tls", "allow_anonymous", "upstream_source"}
+	tlsKeys  = []string{
+		"min_version", "verify", "ca_file", "pin_sha256", "server_name",
+		"certificate", "key", "handshake_timeout",
+	}
 )
 
 // node is a YAML value with its place in the policy: the key path that names
@@ -265,7 +272,9 @@ var sections = []struct {
 	{"under pinholes", pinholesKeys},
 	{"under limits", limitsKeys},
 	{"in each server", serverKeys},
+	{"under mitm", mitmGlobalKeys},
 	{"in each mitm server", mitmKeys},
+	{"under a mitm server's tls", tlsKeys},
 }
 
 // hint returns a hint for the unknown key: where it belongs when it is a

@@ -65,8 +65,10 @@ func (d *decoder) config(root node, cfg *Config) {
 	if n, ok := f["metrics"]; ok {
 		d.metrics(n, &cfg.Metrics)
 	}
+	var nftFields map[string]node
+	marksOK := true
 	if n, ok := f["nftables"]; ok {
-		d.nftables(n, &cfg.NFTables)
+		nftFields, marksOK = d.nftables(n, &cfg.NFTables)
 	}
 	if n, ok := f["queue"]; ok {
 		d.queue(n, &cfg.Queue)
@@ -76,6 +78,16 @@ func (d *decoder) config(root node, cfg *Config) {
 	}
 	if n, ok := f["limits"]; ok {
 		d.limits(n, &cfg.Limits)
+	}
+	// The TPROXY mark is checked against the nftables marks even without a
+	// mitm section: its default applies then.
+	var tproxy node
+	tproxyOK := true
+	if n, ok := f["mitm"]; ok {
+		tproxy, tproxyOK = d.mitmGlobal(n, &cfg.MITM)
+	}
+	if marksOK && tproxyOK {
+		d.tproxyMarkOverlap(nftFields, tproxy, cfg)
 	}
 	n, ok := f["servers"]
 	if !ok {
@@ -134,10 +146,12 @@ func (d *decoder) metrics(n node, m *Metrics) {
 	}
 }
 
-func (d *decoder) nftables(n node, t *NFTables) {
+// nftables validates the nftables section into t. It returns the
+// section's fields and whether both marks are valid and disjoint.
+func (d *decoder) nftables(n node, t *NFTables) (map[string]node, bool) {
 	f, ok := d.section(n, nftablesKeys)
 	if !ok {
-		return
+		return nil, false
 	}
 	if v, ok := f["table"]; ok {
 		if s, ok := d.str(v, "a table name"); ok {
@@ -166,7 +180,9 @@ func (d *decoder) nftables(n node, t *NFTables) {
 		}
 		d.at(v, "0x%08x shares bits 0x%08x with %s (0x%08x): the two marks must not overlap",
 			mine, mine&other, otherKey, other)
+		return f, false
 	}
+	return f, ctOK && pktOK
 }
 
 // mark reads a nonzero 32-bit mark.
@@ -302,8 +318,12 @@ func (d *decoder) duration(n node, lo, hi time.Duration) (time.Duration, bool) {
 	return v, true
 }
 
-// seconds formats a whole number of seconds as "120s" rather than "2m0s".
+// seconds formats a whole number of seconds as "120s" rather than "2m0s",
+// and a whole number of hours as "720h".
 func seconds(v time.Duration) string {
+	if v >= time.Hour && v%time.Hour == 0 {
+		return fmt.Sprintf("%dh", v/time.Hour)
+	}
 	if v%time.Second == 0 {
 		return fmt.Sprintf("%ds", v/time.Second)
 	}
@@ -439,21 +459,15 @@ func (d *decoder) server(n node) (Server, serverSrc) {
 	}
 
 	if s.Mode == ModeMITM {
-		s.MITM = d.mitm(n, f)
+		s.MITM = d.mitm(f)
 	} else if s.Mode == ModeInspect {
 		for _, k := range mitmKeys {
 			if v, ok := f[k]; ok {
-				d.at(v, "only valid with mode: mitm")
+				d.at(v, "only valid with mode: mitm (this server has mode: inspect, which does not terminate TLS)")
 			}
 		}
 	}
 	return s, src
-}
-
-// mitm reads the keys that apply in mitm mode only. There are none yet:
-// TLS termination settings are added to mitmKeys and read here into MITM.
-func (d *decoder) mitm(_ node, _ map[string]node) *MITM {
-	return &MITM{}
 }
 
 func (d *decoder) addresses(n node, s *Server, src *serverSrc) {
