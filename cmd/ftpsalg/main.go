@@ -3,6 +3,7 @@
 //	ftpsalg run --config FILE          run the daemon
 //	ftpsalg check-config --config FILE validate a policy file
 //	ftpsalg status [--metrics ADDR]    summarise a running daemon
+//	ftpsalg ca init|show [--dir DIR]   create or inspect the mitm-mode CA
 //	ftpsalg version                    print the version
 package main
 
@@ -26,6 +27,7 @@ commands:
   run --config FILE            run the gateway daemon (as root, on the gateway)
   check-config --config FILE   validate a policy file; exit 1 with one error per line
   status [--metrics ADDR]      print a running daemon's sessions, pinholes and refusals
+  ca init|show [--dir DIR]     create or inspect the operator CA for mitm mode (ftpsalg ca help)
   version                      print the version
 `)
 }
@@ -42,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheckConfig(args[1:], stdout, stderr)
 	case "status":
 		return cmdStatus(args[1:], stdout, stderr)
+	case "ca":
+		return cmdCA(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "ftpsalg %s\n", version)
 		return 0

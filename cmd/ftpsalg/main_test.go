@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	for _, arg := range []string{"version", "--version", "-v"} {
+		code, out, _ := runCmd(t, arg)
+		if code != 0 || out != "ftpsalg "+version+"\n" {
+			t.Errorf("%s: exit %d, output %q", arg, code, out)
+		}
+	}
+}
+
+func TestUsage(t *testing.T) {
+	t.Parallel()
+	if code, _, errOut := runCmd(t); code != 2 || !strings.Contains(errOut, "usage: ftpsalg") {
+		t.Errorf("no command: exit %d, stderr %q", code, errOut)
+	}
+	if code, _, errOut := runCmd(t, "frobnicate"); code != 2 || !strings.Contains(errOut, `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: exit %d, stderr %q", code, errOut)
+	}
+	if code, out, _ := runCmd(t, "help"); code != 0 || !strings.Contains(out, "ca init|show") {
+		t.Errorf("help: exit %d, output %q", code, out)
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	t.Parallel()
+	for name, servers := range map[string]int{"minimal.yaml": 1, "full.yaml": 3} {
+		path := filepath.Join("..", "..", "examples", name)
+		code, out, errOut := runCmd(t, "check-config", "--config", path)
+		if want := fmt.Sprintf("%s: ok (%d servers)\n", path, servers); code != 0 || out != want {
+			t.Errorf("check-config %s: exit %d, stdout %q, stderr %q; want %q", name, code, out, errOut, want)
+		}
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	policy := "servers:\n  - name: ftp\n    mode: bogus\n    addresses: [192.0.2.10]\n"
+	if err := os.WriteFile(bad, []byte(policy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd(t, "check-config", "--config", bad)
+	want := bad + `:3: servers[0].mode: "bogus" is not a mode; use inspect or mitm` + "\n"
+	if code != 1 || out != "" || errOut != want {
+		t.Errorf("check-config bad: exit %d, stdout %q, stderr %q; want %q", code, out, errOut, want)
+	}
+
+	code, _, errOut = runCmd(t, "check-config", "--config", filepath.Join(t.TempDir(), "missing.yaml"))
+	if code != 1 || !strings.HasPrefix(errOut, "failed to read policy: ") {
+		t.Errorf("check-config missing: exit %d, stderr %q", code, errOut)
+	}
+}
