@@ -14,10 +14,19 @@
 //     accepted; the operator's ruleset admits the flow with one rule
 //     (ct mark & CtMark == CtMark accept), see docs/integration.md.
 //
+// With mitm-mode servers (Spec.MITM) the table also diverts their control
+// connections with TPROXY to the daemon's transparent listener (sets
+// mitm4/mitm6, chain prerouting) and source-NATs pinholes that ask for it
+// (maps snat4/snat6, chain postrouting). Router installs the policy routing
+// that goes with TPROXY: packets carrying Spec.TProxyMark are delivered
+// locally (ip rule fwmark ... lookup TABLE; local default dev lo table
+// TABLE), for IPv4 and IPv6.
+//
 // Table is the small interface the rest of the daemon uses; Kernel talks to
 // the kernel over netlink (google/nftables) and Fake is an in-memory model
 // with the same semantics for unit tests. Both render the same text through
 // Dump, so one golden file pins what the kernel holds and what the fake
-// models. The README next to this file documents the hook priorities, every
-// rule and why the design is what it is.
+// models; RouteKernel and RouteFake do the same for Router. The README next
+// to this file documents the hook priorities, every rule and why the design
+// is what it is.
 package nft

@@ -16,26 +16,29 @@ var _ Table = (*Fake)(nil)
 
 // Fake is an in-memory Table for unit tests. It keeps the same ruleset the
 // Kernel would send, enforces the kernel's semantics (no table before Apply
-// or after Delete, single-use pinholes, timeouts) and renders the same Dump
-// text. Its clock is virtual: pinholes expire only when the test calls
-// Advance. It is safe for concurrent use.
+// or after Delete, single-use pinholes, timeouts, source NAT only with mitm
+// servers) and renders the same Dump text. Its clock is virtual: pinholes
+// expire only when the test calls Advance. It is safe for concurrent use.
 type Fake struct {
 	mu       sync.Mutex
 	now      time.Duration // virtual time since NewFake
 	spec     Spec
 	rs       *ruleset // nil while the table does not exist
 	pinholes map[key]fakeElem
+	// snat holds the source NAT map elements. Like the kernel's, they are
+	// not consumed by Use: they stay until they time out or are deleted.
+	snat     map[key]fakeElem
 	failNext error
 }
 
 type fakeElem struct {
-	p        Pinhole
+	p        Pinhole // with SNAT in snat, without in pinholes
 	deadline time.Duration
 }
 
 // NewFake returns a Fake without a table, like a kernel before Apply.
 func NewFake() *Fake {
-	return &Fake{pinholes: map[key]fakeElem{}}
+	return &Fake{pinholes: map[key]fakeElem{}, snat: map[key]fakeElem{}}
 }
 
 // Advance moves the virtual clock; pinholes whose timeout has elapsed are
@@ -83,7 +86,9 @@ func (f *Fake) Spec() (Spec, bool) {
 }
 
 func (f *Fake) expire() {
-	maps.DeleteFunc(f.pinholes, func(_ key, e fakeElem) bool { return e.deadline <= f.now })
+	expired := func(_ key, e fakeElem) bool { return e.deadline <= f.now }
+	maps.DeleteFunc(f.pinholes, expired)
+	maps.DeleteFunc(f.snat, expired)
 }
 
 // begin takes the lock and consumes an injected failure.
@@ -114,6 +119,7 @@ func (f *Fake) Apply(ctx context.Context, s Spec) error {
 	f.spec = s
 	f.rs = buildRuleset(s)
 	clear(f.pinholes)
+	clear(f.snat)
 	return nil
 }
 
@@ -130,33 +136,45 @@ func (f *Fake) AddPinholes(ctx context.Context, p ...Pinhole) error {
 	if f.rs == nil {
 		return fmt.Errorf("nft: failed to add pinholes: %w", ErrNoTable)
 	}
+	mitm := f.spec.hasMITM()
+	if !mitm && hasSNAT(norm) {
+		return fmt.Errorf("nft: failed to add pinholes: %w", ErrNoMITM)
+	}
+	// The batch as the kernel would end up with it, checked against the
+	// capacity before anything changes.
+	pinholes, snat := maps.Clone(f.pinholes), maps.Clone(f.snat)
+	for _, p := range norm {
+		nat := p.SNAT
+		p.SNAT = netip.Addr{}
+		pinholes[p.key()] = fakeElem{p: p, deadline: f.now + p.Timeout}
+		if !mitm {
+			continue
+		}
+		delete(snat, p.key())
+		if nat.IsValid() {
+			p.SNAT = nat
+			snat[p.key()] = fakeElem{p: p, deadline: f.now + p.Timeout}
+		}
+	}
+	if overCapacity(pinholes) || overCapacity(snat) {
+		return fmt.Errorf("nft: failed to add pinholes: %w", ErrFull)
+	}
+	f.pinholes, f.snat = pinholes, snat
+	return nil
+}
+
+// overCapacity reports whether a set or map of either family would hold
+// more than MaxPinholes elements.
+func overCapacity(m map[key]fakeElem) bool {
 	var n4, n6 int
-	for k := range f.pinholes {
+	for k := range m {
 		if k.src.Is4() {
 			n4++
 		} else {
 			n6++
 		}
 	}
-	added := map[key]bool{}
-	for _, p := range norm {
-		if _, ok := f.pinholes[p.key()]; ok || added[p.key()] {
-			continue
-		}
-		added[p.key()] = true
-		if p.Src.Is4() {
-			n4++
-		} else {
-			n6++
-		}
-	}
-	if n4 > MaxPinholes || n6 > MaxPinholes {
-		return fmt.Errorf("nft: failed to add pinholes: %w", ErrFull)
-	}
-	for _, p := range norm {
-		f.pinholes[p.key()] = fakeElem{p: p, deadline: f.now + p.Timeout}
-	}
-	return nil
+	return n4 > MaxPinholes || n6 > MaxPinholes
 }
 
 // DeletePinholes implements Table.
@@ -174,6 +192,7 @@ func (f *Fake) DeletePinholes(ctx context.Context, p ...Pinhole) error {
 	}
 	for _, p := range norm {
 		delete(f.pinholes, p.key())
+		delete(f.snat, p.key())
 	}
 	return nil
 }
@@ -188,8 +207,10 @@ func (f *Fake) Pinholes(ctx context.Context) ([]Element, error) {
 		return nil, fmt.Errorf("nft: failed to list pinholes: %w", ErrNoTable)
 	}
 	out := make([]Element, 0, len(f.pinholes))
-	for _, e := range f.pinholes {
-		out = append(out, Element{Pinhole: e.p, Expires: e.deadline - f.now})
+	for k, e := range f.pinholes {
+		p := e.p
+		p.SNAT = f.snat[k].p.SNAT
+		out = append(out, Element{Pinhole: p, Expires: e.deadline - f.now})
 	}
 	sortElements(out)
 	return out, nil
@@ -203,6 +224,7 @@ func (f *Fake) Delete(ctx context.Context) error {
 	defer f.mu.Unlock()
 	f.rs = nil
 	clear(f.pinholes)
+	clear(f.snat)
 	return nil
 }
 
@@ -219,21 +241,26 @@ func (f *Fake) Dump(ctx context.Context) (string, error) {
 	for _, s := range f.rs.sets {
 		elems := slices.Clone(f.rs.elems[s.Name])
 		for _, e := range f.pinholes {
-			if s.Name == pinholeSetName(e.p) {
+			if s.Name == familyOf(e.p).pinholes {
 				elems = append(elems, nftables.SetElement{Key: pinholeKey(e.p), Timeout: e.p.Timeout})
+			}
+		}
+		for _, e := range f.snat {
+			if s.Name == familyOf(e.p).snat {
+				elems = append(elems, nftables.SetElement{Key: pinholeKey(e.p), Val: e.p.SNAT.AsSlice(), Timeout: e.p.Timeout})
 			}
 		}
 		m.sets = append(m.sets, setModel{set: s, elems: elems})
 	}
-	m.chains = []chainModel{{chain: f.rs.chain, rules: f.rs.rules}}
+	m.chains = slices.Clone(f.rs.chains)
 	return renderTable(m), nil
 }
 
-func pinholeSetName(p Pinhole) string {
+func familyOf(p Pinhole) family {
 	if p.Src.Is4() {
-		return setPinholes4
+		return ipv4
 	}
-	return setPinholes6
+	return ipv6
 }
 
 // normalizeAll validates every pinhole before anything changes, so a

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,8 +41,14 @@ type Kernel struct {
 	conn  *nftables.Conn
 	sock  *netlink.Conn // the socket under conn, for deadlines
 	table *nftables.Table
-	ph4   *nftables.Set // element templates, see pinholeSets
-	ph6   *nftables.Set
+	tpl   templates // element templates of the applied table
+}
+
+// templates are the set values that element updates go through (see
+// pinholeSets); snat4 and snat6 are nil in a table without mitm servers.
+type templates struct {
+	ph4, ph6     *nftables.Set
+	snat4, snat6 *nftables.Set
 }
 
 // New opens a netlink connection to nf_tables. The table is created by
@@ -197,55 +205,80 @@ func (k *Kernel) Apply(ctx context.Context, s Spec) error {
 			}
 			ids[set.Name] = set.ID
 		}
-		c.AddChain(rs.chain)
-		for _, r := range rs.rules {
-			setIDs(r, ids)
-			c.AddRule(r)
+		for _, ch := range rs.chains {
+			c.AddChain(ch.chain)
+			for _, r := range ch.rules {
+				setIDs(r, ids)
+				c.AddRule(r)
+			}
 		}
 		return c.Flush()
 	})
 	if err != nil {
 		return fmt.Errorf("nft: failed to apply table %s: %w", s.Table, err)
 	}
+	tpl := templates{}
+	tpl.ph4, tpl.ph6 = pinholeSets(rs.table)
+	if s.hasMITM() {
+		tpl.snat4, tpl.snat6 = snatMaps(rs.table)
+	}
 	k.mu.Lock()
 	k.table = rs.table
-	k.ph4, k.ph6 = pinholeSets(rs.table)
+	k.tpl = tpl
 	k.mu.Unlock()
 	k.log.Debug("applied nftables table", slog.String("table", s.Table),
 		slog.String("queue_kind", s.QueueKind.String()), slog.Int("queue", int(s.Queue)),
-		slog.Int("control_endpoints", len(s.Control)), slog.Duration("duration", time.Since(start)))
+		slog.Int("control_endpoints", len(s.Control)), slog.Int("mitm_endpoints", len(s.MITM)),
+		slog.Duration("duration", time.Since(start)))
 	return nil
 }
 
-// templates returns the pinhole set templates of the applied table.
-func (k *Kernel) templates() (v4, v6 *nftables.Set, err error) {
+// templates returns the element templates of the applied table.
+func (k *Kernel) templates() (templates, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.table == nil {
-		return nil, nil, ErrNoTable
+		return templates{}, ErrNoTable
 	}
-	return k.ph4, k.ph6, nil
+	return k.tpl, nil
 }
 
-// split sorts pinholes into set elements per family, the last of equal keys
+// elements are the set and map elements of a batch of pinholes, per family.
+type elements struct {
+	ph4, ph6     []nftables.SetElement // pinhole set elements
+	keys4, keys6 []nftables.SetElement // the same keys, for the source NAT maps
+	nat4, nat6   []nftables.SetElement // source NAT map elements, for pinholes with SNAT
+}
+
+// split sorts pinholes into elements per family, the last of equal keys
 // winning, as a batch must not hold the same element twice.
-func split(ps []Pinhole) (v4, v6 []nftables.SetElement) {
+func split(ps []Pinhole) elements {
 	seen := make(map[key]int, len(ps))
 	for i, p := range ps {
 		seen[p.key()] = i
 	}
+	var el elements
 	for i, p := range ps {
 		if seen[p.key()] != i {
 			continue
 		}
-		e := nftables.SetElement{Key: pinholeKey(p), Timeout: p.Timeout}
+		k := pinholeKey(p)
+		e := nftables.SetElement{Key: k, Timeout: p.Timeout}
+		ph, keys, nat := &el.ph6, &el.keys6, &el.nat6
 		if p.Src.Is4() {
-			v4 = append(v4, e)
-		} else {
-			v6 = append(v6, e)
+			ph, keys, nat = &el.ph4, &el.keys4, &el.nat4
+		}
+		*ph = append(*ph, e)
+		*keys = append(*keys, nftables.SetElement{Key: k})
+		if p.SNAT.IsValid() {
+			*nat = append(*nat, nftables.SetElement{Key: k, Val: p.SNAT.AsSlice(), Timeout: p.Timeout})
 		}
 	}
-	return v4, v6
+	return el
+}
+
+func hasSNAT(ps []Pinhole) bool {
+	return slices.ContainsFunc(ps, func(p Pinhole) bool { return p.SNAT.IsValid() })
 }
 
 // AddPinholes implements Table. It returns after the kernel has processed
@@ -259,17 +292,36 @@ func (k *Kernel) AddPinholes(ctx context.Context, p ...Pinhole) error {
 	if len(norm) == 0 {
 		return nil
 	}
-	t4, t6, err := k.templates()
+	tpl, err := k.templates()
 	if err != nil {
 		return fmt.Errorf("nft: failed to add pinholes: %w", err)
 	}
-	v4, v6 := split(norm)
+	if tpl.snat4 == nil && hasSNAT(norm) {
+		return fmt.Errorf("nft: failed to add pinholes: %w", ErrNoMITM)
+	}
+	el := split(norm)
 	err = k.do(ctx, func(c *nftables.Conn) error {
-		if err := c.SetAddElements(t4, v4); err != nil {
+		if err := c.SetAddElements(tpl.ph4, el.ph4); err != nil {
 			return err
 		}
-		if err := c.SetAddElements(t6, v6); err != nil {
+		if err := c.SetAddElements(tpl.ph6, el.ph6); err != nil {
 			return err
+		}
+		if tpl.snat4 != nil {
+			// Re-adding a map key with another value fails (EEXIST):
+			// replace, in the same transaction. This also removes a stale
+			// translation when a pinhole comes back without SNAT.
+			for _, u := range []struct {
+				m         *nftables.Set
+				keys, nat []nftables.SetElement
+			}{{tpl.snat4, el.keys4, el.nat4}, {tpl.snat6, el.keys6, el.nat6}} {
+				if err := c.SetDestroyElements(u.m, u.keys); err != nil {
+					return err
+				}
+				if err := c.SetAddElements(u.m, u.nat); err != nil {
+					return err
+				}
+			}
 		}
 		return c.Flush()
 	})
@@ -289,17 +341,25 @@ func (k *Kernel) DeletePinholes(ctx context.Context, p ...Pinhole) error {
 	if len(norm) == 0 {
 		return nil
 	}
-	t4, t6, err := k.templates()
+	tpl, err := k.templates()
 	if err != nil {
 		return fmt.Errorf("nft: failed to delete pinholes: %w", err)
 	}
-	v4, v6 := split(norm)
+	el := split(norm)
 	err = k.do(ctx, func(c *nftables.Conn) error {
-		if err := c.SetDestroyElements(t4, v4); err != nil {
+		if err := c.SetDestroyElements(tpl.ph4, el.keys4); err != nil {
 			return err
 		}
-		if err := c.SetDestroyElements(t6, v6); err != nil {
+		if err := c.SetDestroyElements(tpl.ph6, el.keys6); err != nil {
 			return err
+		}
+		if tpl.snat4 != nil {
+			if err := c.SetDestroyElements(tpl.snat4, el.keys4); err != nil {
+				return err
+			}
+			if err := c.SetDestroyElements(tpl.snat6, el.keys6); err != nil {
+				return err
+			}
 		}
 		return c.Flush()
 	})
@@ -311,13 +371,31 @@ func (k *Kernel) DeletePinholes(ctx context.Context, p ...Pinhole) error {
 
 // Pinholes implements Table.
 func (k *Kernel) Pinholes(ctx context.Context) ([]Element, error) {
-	t4, t6, err := k.templates()
+	tpl, err := k.templates()
 	if err != nil {
 		return nil, fmt.Errorf("nft: failed to list pinholes: %w", err)
 	}
 	var out []Element
 	err = k.do(ctx, func(c *nftables.Conn) error {
-		for _, s := range []*nftables.Set{t4, t6} {
+		nat := map[key]netip.Addr{}
+		for _, m := range []*nftables.Set{tpl.snat4, tpl.snat6} {
+			if m == nil {
+				continue
+			}
+			elems, err := c.GetSetElements(m)
+			if err != nil {
+				return fmt.Errorf("failed to list map %s: %w", m.Name, err)
+			}
+			for _, e := range elems {
+				p, ok := decodePinholeKey(e.Key)
+				a, ok2 := netip.AddrFromSlice(e.Val)
+				if !ok || !ok2 {
+					return fmt.Errorf("unexpected element %x : %x in map %s", e.Key, e.Val, m.Name)
+				}
+				nat[p.key()] = a
+			}
+		}
+		for _, s := range []*nftables.Set{tpl.ph4, tpl.ph6} {
 			elems, err := c.GetSetElements(s)
 			if err != nil {
 				return fmt.Errorf("failed to list set %s: %w", s.Name, err)
@@ -328,6 +406,7 @@ func (k *Kernel) Pinholes(ctx context.Context) ([]Element, error) {
 					return fmt.Errorf("unexpected key %x in set %s", e.Key, s.Name)
 				}
 				p.Timeout = e.Timeout
+				p.SNAT = nat[p.key()]
 				out = append(out, Element{Pinhole: p, Expires: e.Expires})
 			}
 		}
@@ -371,7 +450,7 @@ func (k *Kernel) Dump(ctx context.Context) (string, error) {
 	var m tableModel
 	err := k.do(ctx, func(c *nftables.Conn) error {
 		var err error
-		m, err = readTable(c, t)
+		m, err = readTable(c, k.sock, t)
 		return err
 	})
 	if err != nil {
@@ -380,7 +459,7 @@ func (k *Kernel) Dump(ctx context.Context) (string, error) {
 	return renderTable(m), nil
 }
 
-func readTable(c *nftables.Conn, t *nftables.Table) (tableModel, error) {
+func readTable(c *nftables.Conn, sock *netlink.Conn, t *nftables.Table) (tableModel, error) {
 	m := tableModel{name: t.Name}
 	if _, err := c.ListTableOfFamily(t.Name, t.Family); err != nil {
 		return m, fmt.Errorf("failed to get table: %w", err)
@@ -404,7 +483,7 @@ func readTable(c *nftables.Conn, t *nftables.Table) (tableModel, error) {
 		if ch.Table.Name != t.Name {
 			continue
 		}
-		rules, err := c.GetRules(t, ch)
+		rules, err := getRules(sock, t, ch.Name)
 		if err != nil {
 			return m, fmt.Errorf("failed to list rules of chain %s: %w", ch.Name, err)
 		}

@@ -42,11 +42,11 @@ type chainModel struct {
 }
 
 func renderTable(m tableModel) string {
-	keyLen := map[string]uint32{}
+	sets := map[string]*nftables.Set{}
 	var blocks []string
 	slices.SortFunc(m.sets, func(a, b setModel) int { return strings.Compare(a.set.Name, b.set.Name) })
 	for _, s := range m.sets {
-		keyLen[s.set.Name] = s.set.KeyType.Bytes
+		sets[s.set.Name] = s.set
 		var b strings.Builder
 		renderSet(&b, s)
 		blocks = append(blocks, b.String())
@@ -54,15 +54,19 @@ func renderTable(m tableModel) string {
 	slices.SortFunc(m.chains, func(a, b chainModel) int { return strings.Compare(a.chain.Name, b.chain.Name) })
 	for _, c := range m.chains {
 		var b strings.Builder
-		renderChain(&b, c, keyLen)
+		renderChain(&b, c, sets)
 		blocks = append(blocks, b.String())
 	}
 	return fmt.Sprintf("table inet %s {\n%s}\n", m.name, strings.Join(blocks, "\n"))
 }
 
 func renderSet(b *strings.Builder, s setModel) {
-	fmt.Fprintf(b, "\tset %s {\n", s.set.Name)
-	fmt.Fprintf(b, "\t\ttype %s\n", s.set.KeyType.Name)
+	kind, typ := "set", s.set.KeyType.Name
+	if s.set.IsMap {
+		kind, typ = "map", typ+" : "+s.set.DataType.Name
+	}
+	fmt.Fprintf(b, "\t%s %s {\n", kind, s.set.Name)
+	fmt.Fprintf(b, "\t\ttype %s\n", typ)
 	if s.set.Size != 0 {
 		fmt.Fprintf(b, "\t\tsize %d\n", s.set.Size)
 	}
@@ -95,6 +99,9 @@ func renderSet(b *strings.Builder, s setModel) {
 			txt := renderKey(types, e.Key)
 			if e.Timeout != 0 {
 				txt += " timeout " + nftDuration(e.Timeout)
+			}
+			if s.set.IsMap {
+				txt += " : " + renderKey([]nftables.SetDatatype{s.set.DataType}, e.Val)
 			}
 			elems = append(elems, txt)
 		}
@@ -147,7 +154,7 @@ var priorityNames = map[nftables.ChainPriority]string{
 	-300: "raw", -150: "mangle", -100: "dstnat", 0: "filter", 50: "security", 100: "srcnat",
 }
 
-func renderChain(b *strings.Builder, c chainModel, keyLen map[string]uint32) {
+func renderChain(b *strings.Builder, c chainModel, sets map[string]*nftables.Set) {
 	fmt.Fprintf(b, "\tchain %s {\n", c.chain.Name)
 	if c.chain.Hooknum != nil && c.chain.Priority != nil {
 		hook, ok := hookNames[*c.chain.Hooknum]
@@ -169,7 +176,7 @@ func renderChain(b *strings.Builder, c chainModel, keyLen map[string]uint32) {
 		b.WriteString("\n")
 	}
 	for _, r := range c.rules {
-		fmt.Fprintf(b, "\t\t%s\n", renderRule(r, keyLen))
+		fmt.Fprintf(b, "\t\t%s\n", renderRule(r, sets))
 	}
 	b.WriteString("\t}\n")
 }
@@ -185,6 +192,7 @@ const (
 	kindCtState
 	kindAddr
 	kindPort
+	kindDec
 )
 
 // regVal is the symbolic content of a register during decompilation.
@@ -194,6 +202,8 @@ type regVal struct {
 	// id distinguishes loads, so that a concatenation spanning several
 	// 32-bit registers prints each load once.
 	id int
+	// data is the constant an immediate loaded.
+	data []byte
 }
 
 // slot maps a register number to its first 32-bit register: NFT_REG_1..4
@@ -208,7 +218,13 @@ func slot(r uint32) uint32 {
 // renderRule decompiles the expressions of a rule into nft-like text. It
 // knows the expressions ftpsalg builds; anything else prints as
 // "<unknown ...>" so that a golden test shows it.
-func renderRule(r *nftables.Rule, keyLen map[string]uint32) string {
+func renderRule(r *nftables.Rule, sets map[string]*nftables.Set) string {
+	keyLen := func(name string) uint32 {
+		if s, ok := sets[name]; ok {
+			return s.KeyType.Bytes
+		}
+		return 0
+	}
 	regs := map[uint32]regVal{}
 	nextID := 0
 	set := func(reg, length uint32, v regVal) {
@@ -320,7 +336,18 @@ func renderRule(r *nftables.Rule, keyLen map[string]uint32) string {
 			if e.Invert {
 				neg = "!= "
 			}
-			out = append(out, fmt.Sprintf("%s %s@%s", concat(e.SourceRegister, keyLen[e.SetName]), neg, e.SetName))
+			key := concat(e.SourceRegister, keyLen(e.SetName))
+			if e.IsDestRegSet {
+				// A map lookup: the value goes to a register that the
+				// next statement (snat) reads.
+				var n uint32 = 4
+				if s, ok := sets[e.SetName]; ok {
+					n = s.DataType.Bytes
+				}
+				set(e.DestRegister, n, regVal{text: fmt.Sprintf("%s map @%s", key, e.SetName), kind: kindAddr})
+				continue
+			}
+			out = append(out, fmt.Sprintf("%s %s@%s", key, neg, e.SetName))
 		case *expr.Dynset:
 			op := map[uint32]string{unix.NFT_DYNSET_OP_ADD: "add", unix.NFT_DYNSET_OP_UPDATE: "update", dynsetOpDelete: "delete"}[e.Operation]
 			if op == "" {
@@ -330,13 +357,25 @@ func renderRule(r *nftables.Rule, keyLen map[string]uint32) string {
 			if e.Timeout != 0 {
 				timeout = " timeout " + nftDuration(e.Timeout)
 			}
-			out = append(out, fmt.Sprintf("%s @%s { %s%s }", op, e.SetName, concat(e.SrcRegKey, keyLen[e.SetName]), timeout))
+			out = append(out, fmt.Sprintf("%s @%s { %s%s }", op, e.SetName, concat(e.SrcRegKey, keyLen(e.SetName)), timeout))
 		case *expr.Counter:
 			out = append(out, "counter")
 		case *expr.Verdict:
 			out = append(out, verdictText(e))
 		case *expr.Immediate:
-			set(e.Register, uint32(len(e.Data)), regVal{text: fmt.Sprintf("0x%x", e.Data)})
+			set(e.Register, uint32(len(e.Data)), regVal{text: fmt.Sprintf("0x%x", e.Data), data: e.Data})
+		case *expr.Socket:
+			kind := kindRaw
+			if e.Key == expr.SocketKeyTransparent {
+				kind = kindDec
+			}
+			set(e.Register, 1, regVal{text: "socket " + socketName(e.Key), kind: kind})
+		case *expr.TProxy:
+			out = append(out, tproxyText(e, get(e.RegAddr), get(e.RegPort)))
+		case *expr.NAT:
+			out = append(out, natText(e, get(e.RegAddrMin)))
+		case *opaqueExpr:
+			out = append(out, fmt.Sprintf("<unknown expression %s>", e.name))
 		case *expr.Queue:
 			out = append(out, queueText(e.Num, e.Total, e.Flag&expr.QueueFlagBypass != 0, e.Flag&expr.QueueFlagFanout != 0))
 		case *expr.Target:
@@ -349,6 +388,69 @@ func renderRule(r *nftables.Rule, keyLen map[string]uint32) string {
 		out = append(out, fmt.Sprintf("comment %q", c))
 	}
 	return strings.Join(out, " ")
+}
+
+func socketName(k expr.SocketKey) string {
+	switch k {
+	case expr.SocketKeyTransparent:
+		return "transparent"
+	case expr.SocketKeyMark:
+		return "mark"
+	case expr.SocketKeyWildcard:
+		return "wildcard"
+	default:
+		return fmt.Sprintf("<key %d>", k)
+	}
+}
+
+func familyName(nfproto uint32) string {
+	switch nfproto {
+	case unix.NFPROTO_IPV4:
+		return "ip"
+	case unix.NFPROTO_IPV6:
+		return "ip6"
+	default:
+		return fmt.Sprintf("<family %d>", nfproto)
+	}
+}
+
+// tproxyText prints "tproxy ip to :8021" (or "to ADDR:PORT"), as nft does.
+func tproxyText(e *expr.TProxy, addr, port regVal) string {
+	s := "tproxy " + familyName(uint32(e.Family)) + " to "
+	if e.RegAddr != 0 {
+		a, ok := netip.AddrFromSlice(addr.data)
+		switch {
+		case ok && a.Is6():
+			s += "[" + a.String() + "]"
+		case ok:
+			s += a.String()
+		default:
+			s += addr.text
+		}
+	}
+	if e.RegPort != 0 {
+		if len(port.data) == 2 {
+			s += fmt.Sprintf(":%d", binary.BigEndian.Uint16(port.data))
+		} else {
+			s += ":" + port.text
+		}
+	}
+	return s
+}
+
+// natText prints "snat ip to <expression>", as nft does for an address
+// from a register (no port, no flags: the only form ftpsalg builds).
+func natText(e *expr.NAT, addr regVal) string {
+	typ := map[expr.NATType]string{expr.NATTypeSourceNAT: "snat", expr.NATTypeDestNAT: "dnat"}[e.Type]
+	if typ == "" {
+		typ = fmt.Sprintf("<nat type %d>", e.Type)
+	}
+	s := fmt.Sprintf("%s %s to %s", typ, familyName(e.Family), addr.text)
+	// The kernel reports a single address as a range of one.
+	if e.RegProtoMin != 0 || (e.RegAddrMax != 0 && e.RegAddrMax != e.RegAddrMin) || e.Random || e.FullyRandom || e.Persistent || e.Prefix || e.Specified {
+		s += fmt.Sprintf(" <nat options %+v>", *e)
+	}
+	return s
 }
 
 // queueText prints a queue statement the way nft 1.0 prints the native
@@ -527,6 +629,10 @@ func fmtConst(k regKind, d []byte) string {
 	case kindPort:
 		if len(d) == 2 {
 			return fmt.Sprint(binary.BigEndian.Uint16(d))
+		}
+	case kindDec:
+		if len(d) == 1 {
+			return fmt.Sprint(d[0])
 		}
 	}
 	return fmt.Sprintf("0x%x", d)

@@ -20,12 +20,28 @@ const (
 	setPinholes4 = "pinholes4"
 	setPinholes6 = "pinholes6"
 	chainForward = "forward"
+
+	// Only in tables with mitm servers.
+	setMITM4         = "mitm4"
+	setMITM6         = "mitm6"
+	mapSNAT4         = "snat4"
+	mapSNAT6         = "snat6"
+	chainPrerouting  = "prerouting"
+	chainPostrouting = "postrouting"
 )
 
 // forwardPriority is mangle (-150): after conntrack (-200), so ct state and
 // ct mark are available, and before the operator's filter chains (0), so the
 // ct mark is set when their "ct mark" rule looks at the packet.
 const forwardPriority nftables.ChainPriority = -150
+
+// preroutingPriority is mangle (-150), where TPROXY traditionally runs:
+// after conntrack (-200) and before destination NAT (-100) and the routing
+// decision, which must see the packet mark set with the diversion.
+const preroutingPriority nftables.ChainPriority = -150
+
+// postroutingPriority is srcnat (100), the standard source NAT priority.
+const postroutingPriority nftables.ChainPriority = 100
 
 // dynsetOpDelete is NFT_DYNSET_OP_DELETE, missing from x/sys/unix.
 const dynsetOpDelete = 2
@@ -49,8 +65,8 @@ type ruleset struct {
 	sets  []*nftables.Set
 	// elems holds the initial elements of each set, by set name.
 	elems map[string][]nftables.SetElement
-	chain *nftables.Chain
-	rules []*nftables.Rule
+	// chains in creation order, each with its rules.
+	chains []chainModel
 }
 
 func newTable(name string) *nftables.Table {
@@ -69,6 +85,21 @@ func pinholeSets(t *nftables.Table) (v4, v6 *nftables.Set) {
 	}
 	return mk(setPinholes4, typePinholes4, "single-use data pinholes: initiator . target . target port"),
 		mk(setPinholes6, typePinholes6, "single-use data pinholes: initiator . target . target port")
+}
+
+// snatMaps returns the two source NAT map definitions, which are also the
+// templates for element updates (HasTimeout, as for pinholeSets). They are
+// sized like the pinhole sets: an element lives as long as its pinhole
+// would, used or not.
+func snatMaps(t *nftables.Table) (v4, v6 *nftables.Set) {
+	mk := func(name string, typ, data nftables.SetDatatype) *nftables.Set {
+		return &nftables.Set{
+			Table: t, Name: name, KeyType: typ, DataType: data, IsMap: true, Concatenation: true,
+			HasTimeout: true, Size: MaxPinholes,
+			Comment: "source NAT of pinholed data connections: initiator . target . target port : new source",
+		}
+	}
+	return mk(mapSNAT4, typePinholes4, nftables.TypeIPAddr), mk(mapSNAT6, typePinholes6, nftables.TypeIP6Addr)
 }
 
 func buildRuleset(s Spec) *ruleset {
@@ -92,19 +123,25 @@ func buildRuleset(s Spec) *ruleset {
 		rs.elems[name] = append(rs.elems[name], nftables.SetElement{Key: controlKey(ap)})
 	}
 
-	policy := nftables.ChainPolicyAccept
-	rs.chain = &nftables.Chain{
-		Name: chainForward, Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(forwardPriority),
-		Policy: &policy,
+	// addChain appends a base chain (policy accept) and returns a function
+	// that appends rules to it.
+	addChain := func(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio nftables.ChainPriority) func(string, ...expr.Any) {
+		policy := nftables.ChainPolicyAccept
+		ch := &nftables.Chain{
+			Name: name, Table: t, Type: typ, Hooknum: hook,
+			Priority: nftables.ChainPriorityRef(prio), Policy: &policy,
+		}
+		rs.chains = append(rs.chains, chainModel{chain: ch})
+		i := len(rs.chains) - 1
+		return func(comment string, e ...expr.Any) {
+			rs.chains[i].rules = append(rs.chains[i].rules, &nftables.Rule{
+				Table: t, Chain: ch, Exprs: e,
+				UserData: userdata.AppendString(nil, userdata.TypeComment, comment),
+			})
+		}
 	}
 
-	add := func(comment string, e ...expr.Any) {
-		rs.rules = append(rs.rules, &nftables.Rule{
-			Table: t, Chain: rs.chain, Exprs: e,
-			UserData: userdata.AppendString(nil, userdata.TypeComment, comment),
-		})
-	}
+	add := addChain(chainForward, nftables.ChainTypeFilter, nftables.ChainHookForward, forwardPriority)
 	for _, f := range []family{ipv4, ipv6} {
 		add("control "+f.name+": client to inspected server -> nfqueue",
 			cat(markNotSet(s.PacketMark), f.match(), matchTCP(),
@@ -120,7 +157,52 @@ func buildRuleset(s Spec) *ruleset {
 				f.pinholeKey(), dynsetDelete(f.pinholes),
 				ctMarkOr(s.CtMark), counter(), accept())...)
 	}
+	if s.hasMITM() {
+		buildMITM(rs, s, addChain)
+	}
 	return rs
+}
+
+// buildMITM adds what mitm mode needs: the TPROXY diversion of control
+// connections in prerouting, and source NAT for pinholes in postrouting.
+// Both chains exist whenever the spec has mitm servers, whether or not any
+// pinhole asks for source NAT: the layout then depends on the server list
+// only, and an empty map costs nothing.
+func buildMITM(rs *ruleset, s Spec, addChain func(string, nftables.ChainType, *nftables.ChainHook, nftables.ChainPriority) func(string, ...expr.Any)) {
+	t := rs.table
+	mitm4 := &nftables.Set{Table: t, Name: setMITM4, KeyType: typeCtl4, Concatenation: true,
+		Comment: "mitm control endpoints: server . control port"}
+	mitm6 := &nftables.Set{Table: t, Name: setMITM6, KeyType: typeCtl6, Concatenation: true,
+		Comment: "mitm control endpoints: server . control port"}
+	snat4, snat6 := snatMaps(t)
+	rs.sets = append(rs.sets, mitm4, mitm6, snat4, snat6)
+	for _, ap := range s.MITM {
+		name := setMITM6
+		if ap.Addr().Is4() {
+			name = setMITM4
+		}
+		rs.elems[name] = append(rs.elems[name], nftables.SetElement{Key: controlKey(ap)})
+	}
+
+	add := addChain(chainPrerouting, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, preroutingPriority)
+	// The standard TPROXY recipe: a packet for which a transparent socket
+	// exists (later packets of a diverted connection, and the server's
+	// replies to the proxy's upstream connection, which is bound to the
+	// client's address) gets the routing mark, so that policy routing
+	// delivers it locally instead of forwarding it.
+	add("mitm: packet of a transparent proxy socket -> routing mark",
+		cat(matchTCP(), socketTransparent(), metaMarkOr(s.TProxyMark), counter(), accept())...)
+	for _, f := range []family{ipv4, ipv6} {
+		add("mitm "+f.name+": new control connection to a mitm server -> transparent listener",
+			cat(f.match(), matchTCP(), f.addrPort(offDst, offDport), lookup(f.mitm),
+				counter(), tproxy(f, s.TProxyPort), metaMarkOr(s.TProxyMark), accept())...)
+	}
+
+	add = addChain(chainPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, postroutingPriority)
+	for _, f := range []family{ipv4, ipv6} {
+		add("data "+f.name+": pinholed connection leaves from the source NAT address",
+			cat(f.match(), matchTCP(), f.pinholeKey(), mapLookup(f.snat), snat(f))...)
+	}
 }
 
 // family holds what differs between the IPv4 and IPv6 rules.
@@ -131,6 +213,7 @@ type family struct {
 	srcOff        uint32 // source address offset in the network header
 	dstOff        uint32
 	ctl, pinholes string
+	mitm, snat    string
 	// regs are the registers of the concatenated key parts, as nft
 	// allocates them: 32-bit registers (9, 10) after a 4-byte address,
 	// 16-byte registers (2, 3) after a 16-byte one.
@@ -139,9 +222,9 @@ type family struct {
 
 var (
 	ipv4 = family{name: "ipv4", nfproto: unix.NFPROTO_IPV4, addrLen: 4, srcOff: 12, dstOff: 16,
-		ctl: setCtl4, pinholes: setPinholes4, regs: [3]uint32{1, 9, 10}}
+		ctl: setCtl4, pinholes: setPinholes4, mitm: setMITM4, snat: mapSNAT4, regs: [3]uint32{1, 9, 10}}
 	ipv6 = family{name: "ipv6", nfproto: unix.NFPROTO_IPV6, addrLen: 16, srcOff: 8, dstOff: 24,
-		ctl: setCtl6, pinholes: setPinholes6, regs: [3]uint32{1, 2, 3}}
+		ctl: setCtl6, pinholes: setPinholes6, mitm: setMITM6, snat: mapSNAT6, regs: [3]uint32{1, 2, 3}}
 )
 
 // Offsets of the TCP ports in the transport header.
@@ -219,6 +302,47 @@ func ctMarkOr(m uint32) []expr.Any {
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(^m), Xor: ne32(m)},
 		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
 	}
+}
+
+// metaMarkOr is "meta mark set meta mark | m", keeping the other bits.
+func metaMarkOr(m uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(^m), Xor: ne32(m)},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true},
+	}
+}
+
+// socketTransparent is "socket transparent 1": a local socket with
+// IP_TRANSPARENT exists for the packet.
+func socketTransparent() []expr.Any {
+	return []expr.Any{
+		&expr.Socket{Key: expr.SocketKeyTransparent, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
+	}
+}
+
+// tproxy is "tproxy ip to :port" (ip6 for IPv6): the packet is assigned to
+// the transparent listener on port, bound to a wildcard address (without an
+// address the kernel looks the listener up on the incoming interface's
+// primary address). If there is no such listener the rule ends there and
+// the packet is not diverted.
+func tproxy(f family, port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: binary.BigEndian.AppendUint16(nil, port)},
+		&expr.TProxy{Family: f.nfproto, TableFamily: unix.NFPROTO_INET, RegPort: 1},
+	}
+}
+
+// mapLookup looks the key in register 1 up in a map and puts the value in
+// register 1; a missing key ends the rule.
+func mapLookup(m string) []expr.Any {
+	return []expr.Any{&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: m}}
+}
+
+// snat is "snat ip to <register 1>" (ip6 for IPv6), keeping the port.
+func snat(f family) []expr.Any {
+	return []expr.Any{&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(f.nfproto), RegAddrMin: 1}}
 }
 
 func lookup(set string) []expr.Any {

@@ -67,7 +67,25 @@ type Spec struct {
 	// Control lists the control endpoints (server address and control port)
 	// of inspect-mode servers.
 	Control []netip.AddrPort
+
+	// MITM lists the control endpoints (explicit and implicit-TLS ports) of
+	// mitm-mode servers. Their control connections are diverted with TPROXY
+	// to the daemon's transparent listener on TProxyPort. Empty means no
+	// mitm servers: the table is then exactly the inspect-only table, and
+	// TProxyPort and TProxyMark are not used.
+	MITM []netip.AddrPort
+	// TProxyPort is the port of the daemon's transparent listener.
+	TProxyPort uint16
+	// TProxyMark is the packet mark bit (or bits) that selects the policy
+	// routing rule delivering diverted and spoofed-upstream packets to the
+	// local transparent sockets (see Router). It must not overlap CtMark or
+	// PacketMark.
+	TProxyMark uint32
 }
+
+// hasMITM reports whether the table has the mitm objects: the prerouting
+// chain with its sets and the source NAT chain with its maps.
+func (s Spec) hasMITM() bool { return len(s.MITM) > 0 }
 
 // Pinhole admits exactly one new TCP connection from Src to Dst:DstPort
 // until it is used or its Timeout elapses.
@@ -75,10 +93,20 @@ type Pinhole struct {
 	Src, Dst netip.Addr
 	DstPort  uint16
 	Timeout  time.Duration
+	// SNAT, when valid, is the source address the admitted connection is
+	// translated to on its way out (mitm mode with the upstream connection
+	// made from the gateway's address: servers that require the data
+	// connection to come from the control connection's address then see
+	// the gateway on both). It needs a table with mitm servers. The zero
+	// value means no translation.
+	SNAT netip.Addr
 }
 
-// String formats the pinhole like its set element.
+// String formats the pinhole like its set element (and map element).
 func (p Pinhole) String() string {
+	if p.SNAT.IsValid() {
+		return fmt.Sprintf("%s . %s . %d : %s", p.Src, p.Dst, p.DstPort, p.SNAT)
+	}
 	return fmt.Sprintf("%s . %s . %d", p.Src, p.Dst, p.DstPort)
 }
 
@@ -98,12 +126,16 @@ type Table interface {
 	Apply(ctx context.Context, s Spec) error
 	// AddPinholes adds pinholes in one transaction and returns once the
 	// kernel has committed it, so a PASV/EPSV reply may be released.
-	// Adding an existing pinhole refreshes its timeout.
+	// Adding an existing pinhole refreshes its timeout and replaces its
+	// source NAT. A pinhole with SNAT needs a table with mitm servers
+	// (ErrNoMITM otherwise).
 	AddPinholes(ctx context.Context, p ...Pinhole) error
-	// DeletePinholes removes pinholes in one transaction; missing ones are
-	// not an error.
+	// DeletePinholes removes pinholes, with their source NAT elements, in
+	// one transaction; missing ones are not an error. Only the key (Src,
+	// Dst, DstPort) of each pinhole is used.
 	DeletePinholes(ctx context.Context, p ...Pinhole) error
-	// Pinholes lists the pinholes that are still open, sorted.
+	// Pinholes lists the pinholes that are still open, sorted, with SNAT
+	// set for those that have a source NAT element.
 	Pinholes(ctx context.Context) ([]Element, error)
 	// Delete removes the table; a missing table is not an error.
 	Delete(ctx context.Context) error
@@ -120,6 +152,10 @@ const MaxPinholes = 65535
 
 // ErrFull reports that a pinhole set holds MaxPinholes elements.
 var ErrFull = errors.New("pinhole set is full")
+
+// ErrNoMITM reports a pinhole with SNAT for a table without mitm servers,
+// which has no source NAT maps.
+var ErrNoMITM = errors.New("source NAT needs a table with mitm servers")
 
 // ErrNoTable reports that the table does not exist: it was never applied,
 // was deleted, or was removed by someone else. Callers resync with Apply.
@@ -171,20 +207,52 @@ func (s Spec) validate() (Spec, error) {
 	if s.PacketMark == 0 {
 		return Spec{}, errors.New("packet mark must not be zero")
 	}
-	ctl := make([]netip.AddrPort, 0, len(s.Control))
-	for _, ap := range s.Control {
+	var err error
+	if s.Control, err = normalizeEndpoints("control", s.Control); err != nil {
+		return Spec{}, err
+	}
+	if s.MITM, err = normalizeEndpoints("mitm", s.MITM); err != nil {
+		return Spec{}, err
+	}
+	for _, ap := range s.MITM {
+		if _, found := slices.BinarySearchFunc(s.Control, ap, netip.AddrPort.Compare); found {
+			return Spec{}, fmt.Errorf("invalid mitm endpoint %s: also an inspect-mode control endpoint", ap)
+		}
+	}
+	// The tproxy mark shares the packet mark with PacketMark, and operators
+	// copy between packet and ct marks (CONNMARK): keep all three apart.
+	if s.TProxyMark&s.CtMark != 0 {
+		return Spec{}, fmt.Errorf("tproxy mark 0x%x overlaps ct mark 0x%x", s.TProxyMark, s.CtMark)
+	}
+	if s.TProxyMark&s.PacketMark != 0 {
+		return Spec{}, fmt.Errorf("tproxy mark 0x%x overlaps packet mark 0x%x", s.TProxyMark, s.PacketMark)
+	}
+	if s.hasMITM() {
+		if s.TProxyPort == 0 {
+			return Spec{}, errors.New("tproxy port must not be zero with mitm servers")
+		}
+		if s.TProxyMark == 0 {
+			return Spec{}, errors.New("tproxy mark must not be zero with mitm servers")
+		}
+	}
+	return s, nil
+}
+
+// normalizeEndpoints unmaps, checks, sorts and de-duplicates endpoints.
+func normalizeEndpoints(what string, eps []netip.AddrPort) ([]netip.AddrPort, error) {
+	out := make([]netip.AddrPort, 0, len(eps))
+	for _, ap := range eps {
 		a := ap.Addr().Unmap()
 		if !a.IsValid() || a.Zone() != "" || a.IsUnspecified() {
-			return Spec{}, fmt.Errorf("invalid control endpoint %s: need a unicast address without zone", ap)
+			return nil, fmt.Errorf("invalid %s endpoint %s: need a unicast address without zone", what, ap)
 		}
 		if ap.Port() == 0 {
-			return Spec{}, fmt.Errorf("invalid control endpoint %s: port must not be zero", ap)
+			return nil, fmt.Errorf("invalid %s endpoint %s: port must not be zero", what, ap)
 		}
-		ctl = append(ctl, netip.AddrPortFrom(a, ap.Port()))
+		out = append(out, netip.AddrPortFrom(a, ap.Port()))
 	}
-	slices.SortFunc(ctl, netip.AddrPort.Compare)
-	s.Control = slices.Compact(ctl)
-	return s, nil
+	slices.SortFunc(out, netip.AddrPort.Compare)
+	return slices.Compact(out), nil
 }
 
 // validName accepts the names nft itself accepts without quoting, so that
@@ -209,7 +277,7 @@ func validName(n string) error {
 
 // normalize validates a pinhole and unmaps IPv4-mapped IPv6 addresses.
 func (p Pinhole) normalize() (Pinhole, error) {
-	p.Src, p.Dst = p.Src.Unmap(), p.Dst.Unmap()
+	p.Src, p.Dst, p.SNAT = p.Src.Unmap(), p.Dst.Unmap(), p.SNAT.Unmap()
 	switch {
 	case !p.Src.IsValid() || !p.Dst.IsValid():
 		return Pinhole{}, fmt.Errorf("invalid pinhole %s: missing address", p)
@@ -219,6 +287,10 @@ func (p Pinhole) normalize() (Pinhole, error) {
 		return Pinhole{}, fmt.Errorf("invalid pinhole %s: addresses must not have a zone", p)
 	case p.DstPort == 0:
 		return Pinhole{}, fmt.Errorf("invalid pinhole %s: port must not be zero", p)
+	case p.SNAT.IsValid() && p.SNAT.Is4() != p.Src.Is4():
+		return Pinhole{}, fmt.Errorf("invalid pinhole %s: source NAT address of another family", p)
+	case p.SNAT.IsValid() && (p.SNAT.Zone() != "" || p.SNAT.IsUnspecified() || p.SNAT.IsMulticast()):
+		return Pinhole{}, fmt.Errorf("invalid pinhole %s: source NAT address must be unicast without zone", p)
 	}
 	return p, nil
 }
@@ -237,7 +309,8 @@ func (p Pinhole) normalizeAdd() (Pinhole, error) {
 	return p, nil
 }
 
-// key identifies a pinhole regardless of its timeout.
+// key identifies a pinhole regardless of its timeout and source NAT: it is
+// the key of both the pinhole set element and the source NAT map element.
 type key struct {
 	src, dst netip.Addr
 	port     uint16
