@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -16,7 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ftpsalg/ftpsalg/alg/certs"
 	"github.com/ftpsalg/ftpsalg/alg/inspect"
+	"github.com/ftpsalg/ftpsalg/alg/proxy"
 	"github.com/ftpsalg/ftpsalg/alg/policy"
 	"github.com/ftpsalg/ftpsalg/conntrack"
 	"github.com/ftpsalg/ftpsalg/metrics"
@@ -59,21 +63,80 @@ func spec(cfg *policy.Config, kind nft.QueueKind) nft.Spec {
 		FailOpen:   cfg.Queue.FailOpen,
 		CtMark:     cfg.NFTables.CtMark,
 		PacketMark: cfg.NFTables.PacketMark,
+		TProxyPort: cfg.MITM.ListenPort,
+		TProxyMark: cfg.MITM.TProxyMark,
 	}
 	for _, srv := range cfg.Servers {
-		if srv.Mode != policy.ModeInspect {
-			continue
-		}
+		var eps []netip.AddrPort
 		for _, a := range srv.Addresses {
 			for _, p := range srv.ControlPorts {
-				s.Control = append(s.Control, netip.AddrPortFrom(a, p))
+				eps = append(eps, netip.AddrPortFrom(a, p))
 			}
 			for _, p := range srv.ImplicitTLSPorts {
-				s.Control = append(s.Control, netip.AddrPortFrom(a, p))
+				eps = append(eps, netip.AddrPortFrom(a, p))
 			}
+		}
+		if srv.Mode == policy.ModeMITM {
+			s.MITM = append(s.MITM, eps...)
+		} else {
+			s.Control = append(s.Control, eps...)
 		}
 	}
 	return s
+}
+
+func hasMITM(cfg *policy.Config) bool {
+	for _, srv := range cfg.Servers {
+		if srv.Mode == policy.ModeMITM {
+			return true
+		}
+	}
+	return false
+}
+
+// mitmState is what mitm mode loads at start: the operator CA, the leaf
+// minter and the static certificates, all checked before the kernel is
+// touched.
+type mitmState struct {
+	ca     *certs.CA
+	minter *certs.Minter
+	static map[string]*tls.Certificate
+}
+
+func loadMITM(cfg *policy.Config, log *slog.Logger) (*mitmState, error) {
+	ca, err := certs.LoadCA(cfg.MITM.CADir)
+	if err != nil {
+		return nil, fmt.Errorf("mitm mode needs the operator CA (create one with `ftpsalg ca init --dir %s`): %w", cfg.MITM.CADir, err)
+	}
+	st := &mitmState{ca: ca, minter: certs.NewMinter(ca, cfg.MITM.LeafLifetime, nil), static: map[string]*tls.Certificate{}}
+	for _, srv := range cfg.Servers {
+		if srv.MITM == nil {
+			continue
+		}
+		if srv.MITM.TLS.Verify == policy.VerifyNone {
+			log.Warn("upstream certificate verification is disabled for this server: anyone between the gateway and the server can read its sessions", "server_name", srv.Name)
+		}
+		if srv.MITM.TLS.Certificate != "" {
+			c, err := certs.LoadStatic(srv.MITM.TLS.Certificate, srv.MITM.TLS.Key)
+			if err != nil {
+				return nil, fmt.Errorf("server %q: %w", srv.Name, err)
+			}
+			st.static[srv.Name] = c
+		}
+	}
+	log.Info("operator CA loaded", "dir", cfg.MITM.CADir, "subject", ca.Cert.Subject.String(),
+		"not_after", ca.Cert.NotAfter, "fingerprint", certs.Fingerprint(ca.Cert))
+	return st, nil
+}
+
+func (st *mitmState) expiries() []certs.CertExpiry {
+	out := []certs.CertExpiry{{Kind: certs.KindCA, NotAfter: st.ca.Cert.NotAfter}}
+	for name, c := range st.static {
+		if c.Leaf != nil {
+			out = append(out, certs.CertExpiry{Kind: certs.KindStatic, Server: name, NotAfter: c.Leaf.NotAfter})
+		}
+	}
+	return out
 }
 
 func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.LevelVar, log *slog.Logger) error {
@@ -81,10 +144,13 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	m := metrics.New(reg, version)
 	reg.MustRegister(metrics.NewQueueStats(cfg.Queue.Number))
 
-	for _, srv := range cfg.Servers {
-		if srv.Mode == policy.ModeMITM {
-			return fmt.Errorf("server %q: mode mitm is not available in this version", srv.Name)
+	var mitm *mitmState
+	if hasMITM(cfg) {
+		var err error
+		if mitm, err = loadMITM(cfg, log); err != nil {
+			return err
 		}
+		reg.MustRegister(certs.NewExpiryCollector(mitm.expiries))
 	}
 
 	msrv := &metrics.Server{Addr: cfg.Metrics.Listen, Gath: reg, Log: log}
@@ -135,6 +201,40 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 		log.Info("nftables table deleted", "table", "inet "+cfg.NFTables.Table)
 	}()
 
+	var proxies []*proxy.Proxy
+	var listeners []net.Listener
+	if mitm != nil {
+		// Policy routing first: diverted connections and the server's
+		// replies to spoofed upstream connections reach local sockets.
+		rt, err := nft.NewRouter(cfg.MITM.TProxyMark, cfg.MITM.RouteTable, cfg.MITM.RulePriority, nft.WithLogger(log))
+		if err != nil {
+			return err
+		}
+		if err := rt.Ensure(ctx); err != nil {
+			return err
+		}
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := rt.Remove(dctx); err != nil {
+				log.Error("failed to remove the policy routing", "err", err)
+			}
+		}()
+		for _, network := range []string{"tcp4", "tcp6"} {
+			ln, err := proxy.ListenTransparent(ctx, network, cfg.MITM.ListenPort)
+			if err != nil {
+				return err
+			}
+			listeners = append(listeners, ln)
+		}
+		p := proxy.New(proxy.Options{Policy: cfg, Table: tbl, Leaf: mitm.minter.Leaf,
+			Static: func(name string) *tls.Certificate { return mitm.static[name] },
+			Metrics: m, Log: log})
+		proxies = append(proxies, p)
+		log.Info("mitm listening", "port", cfg.MITM.ListenPort, "route_table", cfg.MITM.RouteTable,
+			"tproxy_mark", fmt.Sprintf("%#x", cfg.MITM.TProxyMark))
+	}
+
 	eng := inspect.New(inspect.Options{Policy: cfg, Table: tbl, Metrics: m, Log: log,
 		Rebuild: func(context.Context) error { return apply(current) }})
 	q := &inspect.Queue{Num: cfg.Queue.Number, MaxLen: cfg.Queue.Length, FailOpen: cfg.Queue.FailOpen,
@@ -152,6 +252,11 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	g.Go(func() error { return msrv.Run(gctx) })
 	g.Go(func() error { return eng.Run(gctx) })
 	g.Go(func() error { return q.Run(gctx) })
+	for _, p := range proxies {
+		for _, ln := range listeners {
+			g.Go(func() error { return p.Serve(gctx, ln) })
+		}
+	}
 	g.Go(func() error {
 		if err := ct.Run(gctx, eng.ConntrackEvent); err != nil {
 			// Without ctnetlink the daemon still works: flows end on
@@ -192,13 +297,17 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 					log.Error("reload refused: policy invalid; keeping the running policy", "err", err)
 					continue
 				}
-				if ncfg.NFTables != cfg.NFTables || ncfg.Queue != cfg.Queue || ncfg.Metrics != cfg.Metrics {
-					log.Error("reload refused: nftables, queue and metrics settings need a restart")
+				if ncfg.NFTables != cfg.NFTables || ncfg.Queue != cfg.Queue || ncfg.Metrics != cfg.Metrics ||
+					ncfg.MITM != cfg.MITM || hasMITM(ncfg) != hasMITM(cfg) {
+					log.Error("reload refused: nftables, queue, metrics and mitm settings need a restart")
 					continue
 				}
 				if err := eng.SetPolicy(gctx, ncfg, func() error { return apply(ncfg) }); err != nil {
 					log.Error("reload failed", "err", err)
 					continue
+				}
+				for _, p := range proxies {
+					p.SetPolicy(ncfg)
 				}
 				level.Set(ncfg.Log.Level)
 				cfg = ncfg

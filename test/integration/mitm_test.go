@@ -1,0 +1,411 @@
+package integration
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ftpsalg/ftpsalg/alg/certs"
+	"github.com/ftpsalg/ftpsalg/test/ftpc"
+	"github.com/ftpsalg/ftpsalg/test/harness"
+	"github.com/ftpsalg/ftpsalg/test/lab"
+)
+
+// mitmLab is a lab whose FTPS server (vsftpd, explicit on 21, implicit on
+// 990) holds a certificate issued by the operator's CA — the operator owns
+// the server — so that clients trusting only that CA verify both the
+// control channel (a leaf ftpsalg mints) and the passthrough data
+// connections (the server's own certificate).
+type mitmLab struct {
+	l      *lab.Lab
+	v      *lab.Vsftpd
+	d      *harness.Daemon
+	caDir  string
+	caFile string
+}
+
+func writeLeaf(t *testing.T, dir string, c *tls.Certificate) (certFile, keyFile string) {
+	t.Helper()
+	var cb []byte
+	for _, der := range c.Certificate {
+		cb = append(cb, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	kd, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	if err := os.WriteFile(certFile, cb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+func newMITMLab(t *testing.T, serverTLS string, untrustedServer bool, vopts lab.VsftpdOptions) *mitmLab {
+	t.Helper()
+	l := lab.New(t, lab.Options{})
+	l.InstallGatewayFirewall(ctMark)
+	caDir := filepath.Join(l.Dir(), "ca")
+	ca, err := certs.InitCA(caDir, certs.InitOptions{CommonName: "lab operator CA"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer := ca
+	if untrustedServer {
+		// A server whose certificate comes from a CA ftpsalg does not trust.
+		if issuer, err = certs.InitCA(filepath.Join(l.Dir(), "rogue"), certs.InitOptions{CommonName: "rogue CA"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: "files.lab"}, DNSNames: []string{"files.lab"},
+		IPAddresses: []net.IP{lab.ServerAddr4.AsSlice(), lab.ServerAddr6.AsSlice()}, NotAfter: time.Now().Add(48 * time.Hour)}
+	leaf, err := certs.NewMinter(issuer, 24*time.Hour, nil).Leaf(tmpl, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := writeLeaf(t, l.Dir(), leaf)
+	vopts.TLS = &lab.VsftpdTLS{CertFile: certFile, KeyFile: keyFile, ImplicitPort: 990}
+	if vopts.PasvAddress.IsValid() {
+		vopts.TLS.ImplicitPort = 0
+	}
+	v := l.StartVsftpd(vopts)
+	caFile := filepath.Join(caDir, certs.CertFile)
+	pol := fmt.Sprintf(`log:
+  level: debug
+mitm:
+  ca_dir: %s
+servers:
+  - name: lab
+    addresses: [%s, "%s"]
+    control_ports: [21]
+    implicit_tls_ports: [990]
+    passive_ports: "%d-%d"
+    mode: mitm
+    clients: ["192.0.2.0/24", "2001:db8:c::/64"]
+    tls:
+      verify: ca
+      ca_file: %s
+%s`, caDir, lab.ServerAddr4, lab.ServerAddr6, lab.DefaultPasvMinPort, lab.DefaultPasvMaxPort, caFile, serverTLS)
+	d := startDaemon(t, l, pol)
+	return &mitmLab{l: l, v: v, d: d, caDir: caDir, caFile: caFile}
+}
+
+func (ml *mitmLab) curlTLS() []string { return []string{"--cacert", ml.caFile, "--ssl-reqd"} }
+
+func (ml *mitmLab) lftpTLS() []string {
+	return []string{"set ftp:ssl-allow yes", "set ftp:ssl-force yes", "set ftp:ssl-protect-data yes",
+		"set ftp:ssl-protect-list yes", "set ssl:verify-certificate yes", "set ssl:ca-file " + ml.caFile}
+}
+
+// TestMITMTransfers: FTPS through mitm mode, explicit and implicit, with
+// curl, lftp and a Go client trusting only the operator CA, passive and
+// active, IPv4 and IPv6, sha256-checked; the server sees the real client.
+func TestMITMTransfers(t *testing.T) {
+	lab.RequirePrivileged(t)
+	t.Parallel()
+	ml := newMITMLab(t, "", false, lab.VsftpdOptions{})
+	l, v := ml.l, ml.v
+	if _, err := v.CreateFile("down.bin", 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := v.SHA256("down.bin")
+	up, upSum, err := l.ClientFile("up.bin", 256<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, fam := range []netip.Addr{lab.ServerAddr4, lab.ServerAddr6} {
+		for _, implicit := range []bool{false, true} {
+			for _, mode := range lab.Modes {
+				if fam.Is6() && mode.IPv4Only() {
+					continue
+				}
+				url := v.URL(fam, "down.bin")
+				if implicit {
+					url = v.ImplicitURL(fam, "down.bin")
+				}
+				kind := map[bool]string{false: "explicit", true: "implicit"}[implicit]
+				fname := map[bool]string{false: "v4", true: "v6"}[fam.Is6()]
+				// curl 7.88 cannot do active FTPS (curl bug #10622):
+				// lftp and the Go client cover active mode.
+				if mode.Passive() {
+					t.Run(fmt.Sprintf("%s/%s/%s/curl", fname, kind, mode), func(t *testing.T) {
+						ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+						defer cancel()
+						tr, err := l.DownloadCurl(ctx, url, mode, ml.curlTLS()...)
+						if err != nil {
+							t.Fatalf("download: %v", err)
+						}
+						if tr.SHA256 != want {
+							t.Fatal("download sha256 mismatch")
+						}
+						remote := fmt.Sprintf("up-%s-%s-%s.bin", fname, kind, mode)
+						uurl := strings.Replace(url, "down.bin", remote, 1)
+						if _, err := l.UploadCurl(ctx, uurl, up, mode, ml.curlTLS()...); err != nil {
+							t.Fatalf("upload: %v", err)
+						}
+						if got, _ := v.SHA256(remote); got != upSum {
+							t.Fatal("upload sha256 mismatch")
+						}
+					})
+					n += 2
+				}
+				if !(fam.Is4() && mode == lab.EPRT) { // lftp sends EPRT only over IPv6
+					t.Run(fmt.Sprintf("%s/%s/%s/lftp", fname, kind, mode), func(t *testing.T) {
+						ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+						defer cancel()
+						tr, err := l.DownloadLftp(ctx, url, mode, ml.lftpTLS()...)
+						if err != nil {
+							t.Fatalf("download: %v", err)
+						}
+						if tr.SHA256 != want {
+							t.Fatal("download sha256 mismatch")
+						}
+					})
+					n++
+				}
+				t.Run(fmt.Sprintf("%s/%s/%s/go", fname, kind, mode), func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					c := ml.goTLSClient(t, ctx, fam, implicit)
+					sum, _, err := c.Retrieve(ctx, ftpc.Mode(mode.String()), "down.bin")
+					if err != nil {
+						t.Fatal(err)
+					}
+					if sum != want {
+						t.Fatal("download sha256 mismatch")
+					}
+					st, _ := c.TLSState()
+					if st.PeerCertificates[0].Issuer.CommonName != "lab operator CA" {
+						t.Fatalf("control leaf issued by %q", st.PeerCertificates[0].Issuer.CommonName)
+					}
+					// The control channel shows ftpsalg's minted leaf, not
+					// the server's own certificate.
+					if srvCert, err := certs.ReadCertificate(filepath.Join(l.Dir(), "server.crt")); err != nil || srvCert.Equal(st.PeerCertificates[0]) {
+						t.Fatalf("control leaf is the server's own certificate (err %v)", err)
+					}
+					c.Quit()
+				})
+				n++
+			}
+		}
+	}
+	m := ml.d.Metrics()
+	opened := m[`ftpsalg_pinholes_opened_total{data_mode="passive"}`] + m[`ftpsalg_pinholes_opened_total{data_mode="active"}`]
+	if opened < float64(n) {
+		t.Fatalf("pinholes opened %v, want at least %d", opened, n)
+	}
+	if m[`ftpsalg_control_sessions_total{mode="mitm"}`] < float64(n) {
+		t.Fatalf("mitm sessions %v, want at least %d", m[`ftpsalg_control_sessions_total{mode="mitm"}`], n)
+	}
+	if els := ml.d.PinholeElements(); els != "" {
+		t.Fatalf("pinholes left open:\n%s", els)
+	}
+	// The server saw the real client address, not the gateway's.
+	if log := v.ProtocolLog(); !strings.Contains(log, `Client "192.0.2.2"`) && !strings.Contains(log, `Client "::ffff:192.0.2.2"`) {
+		t.Fatalf("vsftpd did not see the client's address:\n%s", tail(log))
+	}
+	// Audit: TLS start time, versions and suites on both legs, the user.
+	log := ml.d.Proc.Log()
+	for _, want := range []string{`"msg":"tls started"`, `"client_tls_version":"TLS 1.3"`, `"upstream_tls_suite"`, `"msg":"transfer"`, `"user":"` + v.User + `"`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("daemon log lacks %s", want)
+		}
+	}
+	if strings.Contains(log, v.Password) {
+		t.Fatal("the password appears in the daemon's log")
+	}
+	ml.d.Stop()
+}
+
+func tail(s string) string {
+	if len(s) > 2000 {
+		return s[len(s)-2000:]
+	}
+	return s
+}
+
+func (ml *mitmLab) goTLSClient(t *testing.T, ctx context.Context, fam netip.Addr, implicit bool) *ftpc.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(ml.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(pem)
+	conf := &tls.Config{RootCAs: pool, ServerName: "files.lab", MinVersion: tls.VersionTLS12}
+	nd := harness.NSDialer{L: ml.l, NS: lab.Client}
+	var c *ftpc.Client
+	if implicit {
+		c, err = ftpc.DialTLS(ctx, nd, nd, netip.AddrPortFrom(fam, 990).String(), conf)
+	} else {
+		c, err = ftpc.Dial(ctx, nd, nd, netip.AddrPortFrom(fam, 21).String())
+		if err == nil {
+			err = c.AuthTLS(ctx, conf)
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Login(ml.v.User, ml.v.Password); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Protect(true); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestMITMRefusals: an untrusted upstream certificate gets the client a
+// 4xx and opens nothing; USER before AUTH is refused without reaching the
+// server; garbage instead of a ClientHello and a stalled handshake are
+// counted; hostile announcements inside TLS are refused.
+func TestMITMRefusals(t *testing.T) {
+	lab.RequirePrivileged(t)
+	t.Parallel()
+	t.Run("untrusted upstream", func(t *testing.T) {
+		ml := newMITMLab(t, "", true, lab.VsftpdOptions{})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		pool := x509.NewCertPool()
+		pem, _ := os.ReadFile(ml.caFile)
+		pool.AppendCertsFromPEM(pem)
+		nd := harness.NSDialer{L: ml.l, NS: lab.Client}
+		c, err := ftpc.Dial(ctx, nd, nd, netip.AddrPortFrom(lab.ServerAddr4, 21).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.AuthTLS(ctx, &tls.Config{RootCAs: pool, ServerName: "files.lab"}); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := c.Read()
+		if err != nil || rep.Code/100 != 4 {
+			t.Fatalf("after an untrusted upstream: %v %v, want a 4xx", rep, err)
+		}
+		ml.d.WaitMetric(`ftpsalg_tls_handshake_failures_total{leg="upstream",reason="untrusted"}`, 1)
+		if ml.d.Metrics()[`ftpsalg_pinholes_opened_total{data_mode="passive"}`] != 0 {
+			t.Fatal("pinhole opened")
+		}
+	})
+	t.Run("policy, garbage, stalls, bounce", func(t *testing.T) {
+		ml := newMITMLab(t, "      handshake_timeout: 2s\n    require_tls: true\n    allow_anonymous: false\n", false, lab.VsftpdOptions{})
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		nd := harness.NSDialer{L: ml.l, NS: lab.Client}
+		c, err := ftpc.Dial(ctx, nd, nd, netip.AddrPortFrom(lab.ServerAddr4, 21).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		rep, err := c.Cmd("USER " + ml.v.User)
+		if err != nil || rep.Code != 530 {
+			t.Fatalf("USER before AUTH: %v %v, want 530", rep, err)
+		}
+		if strings.Contains(ml.v.ProtocolLog(), `"USER `) {
+			t.Fatal("the server saw USER sent before AUTH")
+		}
+		c.Close()
+		tc := ml.goTLSClient(t, ctx, lab.ServerAddr4, false)
+		if rep, err := tc.Cmd("PORT 203,0,113,2,195,90"); err != nil || rep.Code/100 != 5 {
+			t.Fatalf("bounce PORT inside TLS: %v %v, want 5xx", rep, err)
+		}
+		if strings.Contains(ml.v.ProtocolLog(), `"PORT 203`) {
+			t.Fatal("the bounce PORT reached the server")
+		}
+		c2, err := ftpc.Dial(ctx, nd, nd, netip.AddrPortFrom(lab.ServerAddr4, 21).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c2.Close()
+		pool := x509.NewCertPool()
+		pemb, _ := os.ReadFile(ml.caFile)
+		pool.AppendCertsFromPEM(pemb)
+		if err := c2.AuthTLS(ctx, &tls.Config{RootCAs: pool, ServerName: "files.lab"}); err != nil {
+			t.Fatal(err)
+		}
+		if rep, err := c2.Cmd("USER anonymous"); err != nil || rep.Code != 530 {
+			t.Fatalf("USER anonymous: %v %v, want 530", rep, err)
+		}
+		// Garbage instead of a ClientHello on the implicit port.
+		g, err := ml.l.Dial(ctx, lab.Client, "tcp4", netip.AddrPort{}, netip.AddrPortFrom(lab.ServerAddr4, 990))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+		g.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 512)
+		for {
+			if _, err := g.Read(buf); err != nil {
+				break
+			}
+		}
+		g.Close()
+		// A client that stalls mid-handshake is cut off after the timeout.
+		st, err := ml.l.Dial(ctx, lab.Client, "tcp4", netip.AddrPort{}, netip.AddrPortFrom(lab.ServerAddr4, 990))
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		st.Write([]byte{0x16, 0x03, 0x01, 0x00, 0x80, 0x01})
+		st.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			if _, err := st.Read(buf); err != nil {
+				break
+			}
+		}
+		st.Close()
+		if el := time.Since(start); el > 6*time.Second {
+			t.Fatalf("stalled handshake held the connection %v (timeout 2s)", el)
+		}
+		ml.d.WaitMetric(`ftpsalg_tls_handshake_failures_total{leg="client",reason="not_tls"}`, 1)
+		ml.d.WaitMetric(`ftpsalg_tls_handshake_failures_total{leg="client",reason="timeout"}`, 1)
+		m := ml.d.Metrics()
+		for _, k := range []string{`ftpsalg_policy_refusals_total{reason="tls_required"}`, `ftpsalg_policy_refusals_total{reason="anonymous"}`, `ftpsalg_policy_refusals_total{reason="third_party_address"}`} {
+			if m[k] != 1 {
+				t.Errorf("%s = %v, want 1", k, m[k])
+			}
+		}
+	})
+	t.Run("hostile server inside TLS", func(t *testing.T) {
+		// vsftpd announces a third party in 227 (pasv_address), and in a
+		// second server, ports outside the policy's range.
+		ml := newMITMLab(t, "", false, lab.VsftpdOptions{PasvAddress: netip.MustParseAddr("203.0.113.2")})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c := ml.goTLSClient(t, ctx, lab.ServerAddr4, false)
+		rep, err := c.Cmd("PASV")
+		if err != nil || rep.Code != 425 {
+			t.Fatalf("PASV with a third-party 227: %v %v, want 425", rep, err)
+		}
+		ml.d.WaitMetric(`ftpsalg_policy_refusals_total{reason="third_party_address"}`, 1)
+		if ml.d.PinholeElements() != "" {
+			t.Fatal("pinhole opened")
+		}
+	})
+	t.Run("port outside range inside TLS", func(t *testing.T) {
+		ml := newMITMLab(t, "", false, lab.VsftpdOptions{PasvMinPort: 60000, PasvMaxPort: 60010})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c := ml.goTLSClient(t, ctx, lab.ServerAddr4, false)
+		rep, err := c.Cmd("EPSV")
+		if err != nil || rep.Code != 425 {
+			t.Fatalf("EPSV outside the range: %v %v, want 425", rep, err)
+		}
+		ml.d.WaitMetric(`ftpsalg_policy_refusals_total{reason="port_outside_range"}`, 1)
+	})
+}
