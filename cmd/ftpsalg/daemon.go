@@ -20,8 +20,8 @@ import (
 
 	"github.com/ftpsalg/ftpsalg/alg/certs"
 	"github.com/ftpsalg/ftpsalg/alg/inspect"
-	"github.com/ftpsalg/ftpsalg/alg/proxy"
 	"github.com/ftpsalg/ftpsalg/alg/policy"
+	"github.com/ftpsalg/ftpsalg/alg/proxy"
 	"github.com/ftpsalg/ftpsalg/conntrack"
 	"github.com/ftpsalg/ftpsalg/metrics"
 	"github.com/ftpsalg/ftpsalg/nft"
@@ -228,7 +228,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 			listeners = append(listeners, ln)
 		}
 		p := proxy.New(proxy.Options{Policy: cfg, Table: tbl, Leaf: mitm.minter.Leaf,
-			Static: func(name string) *tls.Certificate { return mitm.static[name] },
+			Static:  func(name string) *tls.Certificate { return mitm.static[name] },
 			Metrics: m, Log: log})
 		proxies = append(proxies, p)
 		log.Info("mitm listening", "port", cfg.MITM.ListenPort, "route_table", cfg.MITM.RouteTable,
