@@ -159,6 +159,17 @@ func buildRuleset(s Spec) *ruleset {
 	}
 	if s.hasMITM() {
 		buildMITM(rs, s, addChain)
+		if !s.FailOpen {
+			// A control connection to a mitm server reaches the forward
+			// hook only when TPROXY found no listener: the daemon is down.
+			// Fail closed rather than let it pass uninspected (after a
+			// clean exit the table is gone and the operator's rules apply).
+			for _, f := range []family{ipv4, ipv6} {
+				add("mitm "+f.name+": control connection not diverted (daemon down) -> drop",
+					cat(ctStateNew(), f.match(), matchTCP(), f.addrPort(offDst, offDport), lookup(f.mitm),
+						counter(), drop())...)
+			}
+		}
 	}
 	return rs
 }
@@ -356,6 +367,8 @@ func dynsetDelete(set string) []expr.Any {
 func counter() []expr.Any { return []expr.Any{&expr.Counter{}} }
 
 func accept() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}} }
+
+func drop() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}} }
 
 func queue(s Spec) []expr.Any {
 	if s.QueueKind == QueueNative {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -407,5 +408,29 @@ func TestMITMRefusals(t *testing.T) {
 			t.Fatalf("EPSV outside the range: %v %v, want 425", rep, err)
 		}
 		ml.d.WaitMetric(`ftpsalg_policy_refusals_total{reason="port_outside_range"}`, 1)
+	})
+	t.Run("daemon killed: fail closed", func(t *testing.T) {
+		ml := newMITMLab(t, "", false, lab.VsftpdOptions{})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c := ml.goTLSClient(t, ctx, lab.ServerAddr4, false)
+		c.Quit()
+		if err := ml.d.Proc.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = ml.d.Proc.Wait(ctx)
+		// The operator's forward chain accepts port 21, but with no
+		// listener behind TPROXY ftpsalg's table drops the connection
+		// instead of letting it reach the server uninspected.
+		dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer dcancel()
+		if conn, err := ml.l.Dial(dctx, lab.Client, "tcp4", netip.AddrPort{}, netip.AddrPortFrom(lab.ServerAddr4, 21)); err == nil {
+			conn.Close()
+			t.Fatal("control connection reached the server while the daemon was dead")
+		}
+		// After a restart, service resumes.
+		ml.d.Restart()
+		c = ml.goTLSClient(t, ctx, lab.ServerAddr4, false)
+		c.Quit()
 	})
 }
