@@ -17,7 +17,10 @@
 // With mitm-mode servers (Spec.MITM) the table also diverts their control
 // connections with TPROXY to the daemon's transparent listener (sets
 // mitm4/mitm6, chain prerouting) and source-NATs pinholes that ask for it
-// (maps snat4/snat6, chain postrouting). Router installs the policy routing
+// (maps snat4/snat6, chain postrouting). With a relay port (Spec.RelayPort)
+// pinholes with Relay go to relay4/relay6 instead, and their one
+// connection is diverted with TPROXY to the daemon's data relay listener
+// rather than forwarded. Router installs the policy routing
 // that goes with TPROXY: packets carrying Spec.TProxyMark are delivered
 // locally (ip rule fwmark ... lookup TABLE; local default dev lo table
 // TABLE), for IPv4 and IPv6.

@@ -25,6 +25,9 @@ type Fake struct {
 	spec     Spec
 	rs       *ruleset // nil while the table does not exist
 	pinholes map[key]fakeElem
+	// relays holds the relay elements (Pinhole.Relay); a key is in
+	// pinholes or in relays, never both.
+	relays map[key]fakeElem
 	// snat holds the source NAT map elements. Like the kernel's, they are
 	// not consumed by Use: they stay until they time out or are deleted.
 	snat     map[key]fakeElem
@@ -38,7 +41,7 @@ type fakeElem struct {
 
 // NewFake returns a Fake without a table, like a kernel before Apply.
 func NewFake() *Fake {
-	return &Fake{pinholes: map[key]fakeElem{}, snat: map[key]fakeElem{}}
+	return &Fake{pinholes: map[key]fakeElem{}, relays: map[key]fakeElem{}, snat: map[key]fakeElem{}}
 }
 
 // Advance moves the virtual clock; pinholes whose timeout has elapsed are
@@ -69,6 +72,26 @@ func (f *Fake) Use(src, dst netip.Addr, port uint16) bool {
 	return true
 }
 
+// Divert simulates the first packet of a new TCP connection from src to
+// dst:port reaching the prerouting hook with the relay listener up: if a
+// relay element matches, it is consumed and Divert reports true, as the
+// kernel rule assigns the connection to the relay listener; otherwise the
+// connection is not diverted. Forwarded pinholes are Use's.
+func (f *Fake) Divert(src, dst netip.Addr, port uint16) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.rs == nil {
+		return false
+	}
+	f.expire()
+	k := key{src.Unmap(), dst.Unmap(), port}
+	if _, ok := f.relays[k]; !ok {
+		return false
+	}
+	delete(f.relays, k)
+	return true
+}
+
 // FailNext makes the next Table call fail with err, without changing
 // anything, to test the caller's error handling and resync.
 func (f *Fake) FailNext(err error) {
@@ -88,6 +111,7 @@ func (f *Fake) Spec() (Spec, bool) {
 func (f *Fake) expire() {
 	expired := func(_ key, e fakeElem) bool { return e.deadline <= f.now }
 	maps.DeleteFunc(f.pinholes, expired)
+	maps.DeleteFunc(f.relays, expired)
 	maps.DeleteFunc(f.snat, expired)
 }
 
@@ -119,6 +143,7 @@ func (f *Fake) Apply(ctx context.Context, s Spec) error {
 	f.spec = s
 	f.rs = buildRuleset(s)
 	clear(f.pinholes)
+	clear(f.relays)
 	clear(f.snat)
 	return nil
 }
@@ -140,13 +165,22 @@ func (f *Fake) AddPinholes(ctx context.Context, p ...Pinhole) error {
 	if !mitm && hasSNAT(norm) {
 		return fmt.Errorf("nft: failed to add pinholes: %w", ErrNoMITM)
 	}
+	if !f.spec.hasRelay() && hasRelay(norm) {
+		return fmt.Errorf("nft: failed to add pinholes: %w", ErrNoRelay)
+	}
 	// The batch as the kernel would end up with it, checked against the
 	// capacity before anything changes.
-	pinholes, snat := maps.Clone(f.pinholes), maps.Clone(f.snat)
+	pinholes, relays, snat := maps.Clone(f.pinholes), maps.Clone(f.relays), maps.Clone(f.snat)
 	for _, p := range norm {
 		nat := p.SNAT
 		p.SNAT = netip.Addr{}
-		pinholes[p.key()] = fakeElem{p: p, deadline: f.now + p.Timeout}
+		if p.Relay {
+			delete(pinholes, p.key())
+			relays[p.key()] = fakeElem{p: p, deadline: f.now + p.Timeout}
+		} else {
+			delete(relays, p.key())
+			pinholes[p.key()] = fakeElem{p: p, deadline: f.now + p.Timeout}
+		}
 		if !mitm {
 			continue
 		}
@@ -156,10 +190,10 @@ func (f *Fake) AddPinholes(ctx context.Context, p ...Pinhole) error {
 			snat[p.key()] = fakeElem{p: p, deadline: f.now + p.Timeout}
 		}
 	}
-	if overCapacity(pinholes) || overCapacity(snat) {
+	if overCapacity(pinholes) || overCapacity(relays) || overCapacity(snat) {
 		return fmt.Errorf("nft: failed to add pinholes: %w", ErrFull)
 	}
-	f.pinholes, f.snat = pinholes, snat
+	f.pinholes, f.relays, f.snat = pinholes, relays, snat
 	return nil
 }
 
@@ -192,6 +226,7 @@ func (f *Fake) DeletePinholes(ctx context.Context, p ...Pinhole) error {
 	}
 	for _, p := range norm {
 		delete(f.pinholes, p.key())
+		delete(f.relays, p.key())
 		delete(f.snat, p.key())
 	}
 	return nil
@@ -206,11 +241,14 @@ func (f *Fake) Pinholes(ctx context.Context) ([]Element, error) {
 	if f.rs == nil {
 		return nil, fmt.Errorf("nft: failed to list pinholes: %w", ErrNoTable)
 	}
-	out := make([]Element, 0, len(f.pinholes))
+	out := make([]Element, 0, len(f.pinholes)+len(f.relays))
 	for k, e := range f.pinholes {
 		p := e.p
 		p.SNAT = f.snat[k].p.SNAT
 		out = append(out, Element{Pinhole: p, Expires: e.deadline - f.now})
+	}
+	for _, e := range f.relays {
+		out = append(out, Element{Pinhole: e.p, Expires: e.deadline - f.now})
 	}
 	sortElements(out)
 	return out, nil
@@ -224,6 +262,7 @@ func (f *Fake) Delete(ctx context.Context) error {
 	defer f.mu.Unlock()
 	f.rs = nil
 	clear(f.pinholes)
+	clear(f.relays)
 	clear(f.snat)
 	return nil
 }
@@ -242,6 +281,11 @@ func (f *Fake) Dump(ctx context.Context) (string, error) {
 		elems := slices.Clone(f.rs.elems[s.Name])
 		for _, e := range f.pinholes {
 			if s.Name == familyOf(e.p).pinholes {
+				elems = append(elems, nftables.SetElement{Key: pinholeKey(e.p), Timeout: e.p.Timeout})
+			}
+		}
+		for _, e := range f.relays {
+			if s.Name == familyOf(e.p).relay {
 				elems = append(elems, nftables.SetElement{Key: pinholeKey(e.p), Timeout: e.p.Timeout})
 			}
 		}

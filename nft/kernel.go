@@ -45,10 +45,12 @@ type Kernel struct {
 }
 
 // templates are the set values that element updates go through (see
-// pinholeSets); snat4 and snat6 are nil in a table without mitm servers.
+// pinholeSets); snat4 and snat6 are nil in a table without mitm servers,
+// relay4 and relay6 in a table without a relay port.
 type templates struct {
-	ph4, ph6     *nftables.Set
-	snat4, snat6 *nftables.Set
+	ph4, ph6       *nftables.Set
+	snat4, snat6   *nftables.Set
+	relay4, relay6 *nftables.Set
 }
 
 // New opens a netlink connection to nf_tables. The table is created by
@@ -222,6 +224,9 @@ func (k *Kernel) Apply(ctx context.Context, s Spec) error {
 	if s.hasMITM() {
 		tpl.snat4, tpl.snat6 = snatMaps(rs.table)
 	}
+	if s.hasRelay() {
+		tpl.relay4, tpl.relay6 = relaySets(rs.table)
+	}
 	k.mu.Lock()
 	k.table = rs.table
 	k.tpl = tpl
@@ -245,9 +250,14 @@ func (k *Kernel) templates() (templates, error) {
 
 // elements are the set and map elements of a batch of pinholes, per family.
 type elements struct {
-	ph4, ph6     []nftables.SetElement // pinhole set elements
-	keys4, keys6 []nftables.SetElement // the same keys, for the source NAT maps
-	nat4, nat6   []nftables.SetElement // source NAT map elements, for pinholes with SNAT
+	ph4, ph6       []nftables.SetElement // pinhole set elements
+	relay4, relay6 []nftables.SetElement // relay set elements
+	keys4, keys6   []nftables.SetElement // every key, for the source NAT maps
+	// phKeys and relayKeys are the keys of the pinholes and relay
+	// elements, for removing each from the other kind's set.
+	phKeys4, phKeys6       []nftables.SetElement
+	relayKeys4, relayKeys6 []nftables.SetElement
+	nat4, nat6             []nftables.SetElement // source NAT map elements, for pinholes with SNAT
 }
 
 // split sorts pinholes into elements per family, the last of equal keys
@@ -264,11 +274,18 @@ func split(ps []Pinhole) elements {
 		}
 		k := pinholeKey(p)
 		e := nftables.SetElement{Key: k, Timeout: p.Timeout}
-		ph, keys, nat := &el.ph6, &el.keys6, &el.nat6
+		ph, keys, nat, phKeys := &el.ph6, &el.keys6, &el.nat6, &el.phKeys6
+		if p.Relay {
+			ph, phKeys = &el.relay6, &el.relayKeys6
+		}
 		if p.Src.Is4() {
-			ph, keys, nat = &el.ph4, &el.keys4, &el.nat4
+			ph, keys, nat, phKeys = &el.ph4, &el.keys4, &el.nat4, &el.phKeys4
+			if p.Relay {
+				ph, phKeys = &el.relay4, &el.relayKeys4
+			}
 		}
 		*ph = append(*ph, e)
+		*phKeys = append(*phKeys, nftables.SetElement{Key: k})
 		*keys = append(*keys, nftables.SetElement{Key: k})
 		if p.SNAT.IsValid() {
 			*nat = append(*nat, nftables.SetElement{Key: k, Val: p.SNAT.AsSlice(), Timeout: p.Timeout})
@@ -279,6 +296,10 @@ func split(ps []Pinhole) elements {
 
 func hasSNAT(ps []Pinhole) bool {
 	return slices.ContainsFunc(ps, func(p Pinhole) bool { return p.SNAT.IsValid() })
+}
+
+func hasRelay(ps []Pinhole) bool {
+	return slices.ContainsFunc(ps, func(p Pinhole) bool { return p.Relay })
 }
 
 // AddPinholes implements Table. It returns after the kernel has processed
@@ -299,8 +320,29 @@ func (k *Kernel) AddPinholes(ctx context.Context, p ...Pinhole) error {
 	if tpl.snat4 == nil && hasSNAT(norm) {
 		return fmt.Errorf("nft: failed to add pinholes: %w", ErrNoMITM)
 	}
+	if tpl.relay4 == nil && hasRelay(norm) {
+		return fmt.Errorf("nft: failed to add pinholes: %w", ErrNoRelay)
+	}
 	el := split(norm)
 	err = k.do(ctx, func(c *nftables.Conn) error {
+		if tpl.relay4 != nil {
+			// A key is one kind or the other: a pinhole replaces a relay
+			// element with its key and vice versa, in this transaction.
+			for _, u := range []struct {
+				s    *nftables.Set
+				keys []nftables.SetElement
+			}{{tpl.relay4, el.phKeys4}, {tpl.relay6, el.phKeys6}, {tpl.ph4, el.relayKeys4}, {tpl.ph6, el.relayKeys6}} {
+				if err := c.SetDestroyElements(u.s, u.keys); err != nil {
+					return err
+				}
+			}
+			if err := c.SetAddElements(tpl.relay4, el.relay4); err != nil {
+				return err
+			}
+			if err := c.SetAddElements(tpl.relay6, el.relay6); err != nil {
+				return err
+			}
+		}
 		if err := c.SetAddElements(tpl.ph4, el.ph4); err != nil {
 			return err
 		}
@@ -353,6 +395,14 @@ func (k *Kernel) DeletePinholes(ctx context.Context, p ...Pinhole) error {
 		if err := c.SetDestroyElements(tpl.ph6, el.keys6); err != nil {
 			return err
 		}
+		if tpl.relay4 != nil {
+			if err := c.SetDestroyElements(tpl.relay4, el.keys4); err != nil {
+				return err
+			}
+			if err := c.SetDestroyElements(tpl.relay6, el.keys6); err != nil {
+				return err
+			}
+		}
 		if tpl.snat4 != nil {
 			if err := c.SetDestroyElements(tpl.snat4, el.keys4); err != nil {
 				return err
@@ -395,7 +445,10 @@ func (k *Kernel) Pinholes(ctx context.Context) ([]Element, error) {
 				nat[p.key()] = a
 			}
 		}
-		for _, s := range []*nftables.Set{tpl.ph4, tpl.ph6} {
+		for _, s := range []*nftables.Set{tpl.ph4, tpl.ph6, tpl.relay4, tpl.relay6} {
+			if s == nil {
+				continue
+			}
 			elems, err := c.GetSetElements(s)
 			if err != nil {
 				return fmt.Errorf("failed to list set %s: %w", s.Name, err)
@@ -407,6 +460,7 @@ func (k *Kernel) Pinholes(ctx context.Context) ([]Element, error) {
 				}
 				p.Timeout = e.Timeout
 				p.SNAT = nat[p.key()]
+				p.Relay = s.Name == setRelay4 || s.Name == setRelay6
 				out = append(out, Element{Pinhole: p, Expires: e.Expires})
 			}
 		}

@@ -28,6 +28,10 @@ const (
 	mapSNAT6         = "snat6"
 	chainPrerouting  = "prerouting"
 	chainPostrouting = "postrouting"
+
+	// Only in tables with a relay port.
+	setRelay4 = "relay4"
+	setRelay6 = "relay6"
 )
 
 // forwardPriority is mangle (-150): after conntrack (-200), so ct state and
@@ -85,6 +89,20 @@ func pinholeSets(t *nftables.Table) (v4, v6 *nftables.Set) {
 	}
 	return mk(setPinholes4, typePinholes4, "single-use data pinholes: initiator . target . target port"),
 		mk(setPinholes6, typePinholes6, "single-use data pinholes: initiator . target . target port")
+}
+
+// relaySets returns the two relay set definitions, also the templates for
+// element updates (HasTimeout, as for pinholeSets). Like the pinhole sets
+// they are updated from the packet path (dynamic) and sized MaxPinholes.
+func relaySets(t *nftables.Table) (v4, v6 *nftables.Set) {
+	mk := func(name string, typ nftables.SetDatatype) *nftables.Set {
+		return &nftables.Set{
+			Table: t, Name: name, KeyType: typ, Concatenation: true,
+			HasTimeout: true, Dynamic: true, Size: MaxPinholes,
+			Comment: "single-use relayed data connections: initiator . target . target port",
+		}
+	}
+	return mk(setRelay4, typePinholes4), mk(setRelay6, typePinholes6)
 }
 
 // snatMaps returns the two source NAT map definitions, which are also the
@@ -159,6 +177,19 @@ func buildRuleset(s Spec) *ruleset {
 	}
 	if s.hasMITM() {
 		buildMITM(rs, s, addChain)
+		if s.hasRelay() {
+			// A relay element is still there when its connection reaches
+			// the forward hook: TPROXY found no relay listener (daemon
+			// down) and the rule stopped before consuming it. The
+			// connection cannot work without the daemon (it holds the
+			// control session and its TLS state), so it is dropped
+			// whatever queue.failure says.
+			for _, f := range []family{ipv4, ipv6} {
+				add("relay "+f.name+": data connection not diverted (daemon down) -> drop",
+					cat(ctStateNew(), f.match(), matchTCP(), f.pinholeKey(), lookup(f.relay),
+						counter(), drop())...)
+			}
+		}
 		if !s.FailOpen {
 			// A control connection to a mitm server reaches the forward
 			// hook only when TPROXY found no listener: the daemon is down.
@@ -209,6 +240,22 @@ func buildMITM(rs *ruleset, s Spec, addChain func(string, nftables.ChainType, *n
 				counter(), tproxy(f, s.TProxyPort), metaMarkOr(s.TProxyMark), accept())...)
 	}
 
+	if s.hasRelay() {
+		r4, r6 := relaySets(t)
+		rs.sets = append(rs.sets, r4, r6)
+		// The announced data connection, exactly: this initiator, this
+		// target, this port, new. TPROXY assigns it to the relay listener;
+		// only when that worked (tproxy stops the rule when no listener
+		// exists) is the element consumed, so it admits one connection.
+		// Later packets of the connection are the socket rule's.
+		for _, f := range []family{ipv4, ipv6} {
+			add("relay "+f.name+": announced data connection -> relay listener, once",
+				cat(ctStateNew(), f.match(), matchTCP(), f.pinholeKey(), lookup(f.relay), counter(),
+					tproxy(f, s.RelayPort), f.pinholeKey(), dynsetDelete(f.relay),
+					metaMarkOr(s.TProxyMark), accept())...)
+		}
+	}
+
 	add = addChain(chainPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, postroutingPriority)
 	for _, f := range []family{ipv4, ipv6} {
 		add("data "+f.name+": pinholed connection leaves from the source NAT address",
@@ -225,6 +272,7 @@ type family struct {
 	dstOff        uint32
 	ctl, pinholes string
 	mitm, snat    string
+	relay         string
 	// regs are the registers of the concatenated key parts, as nft
 	// allocates them: 32-bit registers (9, 10) after a 4-byte address,
 	// 16-byte registers (2, 3) after a 16-byte one.
@@ -233,9 +281,9 @@ type family struct {
 
 var (
 	ipv4 = family{name: "ipv4", nfproto: unix.NFPROTO_IPV4, addrLen: 4, srcOff: 12, dstOff: 16,
-		ctl: setCtl4, pinholes: setPinholes4, mitm: setMITM4, snat: mapSNAT4, regs: [3]uint32{1, 9, 10}}
+		ctl: setCtl4, pinholes: setPinholes4, mitm: setMITM4, snat: mapSNAT4, relay: setRelay4, regs: [3]uint32{1, 9, 10}}
 	ipv6 = family{name: "ipv6", nfproto: unix.NFPROTO_IPV6, addrLen: 16, srcOff: 8, dstOff: 24,
-		ctl: setCtl6, pinholes: setPinholes6, mitm: setMITM6, snat: mapSNAT6, regs: [3]uint32{1, 2, 3}}
+		ctl: setCtl6, pinholes: setPinholes6, mitm: setMITM6, snat: mapSNAT6, relay: setRelay6, regs: [3]uint32{1, 2, 3}}
 )
 
 // Offsets of the TCP ports in the transport header.

@@ -81,11 +81,21 @@ type Spec struct {
 	// local transparent sockets (see Router). It must not overlap CtMark or
 	// PacketMark.
 	TProxyMark uint32
+	// RelayPort is the port of the daemon's transparent data-connection
+	// relay listener. Pinholes with Relay are diverted to it with TPROXY
+	// (sets relay4/relay6) instead of being forwarded. Zero means no relay:
+	// the table then has no relay objects and is exactly the mitm table,
+	// and AddPinholes refuses Relay pinholes (ErrNoRelay). It needs mitm
+	// servers and must differ from TProxyPort.
+	RelayPort uint16
 }
 
 // hasMITM reports whether the table has the mitm objects: the prerouting
 // chain with its sets and the source NAT chain with its maps.
 func (s Spec) hasMITM() bool { return len(s.MITM) > 0 }
+
+// hasRelay reports whether the table has the relay sets and rules.
+func (s Spec) hasRelay() bool { return s.hasMITM() && s.RelayPort != 0 }
 
 // Pinhole admits exactly one new TCP connection from Src to Dst:DstPort
 // until it is used or its Timeout elapses.
@@ -100,14 +110,28 @@ type Pinhole struct {
 	// the gateway on both). It needs a table with mitm servers. The zero
 	// value means no translation.
 	SNAT netip.Addr
+	// Relay steers the admitted connection to the daemon's relay listener
+	// (TPROXY to Spec.RelayPort, in prerouting) instead of letting the
+	// kernel forward it: the connection ends at ftpsalg, which makes its
+	// own connection to the target and relays the bytes (mitm data
+	// relay). The element lives in relay4/relay6 instead of
+	// pinholes4/pinholes6 and is just as single-use. It needs a table with
+	// RelayPort (ErrNoRelay otherwise) and excludes SNAT: the relay makes
+	// the onward connection itself.
+	Relay bool
 }
 
-// String formats the pinhole like its set element (and map element).
+// String formats the pinhole like its set element (and map element), with
+// "(relay)" for a relay element.
 func (p Pinhole) String() string {
+	s := fmt.Sprintf("%s . %s . %d", p.Src, p.Dst, p.DstPort)
 	if p.SNAT.IsValid() {
-		return fmt.Sprintf("%s . %s . %d : %s", p.Src, p.Dst, p.DstPort, p.SNAT)
+		s += " : " + p.SNAT.String()
 	}
-	return fmt.Sprintf("%s . %s . %d", p.Src, p.Dst, p.DstPort)
+	if p.Relay {
+		s += " (relay)"
+	}
+	return s
 }
 
 // Element is a pinhole as the kernel (or the fake) holds it.
@@ -127,15 +151,19 @@ type Table interface {
 	// AddPinholes adds pinholes in one transaction and returns once the
 	// kernel has committed it, so a PASV/EPSV reply may be released.
 	// Adding an existing pinhole refreshes its timeout and replaces its
-	// source NAT. A pinhole with SNAT needs a table with mitm servers
-	// (ErrNoMITM otherwise).
+	// source NAT and its kind (a key is either a forwarded pinhole or a
+	// relay element, never both). A pinhole with SNAT needs a table with
+	// mitm servers (ErrNoMITM otherwise), one with Relay a table with a
+	// relay port (ErrNoRelay otherwise).
 	AddPinholes(ctx context.Context, p ...Pinhole) error
 	// DeletePinholes removes pinholes, with their source NAT elements, in
-	// one transaction; missing ones are not an error. Only the key (Src,
-	// Dst, DstPort) of each pinhole is used.
+	// one transaction, whichever set (pinhole or relay) they are in;
+	// missing ones are not an error. Only the key (Src, Dst, DstPort) of
+	// each pinhole is used.
 	DeletePinholes(ctx context.Context, p ...Pinhole) error
-	// Pinholes lists the pinholes that are still open, sorted, with SNAT
-	// set for those that have a source NAT element.
+	// Pinholes lists the pinholes that are still open, relay elements
+	// included (Relay set), sorted, with SNAT set for those that have a
+	// source NAT element.
 	Pinholes(ctx context.Context) ([]Element, error)
 	// Delete removes the table; a missing table is not an error.
 	Delete(ctx context.Context) error
@@ -156,6 +184,10 @@ var ErrFull = errors.New("pinhole set is full")
 // ErrNoMITM reports a pinhole with SNAT for a table without mitm servers,
 // which has no source NAT maps.
 var ErrNoMITM = errors.New("source NAT needs a table with mitm servers")
+
+// ErrNoRelay reports a pinhole with Relay for a table without a relay
+// port, which has no relay sets.
+var ErrNoRelay = errors.New("relay pinholes need a table with a relay port")
 
 // ErrNoTable reports that the table does not exist: it was never applied,
 // was deleted, or was removed by someone else. Callers resync with Apply.
@@ -227,6 +259,12 @@ func (s Spec) validate() (Spec, error) {
 	if s.TProxyMark&s.PacketMark != 0 {
 		return Spec{}, fmt.Errorf("tproxy mark 0x%x overlaps packet mark 0x%x", s.TProxyMark, s.PacketMark)
 	}
+	if s.RelayPort != 0 && !s.hasMITM() {
+		return Spec{}, errors.New("relay port needs mitm servers")
+	}
+	if s.RelayPort != 0 && s.RelayPort == s.TProxyPort {
+		return Spec{}, fmt.Errorf("relay port %d is also the tproxy port", s.RelayPort)
+	}
 	if s.hasMITM() {
 		if s.TProxyPort == 0 {
 			return Spec{}, errors.New("tproxy port must not be zero with mitm servers")
@@ -291,6 +329,8 @@ func (p Pinhole) normalize() (Pinhole, error) {
 		return Pinhole{}, fmt.Errorf("invalid pinhole %s: source NAT address of another family", p)
 	case p.SNAT.IsValid() && (p.SNAT.Zone() != "" || p.SNAT.IsUnspecified() || p.SNAT.IsMulticast()):
 		return Pinhole{}, fmt.Errorf("invalid pinhole %s: source NAT address must be unicast without zone", p)
+	case p.SNAT.IsValid() && p.Relay:
+		return Pinhole{}, fmt.Errorf("invalid pinhole %s: a relay element has no source NAT (the relay makes its own connection)", p)
 	}
 	return p, nil
 }
