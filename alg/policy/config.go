@@ -171,6 +171,10 @@ type MITMGlobal struct {
 	// tproxy_mark). Never zero; no bit in common with NFTables.CtMark or
 	// NFTables.PacketMark.
 	TProxyMark uint32
+	// RelayPort is the port of the TPROXY listener that data connections
+	// of servers with data: relay are delivered to (key relay_port);
+	// never ListenPort.
+	RelayPort uint16
 }
 
 // MITM holds a server's mitm-mode settings (keys valid only in a server with
@@ -187,6 +191,37 @@ type MITM struct {
 	// UpstreamSource is the source address of the connection to the server
 	// (key upstream_source).
 	UpstreamSource UpstreamSource
+	// Data is how TLS data connections are carried (key data).
+	Data DataPath
+}
+
+// DataPath says how a mitm server's data connections cross the gateway.
+type DataPath uint8
+
+const (
+	// DataPassthrough lets the kernel forward each announced data
+	// connection through a single-use pinhole; client and server do TLS
+	// with each other end to end on it.
+	DataPassthrough DataPath = iota + 1
+	// DataRelay steers each announced data connection to ftpsalg, which
+	// terminates it (presenting the control connection's certificate and
+	// letting the client resume its control session), makes its own
+	// connection to the other end (resuming its own upstream control
+	// session) and relays the bytes. For servers that require TLS session
+	// reuse on data connections (vsftpd's require_ssl_reuse, proftpd's
+	// mod_tls, FileZilla Server).
+	DataRelay
+)
+
+// String returns the policy spelling of p.
+func (p DataPath) String() string {
+	switch p {
+	case DataPassthrough:
+		return "passthrough"
+	case DataRelay:
+		return "relay"
+	}
+	return fmt.Sprintf("DataPath(%d)", uint8(p))
 }
 
 // ServerTLS is a mitm server's TLS policy (key tls).
@@ -213,6 +248,11 @@ type ServerTLS struct {
 	// HandshakeTimeout bounds each TLS handshake, client-facing and
 	// server-facing (key handshake_timeout).
 	HandshakeTimeout time.Duration
+	// RequireClientReuse refuses a relayed TLS data connection on which
+	// the client did not resume its control connection's TLS session (key
+	// require_client_reuse), as the server itself would. Only with
+	// DataRelay.
+	RequireClientReuse bool
 }
 
 // VerifyMode says how the server's certificate is verified on the

@@ -87,6 +87,10 @@ const (
 	// clients never connect to it directly (TPROXY delivers to it).
 	defaultListenPort = 15021
 
+	// The port after listen_port: reads as "FTP, and its data". Clients
+	// never connect to it directly either.
+	defaultRelayPort = 15022
+
 	// Both read as "FTP 21 twice": easy to spot in `ip rule` and `ip route
 	// show table all`, and well away from the reserved tables (253-255)
 	// and the low numbers other tools pick.
@@ -125,6 +129,19 @@ const (
 	// rules), as it does without ftpsalg. gateway is for servers whose
 	// return route does not pass through the gateway.
 	defaultUpstreamSource = UpstreamClient
+
+	// Passthrough: the kernel forwards data connections at full speed with
+	// ftpsalg out of the path, and TLS stays end to end between client
+	// and server on them. Servers that require TLS session reuse on data
+	// connections (vsftpd's default) need relay, which costs the gateway
+	// the bytes' encryption twice; docs/relay.md has the figures.
+	defaultData = DataPassthrough
+
+	// Off: the relay resumes its own session with the server whether or
+	// not the client resumed with ftpsalg, so clients that never resume
+	// (Python's ftplib) keep working. Turn it on to demand of clients what
+	// the server demands.
+	defaultRequireClientReuse = false
 )
 
 // defaultControlPorts is the port assigned to FTP (RFC 959).
@@ -156,6 +173,7 @@ func defaultConfig() Config {
 			CADir:        defaultCADir,
 			LeafLifetime: defaultLeafLifetime,
 			ListenPort:   defaultListenPort,
+			RelayPort:    defaultRelayPort,
 			RouteTable:   defaultRouteTable,
 			RulePriority: defaultRulePriority,
 			TProxyMark:   defaultTProxyMark,
@@ -169,11 +187,13 @@ func defaultMITM() *MITM {
 		TLS: ServerTLS{
 			MinVersion:       defaultMinTLSVersion,
 			Verify:           defaultVerify,
-			HandshakeTimeout: defaultHandshakeTimeout,
+			HandshakeTimeout:   defaultHandshakeTimeout,
+			RequireClientReuse: defaultRequireClientReuse,
 		},
 		RequireTLS:     defaultRequireTLS,
 		AllowAnonymous: defaultAllowAnonymous,
 		UpstreamSource: defaultUpstreamSource,
+		Data:           defaultData,
 	}
 }
 

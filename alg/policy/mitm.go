@@ -49,6 +49,9 @@ var verifyModes = []VerifyMode{VerifySystem, VerifyCA, VerifyPin, VerifyNone}
 // upstreamSources are the accepted values of upstream_source.
 var upstreamSources = []UpstreamSource{UpstreamClient, UpstreamGateway}
 
+// dataPaths are the accepted values of data.
+var dataPaths = []DataPath{DataPassthrough, DataRelay}
+
 // mitmGlobal validates the top-level mitm section into m. It returns the
 // tproxy_mark node when the key was given, and whether the mark in m is
 // valid (given and valid, or the default).
@@ -67,9 +70,28 @@ func (d *decoder) mitmGlobal(n node, m *MITMGlobal) (tproxy node, ok bool) {
 			m.LeafLifetime = x
 		}
 	}
-	if v, ok := f["listen_port"]; ok {
-		if x, ok := d.intRange(v, 1, 65535); ok {
+	listen, listenGiven := f["listen_port"]
+	listenOK := true
+	if listenGiven {
+		var x int64
+		if x, listenOK = d.intRange(listen, 1, 65535); listenOK {
 			m.ListenPort = uint16(x)
+		}
+	}
+	relay, relayGiven := f["relay_port"]
+	relayOK := true
+	if relayGiven {
+		var x int64
+		if x, relayOK = d.intRange(relay, 1, 65535); relayOK {
+			m.RelayPort = uint16(x)
+		}
+	}
+	if listenOK && relayOK && m.ListenPort == m.RelayPort {
+		// Reported where the operator changed something.
+		if relayGiven {
+			d.at(relay, "%d is also listen_port: the two listeners need ports of their own", m.RelayPort)
+		} else {
+			d.at(listen, "%d is also relay_port (default %d): the two listeners need ports of their own", m.ListenPort, defaultRelayPort)
 		}
 	}
 	if v, ok := f["route_table"]; ok {
@@ -130,8 +152,9 @@ func (d *decoder) tproxyMarkOverlap(nft map[string]node, tproxy node, cfg *Confi
 // mitm reads a mitm server's mitm-only keys from its fields f.
 func (d *decoder) mitm(f map[string]node) *MITM {
 	m := defaultMITM()
+	var reuse node
 	if v, ok := f["tls"]; ok {
-		d.serverTLS(v, &m.TLS)
+		reuse = d.serverTLS(v, &m.TLS)
 	}
 	if v, ok := f["require_tls"]; ok {
 		if b, ok := d.boolean(v); ok {
@@ -157,15 +180,41 @@ func (d *decoder) mitm(f map[string]node) *MITM {
 			}
 		}
 	}
+	dataOK := true
+	if v, ok := f["data"]; ok {
+		const want = "passthrough or relay"
+		s, ok := d.str(v, want)
+		dataOK = false
+		if ok {
+			for _, p := range dataPaths {
+				if p.String() == s {
+					m.Data, dataOK = p, true
+				}
+			}
+			if !dataOK {
+				d.at(v, "%q is not a data path; use %s", s, want)
+			}
+		}
+	}
+	if dataOK && reuse.Node != nil && m.TLS.RequireClientReuse && m.Data != DataRelay {
+		d.at(reuse, "only used with data: relay (data is %s: the client's data connections reach the server, which decides)", m.Data)
+	}
 	return m
 }
 
 // serverTLS validates a mitm server's tls mapping into t, which holds the
-// defaults.
-func (d *decoder) serverTLS(n node, t *ServerTLS) {
+// defaults. It returns the require_client_reuse node, zero when the key is
+// not given: whether it applies depends on the server's data key.
+func (d *decoder) serverTLS(n node, t *ServerTLS) (reuse node) {
 	f, ok := d.section(n, tlsKeys)
 	if !ok {
-		return
+		return node{}
+	}
+	if v, ok := f["require_client_reuse"]; ok {
+		if b, ok := d.boolean(v); ok {
+			t.RequireClientReuse = b
+			reuse = v
+		}
 	}
 	if v, ok := f["min_version"]; ok {
 		d.minVersion(v, t)
@@ -237,7 +286,7 @@ func (d *decoder) serverTLS(n node, t *ServerTLS) {
 	}
 
 	if !verifyOK {
-		return
+		return reuse
 	}
 	switch {
 	case t.Verify == VerifyCA && !caGiven:
@@ -251,6 +300,7 @@ func (d *decoder) serverTLS(n node, t *ServerTLS) {
 	case t.Verify != VerifyPin && pinsGiven:
 		d.at(pins, "only used with verify: pin (verify is %s)", t.Verify)
 	}
+	return reuse
 }
 
 // minVersion reads tls.min_version: "1.2" or "1.3", quoted or not (unquoted,

@@ -98,6 +98,15 @@ var mitmErrorCases = []struct {
 		e(6, "mitm.rule_priority", "0 is out of range: must be from 1 to 32765"),
 		e(7, "mitm.tproxy_mark", "0x100000000 does not fit in 32 bits"),
 	}},
+	{"relay port out of range", beforeBase("mitm:", "  relay_port: 0"), []policy.Error{
+		e(2, "mitm.relay_port", "0 is out of range: must be from 1 to 65535"),
+	}},
+	{"relay port is listen port", beforeBase("mitm:", "  listen_port: 2121", "  relay_port: 2121"), []policy.Error{
+		e(3, "mitm.relay_port", "2121 is also listen_port: the two listeners need ports of their own"),
+	}},
+	{"listen port on the default relay port", beforeBase("mitm:", "  listen_port: 15022"), []policy.Error{
+		e(2, "mitm.listen_port", "15022 is also relay_port (default 15022): the two listeners need ports of their own"),
+	}},
 	{"reserved route tables and zero", beforeBase("mitm:", "  route_table: 0"), []policy.Error{
 		e(2, "mitm.route_table", "0 is out of range: must be from 1 to 4294967280"),
 	}},
@@ -152,6 +161,21 @@ var mitmErrorCases = []struct {
 	}},
 	{"upstream source not a string", withMITM("    upstream_source: [client]"), []policy.Error{
 		e(5, "servers[0].upstream_source", "expected client or gateway, got a list"),
+	}},
+	{"data path unknown", withMITM("    data: auto"), []policy.Error{
+		e(5, "servers[0].data", `"auto" is not a data path; use passthrough or relay`),
+	}},
+	{"data path not a string", withMITM("    data: true"), []policy.Error{
+		e(5, "servers[0].data", "expected passthrough or relay, got boolean true"),
+	}},
+	{"client reuse without relay", withMITM("    tls:", "      require_client_reuse: true"), []policy.Error{
+		e(6, "servers[0].tls.require_client_reuse", "only used with data: relay (data is passthrough: the client's data connections reach the server, which decides)"),
+	}},
+	{"client reuse not a boolean", withMITM("    data: relay", "    tls: {require_client_reuse: yes}"), []policy.Error{
+		e(6, "servers[0].tls.require_client_reuse", `expected true or false, got string "yes"`),
+	}},
+	{"data in an inspect server", withBase("    data: relay"), []policy.Error{
+		e(5, "servers[0].data", inspectOnly),
 	}},
 
 	// tls.
@@ -316,6 +340,7 @@ func TestParseMITM(t *testing.T) {
 				CADir:        "/var/lib/ftpsalg/ca",
 				LeafLifetime: time.Hour,
 				ListenPort:   1,
+				RelayPort:    15022,
 				RouteTable:   1,
 				RulePriority: 1,
 				TProxyMark:   1,
@@ -358,24 +383,28 @@ func TestParseMITM(t *testing.T) {
 			"      certificate: /etc/ftpsalg/ftp.crt",
 			"      key: /etc/ftpsalg/ftp.key",
 			"      handshake_timeout: 60s",
+			"      require_client_reuse: true",
 			"    require_tls: false",
 			"    allow_anonymous: false",
 			"    upstream_source: gateway",
+			"    data: relay",
 		), func() policy.Config {
 			s := mitmServer()
 			s.MITM = &policy.MITM{
 				TLS: policy.ServerTLS{
-					MinVersion:       tls.VersionTLS13,
-					Verify:           policy.VerifyCA,
-					CAFile:           "/etc/ftpsalg/partner.pem",
-					ServerName:       "Files_1.example.com",
-					Certificate:      "/etc/ftpsalg/ftp.crt",
-					Key:              "/etc/ftpsalg/ftp.key",
-					HandshakeTimeout: 60 * time.Second,
+					MinVersion:         tls.VersionTLS13,
+					Verify:             policy.VerifyCA,
+					CAFile:             "/etc/ftpsalg/partner.pem",
+					ServerName:         "Files_1.example.com",
+					Certificate:        "/etc/ftpsalg/ftp.crt",
+					Key:                "/etc/ftpsalg/ftp.key",
+					HandshakeTimeout:   60 * time.Second,
+					RequireClientReuse: true,
 				},
 				RequireTLS:     false,
 				AllowAnonymous: false,
 				UpstreamSource: policy.UpstreamGateway,
+				Data:           policy.DataRelay,
 			}
 			return defaults(s)
 		}},
@@ -396,6 +425,17 @@ func TestParseMITM(t *testing.T) {
 			return defaults(s)
 		}},
 		{"empty tls mapping", withMITM("    tls: {}"), func() policy.Config { return defaults(mitmServer()) }},
+		{"relay without client reuse", withMITM("    data: relay", "    tls: {require_client_reuse: false}"), func() policy.Config {
+			s := mitmServer()
+			s.MITM.Data = policy.DataRelay
+			return defaults(s)
+		}},
+		{"passthrough said explicitly", withMITM("    data: passthrough"), func() policy.Config { return defaults(mitmServer()) }},
+		{"relay port moved, listen port on the old relay port", beforeMITM("mitm: {listen_port: 15022, relay_port: 15021}"), func() policy.Config {
+			c := defaults(mitmServer())
+			c.MITM.ListenPort, c.MITM.RelayPort = 15022, 15021
+			return c
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -422,6 +462,15 @@ func TestMITMStrings(t *testing.T) {
 	} {
 		if got := v.String(); got != want {
 			t.Errorf("VerifyMode(%d).String() = %q, want %q", uint8(v), got, want)
+		}
+	}
+	for p, want := range map[policy.DataPath]string{
+		policy.DataPassthrough: "passthrough",
+		policy.DataRelay:       "relay",
+		0:                      "DataPath(0)",
+	} {
+		if got := p.String(); got != want {
+			t.Errorf("DataPath(%d).String() = %q, want %q", uint8(p), got, want)
 		}
 	}
 	for u, want := range map[policy.UpstreamSource]string{

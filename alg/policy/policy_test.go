@@ -44,9 +44,9 @@ func e(line int, key, msg string) policy.Error {
 
 const (
 	rootKeys   = "limits, log, metrics, mitm, nftables, pinholes, queue, servers"
-	serverKeys = "active_mode, addresses, allow_anonymous, allow_third_party, clients, control_ports, implicit_tls_ports, mode, name, passive_ports, require_tls, tls, upstream_source"
-	mitmKeys   = "ca_dir, leaf_lifetime, listen_port, route_table, rule_priority, tproxy_mark"
-	tlsKeys    = "ca_file, certificate, handshake_timeout, key, min_version, pin_sha256, server_name, verify"
+	serverKeys = "active_mode, addresses, allow_anonymous, allow_third_party, clients, control_ports, data, implicit_tls_ports, mode, name, passive_ports, require_tls, tls, upstream_source"
+	mitmKeys   = "ca_dir, leaf_lifetime, listen_port, relay_port, route_table, rule_priority, tproxy_mark"
+	tlsKeys    = "ca_file, certificate, handshake_timeout, key, min_version, pin_sha256, require_client_reuse, server_name, verify"
 	everyone   = "expected a mapping with keys: " + rootKeys
 )
 
@@ -416,6 +416,7 @@ func defaults(servers ...policy.Server) policy.Config {
 			CADir:        "/etc/ftpsalg/ca",
 			LeafLifetime: 24 * time.Hour,
 			ListenPort:   15021,
+			RelayPort:    15022,
 			RouteTable:   2121,
 			RulePriority: 2121,
 			TProxyMark:   0x40000000,
@@ -435,6 +436,7 @@ func defaultMITM() *policy.MITM {
 		RequireTLS:     true,
 		AllowAnonymous: true,
 		UpstreamSource: policy.UpstreamClient,
+		Data:           policy.DataPassthrough,
 	}
 }
 
@@ -605,6 +607,7 @@ func TestExamples(t *testing.T) {
 					RequireTLS:     true,
 					AllowAnonymous: false,
 					UpstreamSource: policy.UpstreamClient,
+					Data:           policy.DataRelay,
 				},
 			},
 			policy.Server{
@@ -628,6 +631,7 @@ func TestExamples(t *testing.T) {
 					RequireTLS:     true,
 					AllowAnonymous: true,
 					UpstreamSource: policy.UpstreamGateway,
+					Data:           policy.DataPassthrough,
 				},
 			},
 		)

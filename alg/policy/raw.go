@@ -26,7 +26,7 @@ var (
 	pinholesKeys   = []string{"timeout"}
 	limitsKeys     = []string{"max_flows", "max_flow_bytes", "max_line"}
 	mitmGlobalKeys = []string{
-		"ca_dir", "leaf_lifetime", "listen_port", "route_table", "rule_priority", "tproxy_mark",
+		"ca_dir", "leaf_lifetime", "listen_port", "relay_port", "route_table", "rule_priority", "tproxy_mark",
 	}
 	// serverKeys are valid in every mode. Keys valid in mitm mode only
 	// (TLS settings) go in mitmKeys and are read by decoder.mitm.
@@ -34,10 +34,10 @@ var (
 		"name", "addresses", "control_ports", "implicit_tls_ports", "passive_ports",
 		"mode", "active_mode", "allow_third_party", "clients",
 	}
-	mitmKeys = []string{"tls", "require_tls", "allow_anonymous", "upstream_source"}
+	mitmKeys = []string{"tls", "require_tls", "allow_anonymous", "upstream_source", "data"}
 	tlsKeys  = []string{
 		"min_version", "verify", "ca_file", "pin_sha256", "server_name",
-		"certificate", "key", "handshake_timeout",
+		"certificate", "key", "handshake_timeout", "require_client_reuse",
 	}
 )
 
