@@ -185,8 +185,8 @@ func defaultConfig() Config {
 func defaultMITM() *MITM {
 	return &MITM{
 		TLS: ServerTLS{
-			MinVersion:       defaultMinTLSVersion,
-			Verify:           defaultVerify,
+			MinVersion:         defaultMinTLSVersion,
+			Verify:             defaultVerify,
 			HandshakeTimeout:   defaultHandshakeTimeout,
 			RequireClientReuse: defaultRequireClientReuse,
 		},

@@ -51,6 +51,11 @@ type Client struct {
 	// implicit); with protP data connections are TLS too (RFC 4217).
 	tlsConf *tls.Config
 	protP   bool
+
+	// DataTLS is the TLS state of the last protected data connection
+	// (DidResume says whether it resumed the control connection's
+	// session); zero before the first one.
+	DataTLS tls.ConnectionState
 }
 
 // Reply is a complete server reply.
@@ -125,6 +130,16 @@ func DialTLS(ctx context.Context, d Dialer, lc Listener, addr string, conf *tls.
 	return c, nil
 }
 
+// NeverResume is a session cache that stores nothing: a client whose
+// config holds it never resumes a TLS session on its data connections,
+// like Python's ftplib.
+var NeverResume tls.ClientSessionCache = neverResume{}
+
+type neverResume struct{}
+
+func (neverResume) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
+func (neverResume) Put(string, *tls.ClientSessionState)        {}
+
 func withSessionCache(conf *tls.Config) *tls.Config {
 	conf = conf.Clone()
 	if conf.ClientSessionCache == nil {
@@ -186,6 +201,7 @@ func (c *Client) secure(ctx context.Context, dc net.Conn) (net.Conn, error) {
 		dc.Close()
 		return nil, fmt.Errorf("data connection TLS handshake: %w", err)
 	}
+	c.DataTLS = tc.ConnectionState()
 	return tc, nil
 }
 
