@@ -37,12 +37,41 @@ const (
 	NameTLSHandshakeTime   = "ftpsalg_tls_handshake_duration_seconds"
 	NameDataRefused        = "ftpsalg_mitm_data_refusals_total"
 	NameMITMConnections    = "ftpsalg_mitm_connections_total"
+	NameRelayConnections   = "ftpsalg_relay_connections_total"
+	NameRelayActive        = "ftpsalg_relay_connections_active"
+	NameRelayBytes         = "ftpsalg_relay_bytes_total"
+	NameRelayDuration      = "ftpsalg_relay_duration_seconds"
+	NameRelayHandshakes    = "ftpsalg_relay_tls_handshakes_total"
 )
 
 // Label values used across packages.
 const (
 	ModeInspect = "inspect"
 	ModeMITM    = "mitm"
+
+	// Directions of relayed bytes (RelayBytes).
+	DirClientToServer = "client_to_server"
+	DirServerToClient = "server_to_client"
+)
+
+// Results of relayed data connections (RelayConnections), a bounded set.
+const (
+	// RelayOK: the bytes were relayed until both ends closed.
+	RelayOK = "ok"
+	// RelayAborted: a read or write failed or timed out mid-transfer.
+	RelayAborted = "aborted"
+	// RelayUnexpected: a connection reached the relay listener without a
+	// matching announcement (expired, or the session is gone).
+	RelayUnexpected = "unexpected"
+	// RelayUpstreamUnreachable: the relay could not connect onwards.
+	RelayUpstreamUnreachable = "upstream_unreachable"
+	// RelayClientTLSFailed, RelayUpstreamTLSFailed: a TLS handshake on
+	// the data connection failed.
+	RelayClientTLSFailed   = "client_tls_failed"
+	RelayUpstreamTLSFailed = "upstream_tls_failed"
+	// RelayClientNotResumed: refused because the client did not resume
+	// its control session (tls.require_client_reuse).
+	RelayClientNotResumed = "client_not_resumed"
 )
 
 // Metrics is the set of ftpsalg's own metrics.
@@ -80,6 +109,12 @@ type Metrics struct {
 	TLSHandshakeTime  *prometheus.HistogramVec
 	DataRefused       *prometheus.CounterVec // reason
 	MITMConnections   *prometheus.CounterVec // result
+
+	RelayConnections *prometheus.CounterVec // result
+	RelayActive      prometheus.Gauge
+	RelayBytes       *prometheus.CounterVec // direction
+	RelayDuration    prometheus.Histogram
+	RelayHandshakes  *prometheus.CounterVec // leg (client|upstream), resumed (true|false)
 }
 
 // VerbLabel maps a command verb to a bounded label value: unknown verbs
@@ -163,9 +198,20 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help:    "Duration of TLS handshakes of mitm control connections, by leg.",
 			Buckets: prometheus.ExponentialBuckets(1e-4, 2, 16)}, []string{"leg"}),
 		DataRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameDataRefused,
-			Help: "Data connections the server refused in mitm passthrough mode, by reason (tls_session_reuse)."}, []string{"reason"}),
+			Help: "Data connections the server refused in mitm mode, by reason (tls_session_reuse: passthrough to a server that requires TLS session reuse; upstream_not_resumed: the relay could not resume the server's session)."}, []string{"reason"}),
 		MITMConnections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameMITMConnections,
 			Help: "Control connections diverted to the mitm proxy, by result (accepted, refused, upstream_failed)."}, []string{"result"}),
+		RelayConnections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRelayConnections,
+			Help: "Data connections diverted to the relay, by result (ok, aborted, unexpected, upstream_unreachable, client_tls_failed, upstream_tls_failed, client_not_resumed)."}, []string{"result"}),
+		RelayActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameRelayActive,
+			Help: "Data connections being relayed."}),
+		RelayBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRelayBytes,
+			Help: "Payload bytes relayed on data connections (plaintext, after TLS), by direction."}, []string{"direction"}),
+		RelayDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: NameRelayDuration,
+			Help:    "Lifetime of relayed data connections, from arrival at the relay to close.",
+			Buckets: prometheus.ExponentialBuckets(1e-3, 4, 10)}),
+		RelayHandshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRelayHandshakes,
+			Help: "Completed TLS handshakes of relayed data connections, by leg (client or upstream) and whether they resumed the control connection's session."}, []string{"leg", "resumed"}),
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: NameBuildInfo,
 		Help: "Build information; the value is always 1.", ConstLabels: prometheus.Labels{"version": version}})
@@ -177,6 +223,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		m.FlowsActive, m.FlowEvictions, m.ConntrackEvent, m.ConntrackRest,
 		m.NFTSyncs, m.NFTSyncSeconds, m.NFTLastSuccess,
 		m.TLSHandshakes, m.TLSHandshakeFails, m.TLSHandshakeTime, m.DataRefused, m.MITMConnections,
+		m.RelayConnections, m.RelayActive, m.RelayBytes, m.RelayDuration, m.RelayHandshakes,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -20,6 +20,9 @@ func TestLint(t *testing.T) {
 	m := New(reg, "v0-test")
 	m.Commands.WithLabelValues("PASV").Inc()
 	m.Refusals.WithLabelValues("third_party_address").Inc()
+	m.RelayConnections.WithLabelValues(RelayOK).Inc()
+	m.RelayBytes.WithLabelValues(DirServerToClient).Add(1)
+	m.RelayHandshakes.WithLabelValues("client", "true").Inc()
 	probs, err := testutil.GatherAndLint(reg)
 	if err != nil {
 		t.Fatal(err)

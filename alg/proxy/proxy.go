@@ -47,12 +47,17 @@ type Options struct {
 	Now     func() time.Time
 }
 
-// Proxy serves diverted control connections.
+// Proxy serves diverted control connections and, for servers with data:
+// relay, their diverted data connections.
 type Proxy struct {
 	o      Options
 	pol    atomic.Pointer[policy.Config]
 	wg     sync.WaitGroup
 	active atomic.Int64
+
+	relayMu sync.Mutex
+	relays  map[relayKey]expectation // announced data connections, by exact tuple
+	bufs    sync.Pool                // *[]byte of relayBufSize, for relay copies
 }
 
 // New returns a Proxy.
@@ -69,7 +74,11 @@ func New(o Options) *Proxy {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	p := &Proxy{o: o}
+	p := &Proxy{o: o, relays: map[relayKey]expectation{}}
+	p.bufs.New = func() any {
+		b := make([]byte, relayBufSize)
+		return &b
+	}
 	p.pol.Store(o.Policy)
 	return p
 }
@@ -80,9 +89,21 @@ func (p *Proxy) SetPolicy(pol *policy.Config) { p.pol.Store(pol) }
 // Sessions returns the number of sessions in progress.
 func (p *Proxy) Sessions() int64 { return p.active.Load() }
 
-// Serve accepts diverted connections on ln until ctx is done, then waits
-// for the sessions in progress to end (they end with ctx).
+// Serve accepts diverted control connections on ln until ctx is done, then
+// waits for the sessions in progress to end (they end with ctx).
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	return p.serve(ctx, ln, p.handle)
+}
+
+// ServeRelay accepts diverted data connections on ln (the relay
+// listener) until ctx is done, then waits for everything in progress to
+// end. Each connection is relayed for the control session that announced
+// it; one that no session announced is closed.
+func (p *Proxy) ServeRelay(ctx context.Context, ln net.Listener) error {
+	return p.serve(ctx, ln, p.handleRelay)
+}
+
+func (p *Proxy) serve(ctx context.Context, ln net.Listener, handle func(context.Context, net.Conn)) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	backoff := 5 * time.Millisecond
@@ -111,7 +132,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			p.handle(ctx, c)
+			handle(ctx, c)
 		}()
 	}
 }

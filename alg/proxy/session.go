@@ -41,11 +41,26 @@ type session struct {
 
 	cw sync.Mutex // serialises writes to the client
 
-	mu       sync.Mutex // guards core, audit and pinholes
+	mu       sync.Mutex // guards core, audit, pinholes and the fields below
 	core     *ftp.Session
 	tlsOn    bool
 	audit    audit
 	pinholes []tracked
+
+	// Data relay (data: relay). prot is the protection level in force
+	// (RFC 4217 PROT: "C" or "P"), pendingProt the one last asked for.
+	prot, pendingProt string
+	// srvTLS is the client-facing TLS config of the control connection,
+	// reused for the relay's data connections: same certificate (leaf),
+	// same session ticket keys, so the client can resume its control
+	// session on them. upData is the upstream config for data
+	// connections, resuming the upstream control session from upCache.
+	srvTLS   *tls.Config
+	leaf     *tls.Certificate
+	upData   *tls.Config
+	upCache  *sessionCache
+	relayed  []relayKey // expectations registered, for cleanup
+	dataNote dataNote   // why the server will refuse the current data connection
 
 	authReply chan bool  // s2c → c2s: the final reply to AUTH (true: 234)
 	resume    chan error // c2s → s2c: TLS is up on both legs (or failed)
@@ -70,12 +85,18 @@ type audit struct {
 	used       int
 	refusals   int
 	pending    []pendingTransfer
+	// relayed data connections and their plaintext bytes.
+	relayed                int
+	relayedUp, relayedDown int64
 }
 
 type pendingTransfer struct{ verb, path string }
 
 // transferVerbs are logged with their path and final reply.
 var transferVerbs = []string{"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD", "DELE", "RNFR", "RNTO", "MKD", "RMD"}
+
+// dataVerbs use a data connection.
+var dataVerbs = []string{"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"}
 
 func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 	pol := p.pol.Load()
@@ -98,7 +119,7 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 		return
 	}
 	s := &session{p: p, pol: pol, srv: srv, client: client, orig: orig, m: m,
-		log: log.With("server_name", srv.Name), rawC: c, cconn: c,
+		log: log.With("server_name", srv.Name), rawC: c, cconn: c, prot: "C",
 		authReply: make(chan bool, 1), resume: make(chan error, 1)}
 	s.core = ftp.NewSession(ftp.Config{
 		Client: client, Server: orig,
@@ -287,6 +308,9 @@ func (s *session) clientToServer(ctx context.Context) string {
 				if d.Verb == "USER" {
 					s.audit.user = d.Arg
 				}
+				if d.Verb == "PROT" {
+					s.pendingProt = strings.ToUpper(strings.TrimSpace(d.Arg))
+				}
 				if slices.Contains(transferVerbs, d.Verb) {
 					s.audit.pending = append(s.audit.pending, pendingTransfer{verb: d.Verb, path: d.Arg})
 				}
@@ -367,7 +391,9 @@ func (s *session) serverToClient(ctx context.Context) string {
 				}
 			case ftp.ActionReply:
 				s.m.Replies.WithLabelValues(metrics.ReplyClassLabel(d.Code)).Inc()
-				s.reply(d)
+				if r := s.reply(d); r != "" {
+					line = []byte(r)
+				}
 				if d.Verb == "AUTH" {
 					auth = d.Code
 				}
@@ -394,11 +420,14 @@ func (s *session) serverToClient(ctx context.Context) string {
 	}
 }
 
-// reply records final replies of transfer commands, and recognises a
-// server refusing a data connection that did not resume the control
-// connection's TLS session (vsftpd: "522 SSL connection failed: session
-// reuse required"; proftpd: 425 with a reuse message).
-func (s *session) reply(d ftp.Decision) {
+// reply records final replies of transfer commands and the protection
+// level, and recognises a server refusing a data connection that did not
+// resume the control connection's TLS session (vsftpd: "522 SSL
+// connection failed: session reuse required"; proftpd: 425 with a reuse
+// message). It returns the line to send the client instead of the
+// server's, or "": with data: relay, a refusal the relay knows the cause
+// of (dataNote) is replaced by a reply that names it.
+func (s *session) reply(d ftp.Decision) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.audit.pending) > 0 && s.audit.pending[0].verb == d.Verb && d.Code >= 200 {
@@ -407,21 +436,62 @@ func (s *session) reply(d ftp.Decision) {
 		s.audit.transfers++
 		s.log.Info("transfer", "verb", t.verb, "path", t.path, "code", d.Code, "user", s.audit.user)
 	}
+	switch {
+	case d.Verb == "PROT" && d.Code/100 == 2:
+		s.prot = s.pendingProt
+	case d.Verb == "REIN" && d.Code/100 == 2:
+		s.prot = "C"
+	}
+	var note dataNote
+	if slices.Contains(dataVerbs, d.Verb) && d.Code >= 200 {
+		// The transfer is over: its note, if any, is used up.
+		note, s.dataNote = s.dataNote, dataNote{}
+	}
+	refused := d.Code >= 400 && note.reply != ""
 	low := strings.ToLower(d.Text)
-	if (d.Code == 522 || d.Code == 425 || d.Code == 450) && strings.Contains(low, "reuse") {
+	reuse := (d.Code == 522 || d.Code == 425 || d.Code == 450) && strings.Contains(low, "reuse")
+	relay := s.srv.MITM != nil && s.srv.MITM.Data == policy.DataRelay
+	switch {
+	case refused:
+		if note.reason != metrics.RelayClientNotResumed {
+			s.m.DataRefused.WithLabelValues(note.reason).Inc()
+		}
+		s.log.Warn("data connection refused", "reason", note.reason, "code", d.Code, "text", d.Text,
+			"reply", strings.TrimRight(note.reply, "\r\n"))
+		return note.reply
+	case reuse && relay:
+		s.m.DataRefused.WithLabelValues("tls_session_reuse").Inc()
+		s.log.Warn("server refused a relayed data connection: it requires TLS session reuse",
+			"code", d.Code, "text", d.Text)
+	case reuse:
 		s.m.DataRefused.WithLabelValues("tls_session_reuse").Inc()
 		s.log.Warn("server refused a data connection: it requires TLS session reuse",
 			"code", d.Code, "text", d.Text,
-			"hint", "this server needs the data-connection relay (per-server data: relay, in a coming release), or require_ssl_reuse=NO on the server")
+			"hint", "set data: relay for this server (docs/relay.md), or require_ssl_reuse=NO on the server")
 	}
+	return ""
 }
 
 func (s *session) openPinhole(ctx context.Context, ph ftp.Pinhole) error {
 	h := nft.Pinhole{Src: ph.Src, Dst: ph.Dst, DstPort: ph.DstPort, Timeout: s.pol.Pinholes.Timeout}
+	var k relayKey
+	if s.srv.MITM != nil && s.srv.MITM.Data == policy.DataRelay {
+		// The expectation first: the connection may arrive as soon as
+		// the element is committed.
+		h.Relay = true
+		k = relayKey{src: ph.Src.Unmap(), dst: netip.AddrPortFrom(ph.Dst.Unmap(), ph.DstPort)}
+		s.p.expect(k, expectation{s: s, mode: ph.Mode, deadline: s.p.o.Now().Add(h.Timeout)})
+		s.mu.Lock()
+		s.relayed = append(s.relayed, k)
+		s.mu.Unlock()
+	}
 	start := time.Now()
 	err := s.p.o.Table.AddPinholes(ctx, h)
 	s.m.PinholeCommit.Observe(time.Since(start).Seconds())
 	if err != nil {
+		if h.Relay {
+			s.p.forget(s, k)
+		}
 		s.m.PinholeErrors.Inc()
 		s.log.Error("pinhole commit failed", "err", err, "src", h.Src.String(), "dst", h.Dst.String(), "port", h.DstPort)
 		return err
@@ -432,7 +502,7 @@ func (s *session) openPinhole(ctx context.Context, ph ftp.Pinhole) error {
 	s.audit.opened++
 	s.mu.Unlock()
 	s.log.Info("pinhole opened", "data_mode", ph.Mode.String(), "src", h.Src.String(),
-		"dst", h.Dst.String(), "port", h.DstPort, "timeout", h.Timeout.String())
+		"dst", h.Dst.String(), "port", h.DstPort, "timeout", h.Timeout.String(), "relay", h.Relay)
 	return nil
 }
 
@@ -449,24 +519,28 @@ func (s *session) upgrade(ctx context.Context, upstreamOK bool) error {
 		minVersion = s.srv.MITM.TLS.MinVersion
 	}
 	getCert := func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-		sni := hello.ServerName
 		s.mu.Lock()
-		s.audit.sni = sni
+		leaf := s.leaf
 		s.mu.Unlock()
-		if upstreamOK {
-			upConn, upErr = s.upstreamHandshake(ctx, sni)
+		if leaf != nil {
+			// A relayed data connection that does not resume: the same
+			// certificate as the control connection (clients such as
+			// FileZilla abort when they differ).
+			return leaf, nil
 		}
-		if upstreamOK && upErr == nil {
-			if s.p.o.Static != nil {
-				if c := s.p.o.Static(s.srv.Name); c != nil {
-					return c, nil
-				}
-			}
-			return s.p.o.Leaf(upConn.ConnectionState().PeerCertificates[0], sni)
+		c, err := s.controlCertificate(ctx, hello, upstreamOK, &upConn, &upErr)
+		if err == nil {
+			s.mu.Lock()
+			s.leaf = c
+			s.mu.Unlock()
 		}
-		return s.p.o.Leaf(s.placeholder(sni), sni)
+		return c, err
 	}
-	tc := tls.Server(&bufferedConn{Conn: s.cconn, r: s.cr}, certs.ServerConfig(getCert, minVersion))
+	cfg := certs.ServerConfig(getCert, minVersion)
+	s.mu.Lock()
+	s.srvTLS = cfg
+	s.mu.Unlock()
+	tc := tls.Server(&bufferedConn{Conn: s.cconn, r: s.cr}, cfg)
 	hctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
 	defer cancel()
 	start := time.Now()
@@ -507,6 +581,29 @@ func (s *session) upgrade(ctx context.Context, upstreamOK bool) error {
 	return nil
 }
 
+// controlCertificate is the certificate for the control connection's
+// handshake: it runs the upstream handshake (with the client's SNI) and
+// returns a leaf for the verified upstream certificate (or the static
+// one); without an upstream, a leaf for the name the client asked.
+func (s *session) controlCertificate(ctx context.Context, hello *tls.ClientHelloInfo, upstreamOK bool, upConn **tls.Conn, upErr *error) (*tls.Certificate, error) {
+	sni := hello.ServerName
+	s.mu.Lock()
+	s.audit.sni = sni
+	s.mu.Unlock()
+	if upstreamOK {
+		*upConn, *upErr = s.upstreamHandshake(ctx, sni)
+	}
+	if upstreamOK && *upErr == nil {
+		if s.p.o.Static != nil {
+			if c := s.p.o.Static(s.srv.Name); c != nil {
+				return c, nil
+			}
+		}
+		return s.p.o.Leaf((*upConn).ConnectionState().PeerCertificates[0], sni)
+	}
+	return s.p.o.Leaf(s.placeholder(sni), sni)
+}
+
 // upstreamHandshake verifies the server according to the server's policy,
 // with the client's SNI (or the configured name, or the address).
 func (s *session) upstreamHandshake(ctx context.Context, sni string) (*tls.Conn, error) {
@@ -524,6 +621,16 @@ func (s *session) upstreamHandshake(ctx context.Context, sni string) (*tls.Conn,
 		s.log.Error("upstream TLS configuration invalid", "err", err)
 		return nil, err
 	}
+	// One session cache for this control session: the control
+	// connection stores the server's session, the relay's data
+	// connections resume it (see sessionCache).
+	cache := &sessionCache{}
+	cfg.ClientSessionCache = cache.control()
+	data := cfg.Clone()
+	data.ClientSessionCache = cache.data()
+	s.mu.Lock()
+	s.upCache, s.upData = cache, data
+	s.mu.Unlock()
 	uc := tls.Client(&bufferedConn{Conn: s.uconn, r: s.ur}, cfg)
 	hctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
 	defer cancel()
@@ -616,10 +723,19 @@ func (s *session) finish(reason string) {
 			}
 		}
 	}
+	s.mu.Lock()
+	keys := s.relayed
+	s.relayed = nil
 	a := s.audit
+	s.mu.Unlock()
+	s.p.forget(s, keys...)
 	attrs := []any{"reason", reason, "duration", s.p.o.Now().Sub(a.start).String(), "user", a.user,
 		"sni", a.sni, "transfers", a.transfers, "pinholes_opened", a.opened, "pinholes_used", a.used,
 		"refusals", a.refusals}
+	if a.relayed > 0 {
+		attrs = append(attrs, "data_relayed", a.relayed, "relayed_bytes_to_server", a.relayedUp,
+			"relayed_bytes_to_client", a.relayedDown)
+	}
 	if !a.tlsStarted.IsZero() {
 		attrs = append(attrs, "tls_started", a.tlsStarted,
 			"client_tls_version", tls.VersionName(a.clientTLS.Version), "client_tls_suite", tls.CipherSuiteName(a.clientTLS.CipherSuite),
