@@ -271,6 +271,8 @@ func (r *relayRun) handshakes(ctx context.Context, srvTLS, upData *tls.Config, u
 		s.mu.Unlock()
 		log.Warn("relay refused", "reason", metrics.RelayClientNotResumed,
 			"detail", "the client did not resume the control connection's TLS session on the data connection (tls.require_client_reuse)")
+		r.failUpstream(ctx, upData)
+		closeGracefully(tc, r.clientRaw)
 		return metrics.RelayClientNotResumed
 	}
 	hadSession := upCache.has()
@@ -301,6 +303,37 @@ func (r *relayRun) handshakes(ctx context.Context, srvTLS, upData *tls.Config, u
 	}
 	r.client, r.server = tc, uc
 	return ""
+}
+
+// failUpstream makes the server's side of a refused data connection fail
+// as a transfer, not as a TLS handshake: vsftpd ends the whole session
+// when a data connection's TLS handshake fails ("the RFC is quite clear
+// that we can just close the control channel"), but answers a transfer
+// whose connection is reset with 426 and carries on. So the handshake is
+// completed (resuming, as the server requires) and the connection reset.
+func (r *relayRun) failUpstream(ctx context.Context, upData *tls.Config) {
+	uc := tls.Client(r.serverRaw, upData)
+	hctx, cancel := context.WithTimeout(ctx, r.s.handshakeTimeout())
+	_ = uc.HandshakeContext(hctx)
+	cancel()
+	if tc, ok := r.serverRaw.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0) // close with RST
+	}
+	r.serverRaw.Close()
+}
+
+// closeGracefully ends a refused client data connection as an empty
+// transfer: TLS close_notify and FIN, then it waits briefly for the
+// client's own close. A client that sees a clean end reads the reply on
+// the control connection that says why (ftplib, for one, fails on the
+// TLS shutdown otherwise and never shows it).
+func closeGracefully(tc *tls.Conn, raw net.Conn) {
+	_ = tc.SetDeadline(time.Now().Add(2 * time.Second))
+	_ = tc.CloseWrite()
+	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, tc)
 }
 
 // copy relays until both directions have ended, and returns the result.

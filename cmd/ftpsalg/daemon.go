@@ -78,6 +78,11 @@ func spec(cfg *policy.Config, kind nft.QueueKind) nft.Spec {
 		}
 		if srv.Mode == policy.ModeMITM {
 			s.MITM = append(s.MITM, eps...)
+			if srv.MITM.Data == policy.DataRelay {
+				// The relay objects exist only when a server uses them,
+				// so that the table is otherwise the plain mitm table.
+				s.RelayPort = cfg.MITM.RelayPort
+			}
 		} else {
 			s.Control = append(s.Control, eps...)
 		}
@@ -202,7 +207,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	}()
 
 	var proxies []*proxy.Proxy
-	var listeners []net.Listener
+	var listeners, relayListeners []net.Listener
 	if mitm != nil {
 		// Policy routing first: diverted connections and the server's
 		// replies to spoofed upstream connections reach local sockets.
@@ -226,12 +231,20 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 				return err
 			}
 			listeners = append(listeners, ln)
+			// The relay listener is open with any mitm server, so that a
+			// reload can switch a server to data: relay; the kernel
+			// diverts nothing to it until then.
+			rln, err := proxy.ListenTransparent(ctx, network, cfg.MITM.RelayPort)
+			if err != nil {
+				return err
+			}
+			relayListeners = append(relayListeners, rln)
 		}
 		p := proxy.New(proxy.Options{Policy: cfg, Table: tbl, Leaf: mitm.minter.Leaf,
 			Static:  func(name string) *tls.Certificate { return mitm.static[name] },
 			Metrics: m, Log: log})
 		proxies = append(proxies, p)
-		log.Info("mitm listening", "port", cfg.MITM.ListenPort, "route_table", cfg.MITM.RouteTable,
+		log.Info("mitm listening", "port", cfg.MITM.ListenPort, "relay_port", cfg.MITM.RelayPort, "route_table", cfg.MITM.RouteTable,
 			"tproxy_mark", fmt.Sprintf("%#x", cfg.MITM.TProxyMark))
 	}
 
@@ -255,6 +268,9 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	for _, p := range proxies {
 		for _, ln := range listeners {
 			g.Go(func() error { return p.Serve(gctx, ln) })
+		}
+		for _, ln := range relayListeners {
+			g.Go(func() error { return p.ServeRelay(gctx, ln) })
 		}
 	}
 	g.Go(func() error {

@@ -78,7 +78,8 @@ func newMITMLab(t *testing.T, serverTLS string, untrustedServer bool, vopts lab.
 		t.Fatal(err)
 	}
 	certFile, keyFile := writeLeaf(t, l.Dir(), leaf)
-	vopts.TLS = &lab.VsftpdTLS{CertFile: certFile, KeyFile: keyFile, ImplicitPort: 990}
+	reuse := vopts.TLS != nil && vopts.TLS.RequireSSLReuse
+	vopts.TLS = &lab.VsftpdTLS{CertFile: certFile, KeyFile: keyFile, ImplicitPort: 990, RequireSSLReuse: reuse}
 	if vopts.PasvAddress.IsValid() {
 		vopts.TLS.ImplicitPort = 0
 	}
@@ -241,6 +242,13 @@ func tail(s string) string {
 
 func (ml *mitmLab) goTLSClient(t *testing.T, ctx context.Context, fam netip.Addr, implicit bool) *ftpc.Client {
 	t.Helper()
+	return ml.goTLSClientWith(t, ctx, fam, implicit, nil)
+}
+
+// goTLSClientWith is goTLSClient with edit applied to the client's TLS
+// config (e.g. a session cache that never resumes).
+func (ml *mitmLab) goTLSClientWith(t *testing.T, ctx context.Context, fam netip.Addr, implicit bool, edit func(*tls.Config)) *ftpc.Client {
+	t.Helper()
 	pool := x509.NewCertPool()
 	pem, err := os.ReadFile(ml.caFile)
 	if err != nil {
@@ -248,6 +256,9 @@ func (ml *mitmLab) goTLSClient(t *testing.T, ctx context.Context, fam netip.Addr
 	}
 	pool.AppendCertsFromPEM(pem)
 	conf := &tls.Config{RootCAs: pool, ServerName: "files.lab", MinVersion: tls.VersionTLS12}
+	if edit != nil {
+		edit(conf)
+	}
 	nd := harness.NSDialer{L: ml.l, NS: lab.Client}
 	var c *ftpc.Client
 	if implicit {

@@ -143,6 +143,11 @@ func (l *Lab) Start(ns string, name string, args ...string) *Process {
 }
 
 func (l *Lab) start(ns string, name string, args ...string) (*Process, error) {
+	return l.startEnv(ns, nil, name, args...)
+}
+
+// startEnv is start with extra environment variables ("KEY=value").
+func (l *Lab) startEnv(ns string, env []string, name string, args ...string) (*Process, error) {
 	logDir := filepath.Join(l.dir, "logs")
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return nil, fmt.Errorf("failed to create %s: %w", logDir, err)
@@ -154,6 +159,7 @@ func (l *Lab) start(ns string, name string, args ...string) (*Process, error) {
 	}
 	defer f.Close() // the child has its own copy
 	cmd := l.Exec(ns, name, args...)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	p := &Process{Name: name, NS: ns, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	l.mu.Lock()

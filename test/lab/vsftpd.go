@@ -50,7 +50,21 @@ type VsftpdOptions struct {
 	// Extra lines ("key=value") are appended to the generated config and
 	// override earlier keys.
 	Extra []string
+	// OpenSSL, when set, is an OpenSSL configuration for both instances'
+	// system_default section (OPENSSL_CONF), e.g. OpenSSLNoTickets or
+	// OpenSSLMaxTLS12: what vsftpd's own options cannot say.
+	OpenSSL string
 }
+
+// OpenSSL system_default settings for VsftpdOptions.OpenSSL (OpenSSL 3,
+// SSL_CONF_cmd(3)).
+const (
+	// OpenSSLNoTickets sets SSL_OP_NO_TICKET: TLS 1.2 then resumes with
+	// session IDs only, TLS 1.3 with stateful tickets.
+	OpenSSLNoTickets = "Options = -SessionTicket"
+	// OpenSSLMaxTLS12 caps the server at TLS 1.2.
+	OpenSSLMaxTLS12 = "MaxProtocol = TLSv1.2"
+)
 
 // VsftpdTLS holds vsftpd's TLS settings (Debian 12: OpenSSL 3).
 type VsftpdTLS struct {
@@ -165,7 +179,17 @@ func (l *Lab) startVsftpd(opts VsftpdOptions) (*Vsftpd, error) {
 	if err := os.WriteFile(v.ConfigPath, []byte(vsftpdConfig(opts, v, empty, opts.Port, false)), 0o600); err != nil {
 		return nil, fmt.Errorf("failed to write vsftpd config: %w", err)
 	}
-	v.Process, err = l.start(Server, bin, v.ConfigPath)
+	var env []string
+	if opts.OpenSSL != "" {
+		p := filepath.Join(l.dir, fmt.Sprintf("openssl-%d.cnf", n))
+		conf := "openssl_conf = openssl_init\n[openssl_init]\nssl_conf = ssl_sect\n[ssl_sect]\n" +
+			"system_default = system_default_sect\n[system_default_sect]\n" + opts.OpenSSL + "\n"
+		if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
+			return nil, fmt.Errorf("failed to write OpenSSL config: %w", err)
+		}
+		env = []string{"OPENSSL_CONF=" + p}
+	}
+	v.Process, err = l.startEnv(Server, env, bin, v.ConfigPath)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +202,7 @@ func (l *Lab) startVsftpd(opts VsftpdOptions) (*Vsftpd, error) {
 		if err := os.WriteFile(conf, []byte(vsftpdConfig(opts, v, empty, opts.TLS.ImplicitPort, true)), 0o600); err != nil {
 			return nil, fmt.Errorf("failed to write vsftpd config: %w", err)
 		}
-		v.Implicit, err = l.start(Server, bin, conf)
+		v.Implicit, err = l.startEnv(Server, env, bin, conf)
 		if err != nil {
 			return nil, err
 		}
