@@ -228,6 +228,9 @@ func (r *relayRun) run(ctx context.Context, in net.Conn, mode ftp.DataMode, src,
 		return metrics.RelayUpstreamUnreachable
 	}
 	r.upstreamOK = true
+	// Shutdown ends the relay as it ends control sessions.
+	stop := context.AfterFunc(ctx, r.abort)
+	defer stop()
 	r.client, r.server = r.clientRaw, r.serverRaw
 	if r.protP {
 		if res := r.handshakes(ctx, srvTLS, upData, upCache, log); res != "" {
