@@ -136,16 +136,15 @@ func (s *session) note(n dataNote) {
 
 // relayRun is one relayed data connection.
 type relayRun struct {
-	s          *session
-	clientRaw  net.Conn // TCP to the client
-	serverRaw  net.Conn // TCP to the server
-	client     net.Conn // clientRaw, or TLS over it
-	server     net.Conn // serverRaw, or TLS over it
-	up, down   int64    // plaintext bytes client to server, server to client
-	clientTLS  tls.ConnectionState
-	serverTLS  tls.ConnectionState
-	protP      bool
-	upstreamOK bool // the onward connection was made
+	s         *session
+	clientRaw net.Conn // TCP to the client
+	serverRaw net.Conn // TCP to the server
+	client    net.Conn // clientRaw, or TLS over it
+	server    net.Conn // serverRaw, or TLS over it
+	up, down  int64    // plaintext bytes client to server, server to client
+	clientTLS tls.ConnectionState
+	serverTLS tls.ConnectionState
+	protP     bool
 }
 
 // relayData relays one diverted data connection of this session: in is
@@ -227,7 +226,6 @@ func (r *relayRun) run(ctx context.Context, in net.Conn, mode ftp.DataMode, src,
 		log.Warn("relay could not connect onwards", "err", err)
 		return metrics.RelayUpstreamUnreachable
 	}
-	r.upstreamOK = true
 	// Shutdown ends the relay as it ends control sessions.
 	stop := context.AfterFunc(ctx, r.abort)
 	defer stop()

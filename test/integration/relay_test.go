@@ -25,7 +25,15 @@ const relayPolicy = "    data: relay\n"
 func newRelayLab(t *testing.T, serverKeys string, vopts lab.VsftpdOptions) *mitmLab {
 	t.Helper()
 	vopts.TLS = &lab.VsftpdTLS{RequireSSLReuse: true}
-	return newMITMLab(t, serverKeys, false, vopts)
+	ml := newMITMLab(t, serverKeys, false, vopts)
+	t.Cleanup(func() {
+		// Before the lab's cleanup kills the daemon (cleanups run last
+		// registered first).
+		if log := ml.d.Proc.Log(); strings.Contains(log, "DATA RACE") {
+			t.Errorf("race detected in ftpsalg:\n%s", log)
+		}
+	})
+	return ml
 }
 
 // TestRelayTransfers: FTPS through the data relay against vsftpd with
