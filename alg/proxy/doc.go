@@ -5,5 +5,9 @@
 // from the operator's CA for the names of the verified upstream
 // certificate, and feeds the clear-text control stream to the FTP core.
 // Pinholes are committed before the reply or command announcing them is
-// forwarded. See README.md.
+// forwarded. For servers with data: relay the announced data connections
+// are diverted to a second transparent listener instead (ServeRelay),
+// terminated with the control connection's certificate and session, and
+// relayed to the other end over a connection that resumes the proxy's own
+// upstream session. See README.md.
 package proxy
