@@ -118,7 +118,13 @@ func (ml *mitmLab) lftpTLS() []string {
 func TestMITMTransfers(t *testing.T) {
 	lab.RequirePrivileged(t)
 	t.Parallel()
-	ml := newMITMLab(t, "", false, lab.VsftpdOptions{})
+	// No TLS 1.3 tickets from vsftpd: curl uploads through passthrough
+	// data connections never read the tickets vsftpd sends after the
+	// data connection's handshake, closes with them unread, and the
+	// kernel answers with a reset that makes vsftpd fail the upload (426)
+	// about half the time. That is curl and vsftpd without ftpsalg, not
+	// what this test is about; the relay does not have the problem.
+	ml := newMITMLab(t, "", false, lab.VsftpdOptions{OpenSSL: lab.OpenSSLNoTLS13Tickets})
 	l, v := ml.l, ml.v
 	if _, err := v.CreateFile("down.bin", 1<<20); err != nil {
 		t.Fatal(err)

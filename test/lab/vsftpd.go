@@ -64,6 +64,12 @@ const (
 	OpenSSLNoTickets = "Options = -SessionTicket"
 	// OpenSSLMaxTLS12 caps the server at TLS 1.2.
 	OpenSSLMaxTLS12 = "MaxProtocol = TLSv1.2"
+	// OpenSSLNoTLS13Tickets stops the TLS 1.3 tickets sent after each
+	// full handshake (SSL_CTX_set_num_tickets 0). A client that never
+	// reads them (curl uploading on a data connection) closes with unread
+	// data and resets the connection, which vsftpd may see before the
+	// last bytes (426).
+	OpenSSLNoTLS13Tickets = "NumTickets = 0"
 )
 
 // VsftpdTLS holds vsftpd's TLS settings (Debian 12: OpenSSL 3).
