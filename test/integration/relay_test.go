@@ -186,10 +186,9 @@ func TestRelayTransfers(t *testing.T) {
 	})
 	n++
 
-	m := ml.d.Metrics()
-	if got := m[`ftpsalg_relay_connections_total{result="ok"}`]; got < float64(n) {
-		t.Errorf("relayed connections ok %v, want at least %d", got, n)
-	}
+	// A relay is counted when both its ends have closed, which may be
+	// just after the client is done.
+	m := waitAtLeast(t, ml, `ftpsalg_relay_connections_total{result="ok"}`, float64(n))
 	for k, v := range m {
 		if strings.HasPrefix(k, "ftpsalg_relay_connections_total") && !strings.Contains(k, `"ok"`) && v != 0 {
 			t.Errorf("%s = %v", k, v)
@@ -448,11 +447,8 @@ func TestRelaySingleUse(t *testing.T) {
 			c.Quit()
 		})
 	}
-	m := ml.d.Metrics()
-	if got := m[`ftpsalg_relay_connections_total{result="ok"}`]; got != 2 {
-		t.Errorf("relayed connections %v, want 2", got)
-	}
-	if got := m[`ftpsalg_relay_connections_total{result="unexpected"}`]; got != 0 {
+	ml.d.WaitMetric(`ftpsalg_relay_connections_total{result="ok"}`, 2)
+	if got := ml.d.Metrics()[`ftpsalg_relay_connections_total{result="unexpected"}`]; got != 0 {
 		t.Errorf("unexpected relay connections %v, want 0 (the kernel diverts only the announced one)", got)
 	}
 }
@@ -487,5 +483,22 @@ func TestPassthroughReuseRefused(t *testing.T) {
 	}
 	if m := ml.d.Metrics(); m[`ftpsalg_relay_connections_total{result="ok"}`] != 0 {
 		t.Error("passthrough relayed a connection")
+	}
+}
+
+// waitAtLeast polls the daemon's metrics until key reaches min (15 s at
+// most) and returns the last scrape.
+func waitAtLeast(t *testing.T, ml *mitmLab, key string, min float64) map[string]float64 {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		m := ml.d.Metrics()
+		if m[key] >= min {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metric %s = %v, want at least %v", key, m[key], min)
+		}
+		time.Sleep(100 * time.Millisecond) // poll interval
 	}
 }
