@@ -389,7 +389,9 @@ func TestRelayRefusals(t *testing.T) {
 		if n, err := c.Read(make([]byte, 1)); err == nil {
 			t.Fatalf("read %d bytes from an unannounced relay connection", n)
 		}
-		waitFor(t, func() bool { return testutil.ToFloat64(rg.m.RelayConnections.WithLabelValues(metrics.RelayUnexpected)) == 1 })
+		waitFor(t, func() bool {
+			return testutil.ToFloat64(rg.m.RelayConnections.WithLabelValues(metrics.RelayUnexpected)) == 1
+		})
 	})
 }
 
