@@ -145,6 +145,10 @@ type relayRun struct {
 	clientTLS tls.ConnectionState
 	serverTLS tls.ConnectionState
 	protP     bool
+	// err and detail say why the relay failed or was refused; they go
+	// into the relay's one log line.
+	err    error
+	detail string
 }
 
 // relayData relays one diverted data connection of this session: in is
@@ -187,9 +191,18 @@ func (s *session) relayData(ctx context.Context, in net.Conn, mode ftp.DataMode,
 		attrs = append(attrs, "upstream_resumed", r.serverTLS.DidResume,
 			"upstream_tls_version", tls.VersionName(r.serverTLS.Version))
 	}
-	if result == metrics.RelayOK {
+	if r.detail != "" {
+		attrs = append(attrs, "detail", r.detail)
+	}
+	if r.err != nil {
+		attrs = append(attrs, "err", r.err)
+	}
+	switch result {
+	case metrics.RelayOK:
 		log.Info("data relayed", attrs...)
-	} else {
+	case metrics.RelayClientNotResumed:
+		log.Warn("relay refused", attrs...)
+	default:
 		log.Warn("data relay failed", attrs...)
 	}
 }
@@ -223,7 +236,7 @@ func (r *relayRun) run(ctx context.Context, in net.Conn, mode ftp.DataMode, src,
 	}
 	cancel()
 	if err != nil {
-		log.Warn("relay could not connect onwards", "err", err)
+		r.err = err
 		return metrics.RelayUpstreamUnreachable
 	}
 	// Shutdown ends the relay as it ends control sessions.
@@ -247,7 +260,7 @@ func (r *relayRun) handshakes(ctx context.Context, srvTLS, upData *tls.Config, u
 	if srvTLS == nil || upData == nil {
 		// PROT P without TLS on the control connection: the server
 		// refuses it itself; nothing to terminate.
-		log.Warn("relay: PROT P on a session without TLS")
+		r.detail = "PROT P on a session without TLS"
 		return metrics.RelayClientTLSFailed
 	}
 	tc := tls.Server(r.clientRaw, srvTLS)
@@ -257,7 +270,7 @@ func (r *relayRun) handshakes(ctx context.Context, srvTLS, upData *tls.Config, u
 	cancel()
 	if err != nil {
 		m.TLSHandshakeFails.WithLabelValues("relay_client", reason).Inc()
-		log.Warn("relay: client TLS handshake failed", "reason", reason, "err", err)
+		r.err, r.detail = err, "client TLS handshake failed: "+reason
 		return metrics.RelayClientTLSFailed
 	}
 	r.clientTLS = tc.ConnectionState()
@@ -270,8 +283,7 @@ func (r *relayRun) handshakes(ctx context.Context, srvTLS, upData *tls.Config, u
 		s.mu.Lock()
 		s.audit.refusals++
 		s.mu.Unlock()
-		log.Warn("relay refused", "reason", metrics.RelayClientNotResumed,
-			"detail", "the client did not resume the control connection's TLS session on the data connection (tls.require_client_reuse)")
+		r.detail = "the client did not resume the control connection's TLS session on the data connection (tls.require_client_reuse)"
 		r.failUpstream(ctx, upData)
 		closeGracefully(tc, r.clientRaw)
 		return metrics.RelayClientNotResumed
@@ -287,7 +299,7 @@ func (r *relayRun) handshakes(ctx context.Context, srvTLS, upData *tls.Config, u
 	cancel()
 	if err != nil {
 		m.TLSHandshakeFails.WithLabelValues("relay_upstream", reason).Inc()
-		log.Warn("relay: upstream TLS handshake failed", "reason", reason, "err", err)
+		r.err, r.detail = err, "upstream TLS handshake failed: "+reason
 		return metrics.RelayUpstreamTLSFailed
 	}
 	r.serverTLS = uc.ConnectionState()
@@ -361,6 +373,7 @@ func (r *relayRun) copy() string {
 		downErr == nil && r.up == 0 && r.down > 0: // download done, the client's close was not clean
 		return metrics.RelayOK
 	}
+	r.err = errors.Join(upErr, downErr)
 	return metrics.RelayAborted
 }
 

@@ -356,7 +356,7 @@ func TestRelayClientReuse(t *testing.T) {
 					t.Errorf("refusals{data_not_resumed} = %v, want 3", got)
 				}
 				log := ml.d.Proc.Log()
-				for _, want := range []string{`"msg":"relay refused"`, `"reason":"client_not_resumed"`, `"msg":"data connection refused"`} {
+				for _, want := range []string{`"msg":"relay refused"`, `"result":"client_not_resumed"`, `"msg":"data connection refused"`} {
 					if !strings.Contains(log, want) {
 						t.Errorf("daemon log lacks %s", want)
 					}
