@@ -171,9 +171,39 @@ func (s *session) run(ctx context.Context) string {
 	go func() { errs <- s.clientToServer(ctx) }()
 	go func() { errs <- s.serverToClient(ctx) }()
 	reason := <-errs
+	pending := 1
+	if reason == "client_closed" {
+		// Half-close: the server may still have replies in flight that
+		// explain the end (a refused data connection, say). Let them be
+		// read, briefly, before tearing down.
+		s.closeUpstreamWrite()
+		t := time.NewTimer(2 * time.Second)
+		select {
+		case <-errs:
+			pending = 0
+		case <-t.C:
+		}
+		t.Stop()
+	}
 	s.closeAll()
-	<-errs
+	if pending > 0 {
+		<-errs
+	}
 	return reason
+}
+
+// closeUpstreamWrite sends the server end-of-stream (TLS close_notify
+// first when the leg is TLS) while leaving its replies readable.
+func (s *session) closeUpstreamWrite() {
+	type closeWriter interface{ CloseWrite() error }
+	if cw, ok := s.uconn.(closeWriter); ok {
+		_ = cw.CloseWrite()
+	}
+	if s.uconn != s.rawU {
+		if cw, ok := s.rawU.(closeWriter); ok {
+			_ = cw.CloseWrite()
+		}
+	}
 }
 
 func (s *session) closeAll() {
@@ -418,6 +448,12 @@ func (s *session) reply(d ftp.Decision) {
 
 func (s *session) openPinhole(ctx context.Context, ph ftp.Pinhole) error {
 	h := nft.Pinhole{Src: ph.Src, Dst: ph.Dst, DstPort: ph.DstPort, Timeout: s.pol.Pinholes.Timeout}
+	if ph.Mode == ftp.Passive && s.srv.MITM != nil && s.srv.MITM.UpstreamSource == policy.UpstreamGateway {
+		// The server knows this session by the gateway's address: the
+		// client's data connection must come from there too (servers
+		// such as vsftpd refuse data from another address).
+		h.SNAT = addrPort(s.rawU.LocalAddr()).Addr()
+	}
 	start := time.Now()
 	err := s.p.o.Table.AddPinholes(ctx, h)
 	s.m.PinholeCommit.Observe(time.Since(start).Seconds())
@@ -431,8 +467,12 @@ func (s *session) openPinhole(ctx context.Context, ph ftp.Pinhole) error {
 	s.pinholes = append(s.pinholes, tracked{hole: h, mode: ph.Mode, deadline: s.p.o.Now().Add(h.Timeout)})
 	s.audit.opened++
 	s.mu.Unlock()
-	s.log.Info("pinhole opened", "data_mode", ph.Mode.String(), "src", h.Src.String(),
-		"dst", h.Dst.String(), "port", h.DstPort, "timeout", h.Timeout.String())
+	attrs := []any{"data_mode", ph.Mode.String(), "src", h.Src.String(),
+		"dst", h.Dst.String(), "port", h.DstPort, "timeout", h.Timeout.String()}
+	if h.SNAT.IsValid() {
+		attrs = append(attrs, "snat", h.SNAT.String())
+	}
+	s.log.Info("pinhole opened", attrs...)
 	return nil
 }
 

@@ -55,8 +55,17 @@ func writeLeaf(t *testing.T, dir string, c *tls.Certificate) (certFile, keyFile 
 	return certFile, keyFile
 }
 
-func newMITMLab(t *testing.T, serverTLS string, untrustedServer bool, vopts lab.VsftpdOptions) *mitmLab {
+// mitmOpts vary newMITMLab.
+type mitmOpts struct {
+	server    string // extra YAML lines appended to the server (after its tls block)
+	untrusted bool   // the server's certificate comes from a CA ftpsalg does not trust
+	wrongName bool   // the server's certificate names another host
+	vsftpd    lab.VsftpdOptions
+}
+
+func newMITMLab(t *testing.T, o mitmOpts) *mitmLab {
 	t.Helper()
+	serverTLS, untrustedServer, vopts := o.server, o.untrusted, o.vsftpd
 	l := lab.New(t, lab.Options{})
 	l.InstallGatewayFirewall(ctMark)
 	caDir := filepath.Join(l.Dir(), "ca")
@@ -73,6 +82,9 @@ func newMITMLab(t *testing.T, serverTLS string, untrustedServer bool, vopts lab.
 	}
 	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: "files.lab"}, DNSNames: []string{"files.lab"},
 		IPAddresses: []net.IP{lab.ServerAddr4.AsSlice(), lab.ServerAddr6.AsSlice()}, NotAfter: time.Now().Add(48 * time.Hour)}
+	if o.wrongName {
+		tmpl.Subject.CommonName, tmpl.DNSNames, tmpl.IPAddresses = "elsewhere.lab", []string{"elsewhere.lab"}, []net.IP{lab.OtherAddr4.AsSlice()}
+	}
 	leaf, err := certs.NewMinter(issuer, 24*time.Hour, nil).Leaf(tmpl, "")
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +129,7 @@ func (ml *mitmLab) lftpTLS() []string {
 func TestMITMTransfers(t *testing.T) {
 	lab.RequirePrivileged(t)
 	t.Parallel()
-	ml := newMITMLab(t, "", false, lab.VsftpdOptions{})
+	ml := newMITMLab(t, mitmOpts{})
 	l, v := ml.l, ml.v
 	if _, err := v.CreateFile("down.bin", 1<<20); err != nil {
 		t.Fatal(err)
@@ -279,7 +291,7 @@ func TestMITMRefusals(t *testing.T) {
 	lab.RequirePrivileged(t)
 	t.Parallel()
 	t.Run("untrusted upstream", func(t *testing.T) {
-		ml := newMITMLab(t, "", true, lab.VsftpdOptions{})
+		ml := newMITMLab(t, mitmOpts{untrusted: true})
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		pool := x509.NewCertPool()
@@ -304,7 +316,7 @@ func TestMITMRefusals(t *testing.T) {
 		}
 	})
 	t.Run("policy, garbage, stalls, bounce", func(t *testing.T) {
-		ml := newMITMLab(t, "      handshake_timeout: 2s\n    require_tls: true\n    allow_anonymous: false\n", false, lab.VsftpdOptions{})
+		ml := newMITMLab(t, mitmOpts{server: "      handshake_timeout: 2s\n    require_tls: true\n    allow_anonymous: false\n"})
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		nd := harness.NSDialer{L: ml.l, NS: lab.Client}
@@ -385,7 +397,7 @@ func TestMITMRefusals(t *testing.T) {
 	t.Run("hostile server inside TLS", func(t *testing.T) {
 		// vsftpd announces a third party in 227 (pasv_address), and in a
 		// second server, ports outside the policy's range.
-		ml := newMITMLab(t, "", false, lab.VsftpdOptions{PasvAddress: netip.MustParseAddr("203.0.113.2")})
+		ml := newMITMLab(t, mitmOpts{vsftpd: lab.VsftpdOptions{PasvAddress: netip.MustParseAddr("203.0.113.2")}})
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		c := ml.goTLSClient(t, ctx, lab.ServerAddr4, false)
@@ -399,7 +411,7 @@ func TestMITMRefusals(t *testing.T) {
 		}
 	})
 	t.Run("port outside range inside TLS", func(t *testing.T) {
-		ml := newMITMLab(t, "", false, lab.VsftpdOptions{PasvMinPort: 60000, PasvMaxPort: 60010})
+		ml := newMITMLab(t, mitmOpts{vsftpd: lab.VsftpdOptions{PasvMinPort: 60000, PasvMaxPort: 60010}})
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		c := ml.goTLSClient(t, ctx, lab.ServerAddr4, false)
@@ -410,7 +422,7 @@ func TestMITMRefusals(t *testing.T) {
 		ml.d.WaitMetric(`ftpsalg_policy_refusals_total{reason="port_outside_range"}`, 1)
 	})
 	t.Run("daemon killed: fail closed", func(t *testing.T) {
-		ml := newMITMLab(t, "", false, lab.VsftpdOptions{})
+		ml := newMITMLab(t, mitmOpts{})
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		c := ml.goTLSClient(t, ctx, lab.ServerAddr4, false)
@@ -433,4 +445,80 @@ func TestMITMRefusals(t *testing.T) {
 		c = ml.goTLSClient(t, ctx, lab.ServerAddr4, false)
 		c.Quit()
 	})
+}
+
+// TestMITMGatewaySource: with upstream_source: gateway the server sees the
+// gateway's address on the control connection, and passive data
+// connections are source-NATed to it, so vsftpd (which checks that data
+// comes from the control connection's address) accepts them.
+func TestMITMGatewaySource(t *testing.T) {
+	lab.RequirePrivileged(t)
+	t.Parallel()
+	ml := newMITMLab(t, mitmOpts{server: "    upstream_source: gateway\n"})
+	if _, err := ml.v.CreateFile("f.bin", 256<<10); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := ml.v.SHA256("f.bin")
+	for _, fam := range []netip.Addr{lab.ServerAddr4, lab.ServerAddr6} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		tr, err := ml.l.DownloadCurl(ctx, ml.v.URL(fam, "f.bin"), lab.EPSV, ml.curlTLS()...)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v", fam, err)
+		}
+		if tr.SHA256 != want {
+			t.Fatal("sha256 mismatch")
+		}
+	}
+	log := ml.v.ProtocolLog()
+	if !strings.Contains(log, lab.GatewayServerAddr4.String()) || strings.Contains(log, `Client "192.0.2.2"`) || strings.Contains(log, `"::ffff:192.0.2.2"`) {
+		t.Fatalf("vsftpd should see only the gateway's address:\n%s", tail(log))
+	}
+	if !strings.Contains(ml.d.Proc.Log(), `"snat":"`+lab.GatewayServerAddr4.String()+`"`) {
+		t.Fatal("no source-NATed pinhole in the log")
+	}
+}
+
+// TestMITMPassthroughReuseRefusal: against vsftpd's default
+// require_ssl_reuse=YES, a passthrough data connection cannot resume the
+// server's session; ftpsalg sees the refusal, counts it and logs the hint.
+func TestMITMPassthroughReuseRefusal(t *testing.T) {
+	lab.RequirePrivileged(t)
+	t.Parallel()
+	ml := newMITMLab(t, mitmOpts{vsftpd: lab.VsftpdOptions{Extra: []string{"require_ssl_reuse=YES"}}})
+	if _, err := ml.v.CreateFile("f.bin", 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := ml.l.DownloadCurl(ctx, ml.v.URL(lab.ServerAddr4, "f.bin"), lab.EPSV, ml.curlTLS()...); err == nil {
+		t.Fatal("download succeeded although the server requires session reuse")
+	}
+	ml.d.WaitMetric(`ftpsalg_mitm_data_refusals_total{reason="tls_session_reuse"}`, 1)
+	if !strings.Contains(ml.d.Proc.Log(), "requires TLS session reuse") || !strings.Contains(ml.d.Proc.Log(), `"hint"`) {
+		t.Fatal("no log line with the hint")
+	}
+}
+
+// TestMITMUpstreamWrongName: a server certificate from a trusted CA but for
+// other names than the server's address is refused like an untrusted one:
+// the client gets a 4xx and nothing is opened.
+func TestMITMUpstreamWrongName(t *testing.T) {
+	lab.RequirePrivileged(t)
+	t.Parallel()
+	ml := newMITMLab(t, mitmOpts{wrongName: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tr, err := ml.l.DownloadCurl(ctx, ml.v.URL(lab.ServerAddr4, "x"), lab.EPSV, ml.curlTLS()...)
+	if err == nil {
+		t.Fatal("transfer succeeded with an upstream certificate for another name")
+	}
+	_ = tr
+	ml.d.WaitMetric(`ftpsalg_tls_handshake_failures_total{leg="upstream",reason="untrusted"}`, 1)
+	if !strings.Contains(ml.d.Proc.Log(), "is not trusted") {
+		t.Fatal("no log line naming the verification failure")
+	}
+	if ml.d.Metrics()[`ftpsalg_pinholes_opened_total{data_mode="passive"}`] != 0 {
+		t.Fatal("pinhole opened")
+	}
 }
