@@ -47,8 +47,15 @@ type session struct {
 	audit    audit
 	pinholes []tracked
 
-	authReply chan bool  // s2c → c2s: the final reply to AUTH (true: 234)
-	resume    chan error // c2s → s2c: TLS is up on both legs (or failed)
+	transition chan finalReply // s2c → c2s: the final reply to AUTH or CCC
+	resume     chan error      // c2s → s2c: the legs switched (or failed)
+}
+
+// finalReply is the server's final reply to a command that switches the
+// legs between clear text and TLS.
+type finalReply struct {
+	verb string
+	code int
 }
 
 type tracked struct {
@@ -99,7 +106,7 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 	}
 	s := &session{p: p, pol: pol, srv: srv, client: client, orig: orig, m: m,
 		log: log.With("server_name", srv.Name), rawC: c, cconn: c,
-		authReply: make(chan bool, 1), resume: make(chan error, 1)}
+		transition: make(chan finalReply, 1), resume: make(chan error, 1)}
 	s.core = ftp.NewSession(ftp.Config{
 		Client: client, Server: orig,
 		PassiveMin: srv.PassiveMin, PassiveMax: srv.PassiveMax,
@@ -115,6 +122,7 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 		m.SessionsActive.WithLabelValues(metrics.ModeMITM).Dec()
 	}()
 	reason := s.run(ctx)
+	s.closeAll() // whatever path run took, both legs end with the session
 	s.finish(reason)
 }
 
@@ -268,10 +276,6 @@ func (s *session) precheck(cmd ftp.Command) (reply, reason string) {
 		if s.tlsOn {
 			return "503 ftpsalg: TLS is already active.\r\n", "bad_state"
 		}
-	case "CCC":
-		// Clearing the control channel after TLS is not carried through
-		// the proxy yet: refuse it cleanly rather than break the session.
-		return "534 ftpsalg: CCC is not supported through this gateway.\r\n", "ccc_unsupported"
 	}
 	return "", ""
 }
@@ -339,17 +343,24 @@ func (s *session) clientToServer(ctx context.Context) string {
 		if err := s.writeUp(line); err != nil {
 			return "server_closed"
 		}
-		if perr == nil && cmd.Verb == "AUTH" {
+		if perr == nil && (cmd.Verb == "AUTH" || cmd.Verb == "CCC") {
 			// Read nothing more from the client until the server has
-			// answered: after a 234 the client's next bytes are TLS.
+			// answered: after a 234 the client's next bytes are TLS,
+			// after CCC's 200 they are a close_notify, then clear text.
 			select {
-			case upgrade := <-s.authReply:
-				if upgrade {
-					err := s.upgrade(ctx, true)
-					s.resume <- err
-					if err != nil {
-						return "tls_failed"
-					}
+			case r := <-s.transition:
+				var err error
+				switch {
+				case r.verb == "AUTH" && r.code == 234:
+					err = s.upgrade(ctx, true)
+				case r.verb == "CCC" && r.code == 200:
+					err = s.downgrade()
+				default:
+					continue
+				}
+				s.resume <- err
+				if err != nil {
+					return "tls_failed"
 				}
 			case <-ctx.Done():
 				return "shutdown"
@@ -376,7 +387,7 @@ func (s *session) serverToClient(ctx context.Context) string {
 		ds := s.core.Feed(ftp.FromServer, line)
 		s.mu.Unlock()
 		forward := true
-		auth := -1
+		var final *finalReply
 		for _, d := range ds {
 			switch d.Action {
 			case ftp.ActionOpenPinhole:
@@ -398,8 +409,8 @@ func (s *session) serverToClient(ctx context.Context) string {
 			case ftp.ActionReply:
 				s.m.Replies.WithLabelValues(metrics.ReplyClassLabel(d.Code)).Inc()
 				s.reply(d)
-				if d.Verb == "AUTH" {
-					auth = d.Code
+				if d.Verb == "AUTH" || d.Verb == "CCC" {
+					final = &finalReply{verb: d.Verb, code: d.Code}
 				}
 			}
 		}
@@ -408,9 +419,9 @@ func (s *session) serverToClient(ctx context.Context) string {
 				return "client_closed"
 			}
 		}
-		if auth >= 0 {
-			s.authReply <- auth == 234
-			if auth == 234 {
+		if final != nil {
+			s.transition <- *final
+			if final.verb == "AUTH" && final.code == 234 || final.verb == "CCC" && final.code == 200 {
 				select {
 				case err := <-s.resume:
 					if err != nil {
@@ -506,7 +517,7 @@ func (s *session) upgrade(ctx context.Context, upstreamOK bool) error {
 		}
 		return s.p.o.Leaf(s.placeholder(sni), sni)
 	}
-	tc := tls.Server(&bufferedConn{Conn: s.cconn, r: s.cr}, certs.ServerConfig(getCert, minVersion))
+	tc := tls.Server(newRecordConn(s.cconn, &bufferedConn{Conn: s.cconn, r: s.cr}), certs.ServerConfig(getCert, minVersion))
 	hctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
 	defer cancel()
 	start := time.Now()
@@ -547,6 +558,57 @@ func (s *session) upgrade(ctx context.Context, upstreamOK bool) error {
 	return nil
 }
 
+// downgrade clears the control channel after the server accepted CCC
+// (RFC 4217 §12.1): each leg exchanges close_notify alerts, then both carry
+// clear text on the same TCP connections. The TLS layers read nothing past
+// the peers' close_notify (recordConn), so no clear-text byte is lost.
+func (s *session) downgrade() error {
+	tc, ok1 := s.cconn.(*tls.Conn)
+	uc, ok2 := s.uconn.(*tls.Conn)
+	if !ok1 || !ok2 {
+		return errors.New("CCC accepted while the legs are not TLS")
+	}
+	deadline := time.Now().Add(s.handshakeTimeout())
+	var wg sync.WaitGroup
+	var cerr, uerr error
+	closeLeg := func(c *tls.Conn, r *bufio.Reader, err *error) {
+		defer wg.Done()
+		_ = c.SetReadDeadline(deadline)
+		if e := c.CloseWrite(); e != nil {
+			*err = e
+			return
+		}
+		// Wait for the peer's close_notify (EOF); anything before it
+		// would be data sent after CCC was accepted: dropped, logged.
+		if n, e := io.Copy(io.Discard, r); e != nil {
+			*err = e
+		} else if n > 0 {
+			s.log.Warn("discarded TLS data sent after CCC", "bytes", n)
+		}
+		_ = c.SetReadDeadline(time.Time{})
+	}
+	wg.Add(2)
+	go closeLeg(tc, s.cr, &cerr)
+	go closeLeg(uc, s.ur, &uerr)
+	wg.Wait()
+	if err := errors.Join(cerr, uerr); err != nil {
+		s.log.Warn("failed to clear the control channel after CCC", "err", err)
+		return err
+	}
+	// crypto/tls leaves the write deadline at "now" after close_notify;
+	// writes set their own deadline, reads have none.
+	_ = s.rawC.SetDeadline(time.Time{})
+	_ = s.rawU.SetDeadline(time.Time{})
+	s.cconn, s.uconn = s.rawC, s.rawU
+	s.cr = bufio.NewReaderSize(s.rawC, s.maxLine())
+	s.ur = bufio.NewReaderSize(s.rawU, s.maxLine())
+	s.mu.Lock()
+	s.tlsOn = false
+	s.mu.Unlock()
+	s.log.Info("tls cleared", "tls_cleared", s.p.o.Now())
+	return nil
+}
+
 // upstreamHandshake verifies the server according to the server's policy,
 // with the client's SNI (or the configured name, or the address).
 func (s *session) upstreamHandshake(ctx context.Context, sni string) (*tls.Conn, error) {
@@ -564,7 +626,7 @@ func (s *session) upstreamHandshake(ctx context.Context, sni string) (*tls.Conn,
 		s.log.Error("upstream TLS configuration invalid", "err", err)
 		return nil, err
 	}
-	uc := tls.Client(&bufferedConn{Conn: s.uconn, r: s.ur}, cfg)
+	uc := tls.Client(newRecordConn(s.uconn, &bufferedConn{Conn: s.uconn, r: s.ur}), cfg)
 	hctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
 	defer cancel()
 	start := time.Now()
