@@ -4,10 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -35,26 +32,6 @@ type mitmLab struct {
 	caFile string
 }
 
-func writeLeaf(t *testing.T, dir string, c *tls.Certificate) (certFile, keyFile string) {
-	t.Helper()
-	var cb []byte
-	for _, der := range c.Certificate {
-		cb = append(cb, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	kd, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
-	if err := os.WriteFile(certFile, cb, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
-
 // mitmOpts vary newMITMLab.
 type mitmOpts struct {
 	server    string // extra YAML lines appended to the server (after its tls block)
@@ -65,55 +42,18 @@ type mitmOpts struct {
 
 func newMITMLab(t *testing.T, o mitmOpts) *mitmLab {
 	t.Helper()
-	serverTLS, untrustedServer, vopts := o.server, o.untrusted, o.vsftpd
+	vopts := o.vsftpd
 	l := lab.New(t, lab.Options{})
 	l.InstallGatewayFirewall(ctMark)
-	caDir := filepath.Join(l.Dir(), "ca")
-	ca, err := certs.InitCA(caDir, certs.InitOptions{CommonName: "lab operator CA"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuer := ca
-	if untrustedServer {
-		// A server whose certificate comes from a CA ftpsalg does not trust.
-		if issuer, err = certs.InitCA(filepath.Join(l.Dir(), "rogue"), certs.InitOptions{CommonName: "rogue CA"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: "files.lab"}, DNSNames: []string{"files.lab"},
-		IPAddresses: []net.IP{lab.ServerAddr4.AsSlice(), lab.ServerAddr6.AsSlice()}, NotAfter: time.Now().Add(48 * time.Hour)}
-	if o.wrongName {
-		tmpl.Subject.CommonName, tmpl.DNSNames, tmpl.IPAddresses = "elsewhere.lab", []string{"elsewhere.lab"}, []net.IP{lab.OtherAddr4.AsSlice()}
-	}
-	leaf, err := certs.NewMinter(issuer, 24*time.Hour, nil).Leaf(tmpl, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile := writeLeaf(t, l.Dir(), leaf)
-	vopts.TLS = &lab.VsftpdTLS{CertFile: certFile, KeyFile: keyFile, ImplicitPort: 990}
+	pki := harness.NewPKI(t, l.Dir(), harness.PKIOptions{Untrusted: o.untrusted, WrongName: o.wrongName})
+	vopts.TLS = &lab.VsftpdTLS{CertFile: pki.ServerCert, KeyFile: pki.Server, ImplicitPort: 990}
 	if vopts.PasvAddress.IsValid() {
 		vopts.TLS.ImplicitPort = 0
 	}
 	v := l.StartVsftpd(vopts)
-	caFile := filepath.Join(caDir, certs.CertFile)
-	pol := fmt.Sprintf(`log:
-  level: debug
-mitm:
-  ca_dir: %s
-servers:
-  - name: lab
-    addresses: [%s, "%s"]
-    control_ports: [21]
-    implicit_tls_ports: [990]
-    passive_ports: "%d-%d"
-    mode: mitm
-    clients: ["192.0.2.0/24", "2001:db8:c::/64"]
-    tls:
-      verify: ca
-      ca_file: %s
-%s`, caDir, lab.ServerAddr4, lab.ServerAddr6, lab.DefaultPasvMinPort, lab.DefaultPasvMaxPort, caFile, serverTLS)
+	pol := pki.MITMPolicy("debug", o.server)
 	d := startDaemon(t, l, pol)
-	return &mitmLab{l: l, v: v, d: d, caDir: caDir, caFile: caFile}
+	return &mitmLab{l: l, v: v, d: d, caDir: pki.CADir, caFile: pki.CAFile}
 }
 
 func (ml *mitmLab) curlTLS() []string { return []string{"--cacert", ml.caFile, "--ssl-reqd"} }
