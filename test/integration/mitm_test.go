@@ -105,16 +105,12 @@ func TestMITMTransfers(t *testing.T) {
 						if tr.SHA256 != want {
 							t.Fatal("download sha256 mismatch")
 						}
-						remote := fmt.Sprintf("up-%s-%s-%s.bin", fname, kind, mode)
-						uurl := strings.Replace(url, "down.bin", remote, 1)
-						if _, err := l.UploadCurl(ctx, uurl, up, mode, ml.curlTLS()...); err != nil {
-							t.Fatalf("upload: %v", err)
-						}
-						if got, _ := v.SHA256(remote); got != upSum {
-							t.Fatal("upload sha256 mismatch")
-						}
+						// Uploads are checked with the Go client below: curl
+						// 7.88 FTPS uploads to vsftpd 3.0.3 (OpenSSL 3) end
+						// with a 426 about 1 time in 40 even with no
+						// ftpsalg in the path (measured in this lab).
 					})
-					n += 2
+					n++
 				}
 				if !(fam.Is4() && mode == lab.EPRT) { // lftp sends EPRT only over IPv6
 					t.Run(fmt.Sprintf("%s/%s/%s/lftp", fname, kind, mode), func(t *testing.T) {
@@ -140,6 +136,18 @@ func TestMITMTransfers(t *testing.T) {
 					}
 					if sum != want {
 						t.Fatal("download sha256 mismatch")
+					}
+					f, err := os.Open(up)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer f.Close()
+					remote := fmt.Sprintf("up-%s-%s-%s.bin", fname, kind, mode)
+					if _, _, err := c.Store(ctx, ftpc.Mode(mode.String()), remote, f); err != nil {
+						t.Fatalf("upload: %v", err)
+					}
+					if got, _ := v.SHA256(remote); got != upSum {
+						t.Fatal("upload sha256 mismatch")
 					}
 					st, _ := c.TLSState()
 					if st.PeerCertificates[0].Issuer.CommonName != "lab operator CA" {
