@@ -169,6 +169,9 @@ func TestMITMTransfers(t *testing.T) {
 	if opened < float64(n) {
 		t.Fatalf("pinholes opened %v, want at least %d", opened, n)
 	}
+	if m[`ftpsalg_tls_certificate_expiry_timestamp_seconds{kind="ca",server=""}`] < float64(time.Now().Unix()) {
+		t.Error("the operator CA's expiry time is not exported")
+	}
 	if m[`ftpsalg_control_sessions_total{mode="mitm"}`] < float64(n) {
 		t.Fatalf("mitm sessions %v, want at least %d", m[`ftpsalg_control_sessions_total{mode="mitm"}`], n)
 	}
@@ -468,5 +471,34 @@ func TestMITMUpstreamWrongName(t *testing.T) {
 	}
 	if ml.d.Metrics()[`ftpsalg_pinholes_opened_total{data_mode="passive"}`] != 0 {
 		t.Fatal("pinhole opened")
+	}
+}
+
+// TestMITMRefusesReadableCAKey: the daemon does not start while the CA key
+// is readable by group or others, and says how to fix it.
+func TestMITMRefusesReadableCAKey(t *testing.T) {
+	lab.RequirePrivileged(t)
+	t.Parallel()
+	l := lab.New(t, lab.Options{})
+	pki := harness.NewPKI(t, l.Dir(), harness.PKIOptions{})
+	key := filepath.Join(pki.CADir, certs.KeyFile)
+	if err := os.Chmod(key, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(l.Dir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte(pki.MITMPolicy("info", "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := l.Run(ctx, lab.Gateway, binary, "run", "--config", path)
+	if err == nil || lab.ExitCode(err) != 1 {
+		t.Fatalf("daemon started with a group-readable CA key (err %v):\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "chmod 600") {
+		t.Fatalf("the error does not say how to fix it:\n%s", out)
+	}
+	if tables, _ := l.Nft(lab.Gateway, "list", "tables"); strings.Contains(tables, "ftpsalg") {
+		t.Fatal("the kernel was touched before the CA check")
 	}
 }
