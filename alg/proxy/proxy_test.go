@@ -471,3 +471,34 @@ func TestCCCClearsBothLegs(t *testing.T) {
 		t.Fatal("PASV after CCC did not reach the server")
 	}
 }
+
+// TestCCCWithoutClientCloseNotify: like curl's default CCC mode, the client
+// reads the proxy's close_notify but sends none of its own and goes on in
+// clear text; the proxy must not wait for it.
+func TestCCCWithoutClientCloseNotify(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, rigOpts{timeout: 5 * time.Second})
+	c := rg.dial()
+	c.read()
+	c.cmd("AUTH TLS")
+	if err := c.startTLS(rg.caPool); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd("USER a")
+	c.cmd("PASS b")
+	if r := c.cmd("CCC"); !strings.HasPrefix(r, "200") {
+		t.Fatalf("CCC: %q", r)
+	}
+	if _, err := io.Copy(io.Discard, c.r); err != nil { // the proxy's close_notify
+		t.Fatal(err)
+	}
+	_ = c.raw.SetDeadline(time.Now().Add(20 * time.Second))
+	c.c, c.r = c.raw, bufio.NewReader(c.raw)
+	start := time.Now()
+	if r := c.cmd("PASV"); !strings.HasPrefix(r, "227") {
+		t.Fatalf("PASV in clear text: %q", r)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("the proxy waited %v for a close_notify that never comes", el)
+	}
+}

@@ -35,6 +35,7 @@ type session struct {
 	m      *metrics.Metrics
 
 	rawC, rawU net.Conn      // TCP connections (closed at the end)
+	crec, urec *recordConn   // what the TLS layers read from, per leg
 	cconn      net.Conn      // client leg: rawC, or TLS over it
 	uconn      net.Conn      // upstream leg
 	cr, ur     *bufio.Reader // line readers over cconn and uconn
@@ -517,7 +518,8 @@ func (s *session) upgrade(ctx context.Context, upstreamOK bool) error {
 		}
 		return s.p.o.Leaf(s.placeholder(sni), sni)
 	}
-	tc := tls.Server(newRecordConn(s.cconn, &bufferedConn{Conn: s.cconn, r: s.cr}), certs.ServerConfig(getCert, minVersion))
+	s.crec = newRecordConn(s.cconn, &bufferedConn{Conn: s.cconn, r: s.cr})
+	tc := tls.Server(s.crec, certs.ServerConfig(getCert, minVersion))
 	hctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
 	defer cancel()
 	start := time.Now()
@@ -570,26 +572,11 @@ func (s *session) downgrade() error {
 	}
 	deadline := time.Now().Add(s.handshakeTimeout())
 	var wg sync.WaitGroup
+	var cr, ur *bufio.Reader
 	var cerr, uerr error
-	closeLeg := func(c *tls.Conn, r *bufio.Reader, err *error) {
-		defer wg.Done()
-		_ = c.SetReadDeadline(deadline)
-		if e := c.CloseWrite(); e != nil {
-			*err = e
-			return
-		}
-		// Wait for the peer's close_notify (EOF); anything before it
-		// would be data sent after CCC was accepted: dropped, logged.
-		if n, e := io.Copy(io.Discard, r); e != nil {
-			*err = e
-		} else if n > 0 {
-			s.log.Warn("discarded TLS data sent after CCC", "bytes", n)
-		}
-		_ = c.SetReadDeadline(time.Time{})
-	}
 	wg.Add(2)
-	go closeLeg(tc, s.cr, &cerr)
-	go closeLeg(uc, s.ur, &uerr)
+	go func() { defer wg.Done(); cr, cerr = s.clearLeg(tc, s.crec, s.cr, s.rawC, deadline) }()
+	go func() { defer wg.Done(); ur, uerr = s.clearLeg(uc, s.urec, s.ur, s.rawU, deadline) }()
 	wg.Wait()
 	if err := errors.Join(cerr, uerr); err != nil {
 		s.log.Warn("failed to clear the control channel after CCC", "err", err)
@@ -600,13 +587,44 @@ func (s *session) downgrade() error {
 	_ = s.rawC.SetDeadline(time.Time{})
 	_ = s.rawU.SetDeadline(time.Time{})
 	s.cconn, s.uconn = s.rawC, s.rawU
-	s.cr = bufio.NewReaderSize(s.rawC, s.maxLine())
-	s.ur = bufio.NewReaderSize(s.rawU, s.maxLine())
+	s.cr, s.ur = cr, ur
 	s.mu.Lock()
 	s.tlsOn = false
 	s.mu.Unlock()
 	s.log.Info("tls cleared", "tls_cleared", s.p.o.Now())
 	return nil
+}
+
+// clearLeg ends TLS on one leg after CCC: it sends close_notify, then looks
+// at the peer's next byte. A TLS record there is the peer's close_notify,
+// read through the TLS layer (which never reads past it); anything else is
+// already clear text — some clients (curl's default CCC mode) never send a
+// close_notify of their own. It returns the clear-text reader.
+func (s *session) clearLeg(c *tls.Conn, rec *recordConn, tlsReader *bufio.Reader, raw net.Conn, deadline time.Time) (*bufio.Reader, error) {
+	if err := c.CloseWrite(); err != nil {
+		return nil, err
+	}
+	if n := tlsReader.Buffered(); n > 0 {
+		s.log.Warn("discarded TLS data sent after CCC", "bytes", n)
+	}
+	_ = raw.SetReadDeadline(deadline)
+	defer raw.SetReadDeadline(time.Time{})
+	br := bufio.NewReaderSize(raw, s.maxLine())
+	b, err := br.Peek(1)
+	if err != nil {
+		return nil, err
+	}
+	if b[0] >= 20 && b[0] <= 23 { // a TLS record: the peer's close_notify
+		rec.r = br
+		n, err := io.Copy(io.Discard, c)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			s.log.Warn("discarded TLS data sent after CCC", "bytes", n)
+		}
+	}
+	return br, nil
 }
 
 // upstreamHandshake verifies the server according to the server's policy,
@@ -626,7 +644,8 @@ func (s *session) upstreamHandshake(ctx context.Context, sni string) (*tls.Conn,
 		s.log.Error("upstream TLS configuration invalid", "err", err)
 		return nil, err
 	}
-	uc := tls.Client(newRecordConn(s.uconn, &bufferedConn{Conn: s.uconn, r: s.ur}), cfg)
+	s.urec = newRecordConn(s.uconn, &bufferedConn{Conn: s.uconn, r: s.ur})
+	uc := tls.Client(s.urec, cfg)
 	hctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
 	defer cancel()
 	start := time.Now()
