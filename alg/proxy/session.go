@@ -299,11 +299,7 @@ func (s *session) clientToServer(ctx context.Context) string {
 		cmd, perr := ftp.ParseCommand(text)
 		if perr == nil {
 			if reply, reason := s.precheck(cmd); reply != "" {
-				s.m.Refusals.WithLabelValues(reason).Inc()
-				s.mu.Lock()
-				s.audit.refusals++
-				s.mu.Unlock()
-				s.log.Warn("refused", "direction", "client", "verb", cmd.Verb, "reason", reason)
+				s.refused(reason, "direction", "client", "verb", cmd.Verb)
 				if err := s.writeClient(reply); err != nil {
 					return "client_closed"
 				}
@@ -328,11 +324,7 @@ func (s *session) clientToServer(ctx context.Context) string {
 				s.mu.Unlock()
 			case ftp.ActionRefuse:
 				forward = false
-				s.m.Refusals.WithLabelValues(string(d.Reason)).Inc()
-				s.mu.Lock()
-				s.audit.refusals++
-				s.mu.Unlock()
-				s.log.Warn("refused", "direction", "client", "verb", d.Verb, "reason", string(d.Reason), "detail", d.Detail)
+				s.refused(string(d.Reason), "direction", "client", "verb", d.Verb, "detail", d.Detail)
 				if err := s.writeClient(d.Reply); err != nil {
 					return "client_closed"
 				}
@@ -398,12 +390,7 @@ func (s *session) serverToClient(ctx context.Context) string {
 				}
 			case ftp.ActionRefuse:
 				forward = false
-				s.m.Refusals.WithLabelValues(string(d.Reason)).Inc()
-				s.mu.Lock()
-				s.audit.refusals++
-				s.mu.Unlock()
-				s.log.Warn("refused", "direction", "server", "verb", d.Verb, "code", d.Code,
-					"reason", string(d.Reason), "detail", d.Detail)
+				s.refused(string(d.Reason), "direction", "server", "verb", d.Verb, "code", d.Code, "detail", d.Detail)
 				if err := s.writeClient(d.Reply); err != nil {
 					return "client_closed"
 				}
@@ -434,6 +421,15 @@ func (s *session) serverToClient(ctx context.Context) string {
 			}
 		}
 	}
+}
+
+// refused counts, audits and logs one refusal; reason is a bounded label.
+func (s *session) refused(reason string, attrs ...any) {
+	s.m.Refusals.WithLabelValues(reason).Inc()
+	s.mu.Lock()
+	s.audit.refusals++
+	s.mu.Unlock()
+	s.log.Warn("refused", append([]any{"reason", reason}, attrs...)...)
 }
 
 // reply records final replies of transfer commands, and recognises a
