@@ -56,6 +56,9 @@ type templates struct {
 func New(opts ...Option) (*Kernel, error) {
 	o := buildOptions(opts)
 	k := &Kernel{opts: o, log: o.logger}
+	if o.table != "" {
+		k.table = &nftables.Table{Family: nftables.TableFamilyINet, Name: o.table}
+	}
 	if err := k.dial(); err != nil {
 		return nil, fmt.Errorf("nft: %w", err)
 	}

@@ -27,7 +27,9 @@ func TestDemoEmbedded(t *testing.T) {
 		}
 	}
 	cmd := exec.CommandContext(ctx, demo, "--bin", bin, "--embedded")
-	cmd.Env = os.Environ()
+	// As on a fresh machine: no nft, conntrack, vsftpd or lftp on the PATH
+	// (all live in /usr/sbin or are not installed there by default).
+	cmd.Env = append(os.Environ(), "PATH=/usr/local/go/bin:/usr/bin:/bin")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, out)
