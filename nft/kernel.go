@@ -58,6 +58,9 @@ type templates struct {
 func New(opts ...Option) (*Kernel, error) {
 	o := buildOptions(opts)
 	k := &Kernel{opts: o, log: o.logger}
+	if o.table != "" {
+		k.table = &nftables.Table{Family: nftables.TableFamilyINet, Name: o.table}
+	}
 	if err := k.dial(); err != nil {
 		return nil, fmt.Errorf("nft: %w", err)
 	}
@@ -128,27 +131,16 @@ func (k *Kernel) do(ctx context.Context, fn func(c *nftables.Conn) error) error 
 			return err
 		}
 	}
-	sock := k.sock
-	dl, hasDL := ctx.Deadline()
-	if hasDL {
-		_ = sock.SetDeadline(dl)
-	}
-	var stop func() bool
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { _ = sock.SetDeadline(time.Unix(1, 0)) })
-	}
+	// No socket deadline, and no interruption on cancel: google/nftables'
+	// receive loop treats a receive error as non-fatal and polls again, so
+	// a deadline in the past while a reply is queued makes it spin forever
+	// (seen as a daemon that never finished shutting down). Requests to
+	// the local kernel are answered at once; ctx is honoured between them.
 	err := fn(k.conn)
-	interrupted := stop != nil && !stop()
-	if hasDL && !interrupted {
-		_ = sock.SetDeadline(time.Time{})
-	}
-	if interrupted || errors.Is(err, os.ErrDeadlineExceeded) {
-		k.log.Debug("replacing netlink connection after interrupted operation", slog.Any("error", err))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		k.log.Debug("replacing netlink connection after a timed-out operation", slog.Any("error", err))
 		_ = k.conn.CloseLasting()
 		k.conn, k.sock = nil, nil
-		if err != nil && ctx.Err() != nil {
-			return errors.Join(ctx.Err(), err)
-		}
 	}
 	return err
 }

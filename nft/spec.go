@@ -199,6 +199,7 @@ type Option func(*options)
 type options struct {
 	netns  int
 	logger *slog.Logger
+	table  string
 }
 
 // WithNetNS makes netlink requests in the network namespace the file
@@ -206,6 +207,13 @@ type options struct {
 // caller keeps the descriptor open while the Kernel is used.
 func WithNetNS(fd int) Option {
 	return func(o *options) { o.netns = fd }
+}
+
+// WithTable makes a Kernel observe an existing table without applying one
+// (Dump and Pinholes), for tools and tests that read a running daemon's
+// state. Apply still replaces it with the spec's table.
+func WithTable(name string) Option {
+	return func(o *options) { o.table = name }
 }
 
 // WithLogger sets the logger; nil (the default) discards logs.

@@ -77,9 +77,6 @@ type Limits struct {
 	// MaxFlows is the most control connections tracked at once (key
 	// max_flows).
 	MaxFlows int
-	// MaxFlowBytes is the most bytes buffered for one control connection
-	// (key max_flow_bytes); never less than MaxLine.
-	MaxFlowBytes int
 	// MaxLine is the longest command or reply line in bytes, CRLF included
 	// (key max_line).
 	MaxLine int

@@ -45,14 +45,10 @@ const (
 	// window in which someone else could use the pinhole.
 	defaultPinholeTimeout = 5 * time.Second
 
-	// Room for a busy edge gateway's concurrent control connections. With
-	// defaultMaxFlowBytes it bounds buffering at 16384 × 64 KiB = 1 GiB in
-	// the worst case; lower it on small boxes.
+	// Room for a busy edge gateway's concurrent control connections. The
+	// packet path buffers no packets; per flow it holds at most one line
+	// per direction (max_line), so 16384 flows cost tens of MiB at worst.
 	defaultMaxFlows = 16384
-
-	// One TCP window without window scaling: enough to hold out-of-order
-	// segments and a partial line of one control connection.
-	defaultMaxFlowBytes = 65536
 
 	// Holds the long paths real clients send in RETR/STOR and the long
 	// replies of MLST, while bounding memory; same as ftp.DefaultMaxLine.
@@ -168,7 +164,7 @@ func defaultConfig() Config {
 		NFTables: NFTables{Table: defaultTable, CtMark: defaultCtMark, PacketMark: defaultPacketMark},
 		Queue:    Queue{Number: defaultQueueNumber, Length: defaultQueueLength, FailOpen: defaultFailOpen},
 		Pinholes: Pinholes{Timeout: defaultPinholeTimeout},
-		Limits:   Limits{MaxFlows: defaultMaxFlows, MaxFlowBytes: defaultMaxFlowBytes, MaxLine: defaultMaxLine},
+		Limits:   Limits{MaxFlows: defaultMaxFlows, MaxLine: defaultMaxLine},
 		MITM: MITMGlobal{
 			CADir:        defaultCADir,
 			LeafLifetime: defaultLeafLifetime,

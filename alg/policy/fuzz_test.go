@@ -79,9 +79,6 @@ func checkConfig(t *testing.T, cfg *policy.Config) {
 	if m := cfg.MITM.TProxyMark; m == 0 || m&(cfg.NFTables.CtMark|cfg.NFTables.PacketMark) != 0 {
 		t.Errorf("tproxy mark %#x: zero or overlapping the nftables marks", m)
 	}
-	if cfg.Limits.MaxFlowBytes < cfg.Limits.MaxLine {
-		t.Errorf("max_flow_bytes %d below max_line %d", cfg.Limits.MaxFlowBytes, cfg.Limits.MaxLine)
-	}
 	names := make(map[string]bool)
 	for i := range cfg.Servers {
 		s := &cfg.Servers[i]

@@ -116,7 +116,7 @@ var errorCases = []struct {
 		e(1, "log", `expected a mapping with keys: level, got string "debug"`),
 	}},
 	{"section with no value", beforeBase("limits:"), []policy.Error{
-		e(1, "limits", "no value; expected a mapping with keys: max_flow_bytes, max_flows, max_line"),
+		e(1, "limits", "no value; expected a mapping with keys: max_flows, max_line"),
 	}},
 
 	// log, metrics.
@@ -190,13 +190,9 @@ var errorCases = []struct {
 	{"duration with no value", beforeBase("pinholes:", "  timeout:"), []policy.Error{
 		e(2, "pinholes.timeout", `no value; expected a duration such as "5s" or "500ms"`),
 	}},
-	{"limits out of range", beforeBase("limits:", "  max_flows: 0", "  max_line: 100", "  max_flow_bytes: 99999999"), []policy.Error{
+	{"limits out of range", beforeBase("limits:", "  max_flows: 0", "  max_line: 100"), []policy.Error{
 		e(2, "limits.max_flows", "0 is out of range: must be from 1 to 1000000"),
 		e(3, "limits.max_line", "100 is out of range: must be from 512 to 65536"),
-		e(4, "limits.max_flow_bytes", "99999999 is out of range: must be from 512 to 16777216"),
-	}},
-	{"flow buffer below line", beforeBase("limits:", "  max_line: 4096", "  max_flow_bytes: 2048"), []policy.Error{
-		e(3, "limits.max_flow_bytes", "max_flow_bytes (2048) is below max_line (4096): a flow must be able to buffer one whole line"),
 	}},
 	{"integer out of int64", beforeBase("limits:", "  max_flows: 0xffffffffffffffffff", "  max_line: 99999999999999999999"), []policy.Error{
 		e(2, "limits.max_flows", "0xffffffffffffffffff is out of range; expected an integer from 1 to 1000000"),
@@ -411,7 +407,7 @@ func defaults(servers ...policy.Server) policy.Config {
 		NFTables: policy.NFTables{Table: "ftpsalg", CtMark: 0x10000000, PacketMark: 0x20000000},
 		Queue:    policy.Queue{Number: 4040, Length: 4096, FailOpen: false},
 		Pinholes: policy.Pinholes{Timeout: 5 * time.Second},
-		Limits:   policy.Limits{MaxFlows: 16384, MaxFlowBytes: 65536, MaxLine: 2048},
+		Limits:   policy.Limits{MaxFlows: 16384, MaxLine: 2048},
 		MITM: policy.MITMGlobal{
 			CADir:        "/etc/ftpsalg/ca",
 			LeafLifetime: 24 * time.Hour,
@@ -465,7 +461,7 @@ func TestParse(t *testing.T) {
 			"  packet_mark: 0b10",
 			"queue: {number: 0, length: 65536, failure: open}",
 			"pinholes: {timeout: 1500ms}",
-			"limits: {max_flows: 1, max_flow_bytes: 512, max_line: 512}",
+			"limits: {max_flows: 1, max_line: 512}",
 		), func() policy.Config {
 			c := defaults(defaultServer())
 			c.Log.Level = slog.LevelDebug
@@ -473,7 +469,7 @@ func TestParse(t *testing.T) {
 			c.NFTables = policy.NFTables{Table: "edge_ftp-1", CtMark: 1, PacketMark: 2}
 			c.Queue = policy.Queue{Number: 0, Length: 65536, FailOpen: true}
 			c.Pinholes.Timeout = 1500 * time.Millisecond
-			c.Limits = policy.Limits{MaxFlows: 1, MaxFlowBytes: 512, MaxLine: 512}
+			c.Limits = policy.Limits{MaxFlows: 1, MaxLine: 512}
 			return c
 		}},
 		{"log levels", beforeBase("log: {level: error}"), func() policy.Config {

@@ -24,7 +24,7 @@ var (
 	nftablesKeys   = []string{"table", "ct_mark", "packet_mark"}
 	queueKeys      = []string{"number", "length", "failure"}
 	pinholesKeys   = []string{"timeout"}
-	limitsKeys     = []string{"max_flows", "max_flow_bytes", "max_line"}
+	limitsKeys     = []string{"max_flows", "max_line"}
 	mitmGlobalKeys = []string{
 		"ca_dir", "leaf_lifetime", "listen_port", "relay_port", "route_table", "rule_priority", "tproxy_mark",
 	}

@@ -20,7 +20,6 @@ const (
 	minPinholeTimeout, maxPinholeTimeout = time.Second, 120 * time.Second
 	minMaxFlows, maxMaxFlows             = 1, 1_000_000
 	minMaxLine, maxMaxLine               = 512, 65536
-	maxMaxFlowBytes                      = 16 << 20
 	// minPassivePort is the first unprivileged port. A pinhole to a
 	// privileged port would let a server steer clients (or a client steer
 	// the server) at well-known services, so such ports are never allowed.
@@ -254,28 +253,10 @@ func (d *decoder) limits(n node, l *Limits) {
 			l.MaxFlows = int(x)
 		}
 	}
-	lineOK := true
 	if v, ok := f["max_line"]; ok {
-		var x int64
-		if x, lineOK = d.intRange(v, minMaxLine, maxMaxLine); lineOK {
+		if x, ok := d.intRange(v, minMaxLine, maxMaxLine); ok {
 			l.MaxLine = int(x)
 		}
-	}
-	flowOK := true
-	if v, ok := f["max_flow_bytes"]; ok {
-		var x int64
-		if x, flowOK = d.intRange(v, minMaxLine, maxMaxFlowBytes); flowOK {
-			l.MaxFlowBytes = int(x)
-		}
-	}
-	if lineOK && flowOK && l.MaxFlowBytes < l.MaxLine {
-		// Report it where the operator changed something.
-		v, ok := f["max_flow_bytes"]
-		if !ok {
-			v = f["max_line"]
-		}
-		d.at(v, "max_flow_bytes (%d) is below max_line (%d): a flow must be able to buffer one whole line",
-			l.MaxFlowBytes, l.MaxLine)
 	}
 }
 

@@ -88,8 +88,9 @@ func (s *ftpsServer) serve() {
 func (s *ftpsServer) session(c net.Conn) {
 	defer c.Close()
 	cfg := &tls.Config{Certificates: []tls.Certificate{s.cert}, MinVersion: tls.VersionTLS12}
+	raw := c
 	if s.implicit {
-		c = tls.Server(c, cfg)
+		c = tls.Server(newRecordConn(raw, nil), cfg)
 	}
 	r := bufio.NewReader(c)
 	fmt.Fprintf(c, "220 fake FTPS\r\n")
@@ -106,8 +107,15 @@ func (s *ftpsServer) session(c net.Conn) {
 		switch strings.ToUpper(verb) {
 		case "AUTH":
 			fmt.Fprintf(c, "234 Proceed with negotiation.\r\n")
-			c = tls.Server(c, cfg)
+			c = tls.Server(newRecordConn(raw, &bufferedConn{Conn: raw, r: r}), cfg)
 			r = bufio.NewReader(c)
+		case "CCC":
+			fmt.Fprintf(c, "200 CCC command successful.\r\n")
+			tc := c.(*tls.Conn)
+			tc.CloseWrite()
+			io.Copy(io.Discard, r) // until the peer's close_notify
+			raw.SetDeadline(time.Time{})
+			c, r = raw, bufio.NewReader(raw)
 		case "USER":
 			fmt.Fprintf(c, "331 Please specify the password.\r\n")
 		case "PASS":
@@ -222,9 +230,10 @@ func newRig(t *testing.T, o rigOpts) *rig {
 // client is a control connection to the proxy that trusts only the
 // operator CA.
 type client struct {
-	t *testing.T
-	c net.Conn
-	r *bufio.Reader
+	t   *testing.T
+	c   net.Conn
+	raw net.Conn
+	r   *bufio.Reader
 }
 
 func (rg *rig) dial() *client {
@@ -239,11 +248,28 @@ func (rg *rig) dial() *client {
 }
 
 func (c *client) startTLS(pool *x509.CertPool) error {
-	tc := tls.Client(c.c, &tls.Config{RootCAs: pool, ServerName: "files.test", MinVersion: tls.VersionTLS12})
+	c.raw = c.c
+	tc := tls.Client(newRecordConn(c.c, nil), &tls.Config{RootCAs: pool, ServerName: "files.test", MinVersion: tls.VersionTLS12})
 	if err := tc.Handshake(); err != nil {
 		return err
 	}
 	c.c, c.r = tc, bufio.NewReader(tc)
+	return nil
+}
+
+// clearTLS finishes TLS after CCC's 200: close_notify both ways.
+func (c *client) clearTLS() error {
+	tc := c.c.(*tls.Conn)
+	if err := tc.CloseWrite(); err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.Discard, c.r); err != nil {
+		return err
+	}
+	// crypto/tls leaves the connection's write deadline at "now" after a
+	// close_notify.
+	_ = c.raw.SetDeadline(time.Now().Add(20 * time.Second))
+	c.c, c.r = c.raw, bufio.NewReader(c.raw)
 	return nil
 }
 
@@ -409,5 +435,105 @@ func TestHostileAnnouncementInsideTLS(t *testing.T) {
 				t.Fatal("the bounce PORT reached the server")
 			}
 		})
+	}
+}
+
+// TestCCCClearsBothLegs: after the server accepts CCC both legs exchange
+// close_notify and carry clear text on the same connections; the FTP core
+// keeps parsing, so a PASV afterwards still opens exactly its pinhole.
+func TestCCCClearsBothLegs(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, rigOpts{})
+	c := rg.dial()
+	c.read()
+	c.cmd("AUTH TLS")
+	if err := c.startTLS(rg.caPool); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range [][2]string{{"USER a", "331"}, {"PASS b", "230"}, {"PBSZ 0", "200"}, {"PROT C", "200"}, {"CCC", "200"}} {
+		if r := c.cmd(step[0]); !strings.HasPrefix(r, step[1]) {
+			t.Fatalf("%s: %q", step[0], r)
+		}
+	}
+	if err := c.clearTLS(); err != nil {
+		t.Fatalf("close_notify exchange: %v", err)
+	}
+	if r := c.cmd("PASV"); !strings.HasPrefix(r, "227") {
+		t.Fatalf("PASV in clear text after CCC: %q", r)
+	}
+	if rg.tbl.count() != 1 {
+		t.Fatalf("pinholes %v, want 1", rg.tbl.holes)
+	}
+	if r := c.cmd("QUIT"); !strings.HasPrefix(r, "221") {
+		t.Fatalf("QUIT: %q", r)
+	}
+	if !rg.srv.saw("PASV") {
+		t.Fatal("PASV after CCC did not reach the server")
+	}
+}
+
+// TestCCCWithoutClientCloseNotify: like curl's default CCC mode, the client
+// reads the proxy's close_notify but sends none of its own and goes on in
+// clear text; the proxy must not wait for it.
+func TestCCCWithoutClientCloseNotify(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, rigOpts{timeout: 5 * time.Second})
+	c := rg.dial()
+	c.read()
+	c.cmd("AUTH TLS")
+	if err := c.startTLS(rg.caPool); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd("USER a")
+	c.cmd("PASS b")
+	if r := c.cmd("CCC"); !strings.HasPrefix(r, "200") {
+		t.Fatalf("CCC: %q", r)
+	}
+	if _, err := io.Copy(io.Discard, c.r); err != nil { // the proxy's close_notify
+		t.Fatal(err)
+	}
+	_ = c.raw.SetDeadline(time.Now().Add(20 * time.Second))
+	c.c, c.r = c.raw, bufio.NewReader(c.raw)
+	start := time.Now()
+	if r := c.cmd("PASV"); !strings.HasPrefix(r, "227") {
+		t.Fatalf("PASV in clear text: %q", r)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("the proxy waited %v for a close_notify that never comes", el)
+	}
+}
+
+// TestAuthAgainAfterCCC: a client that sends AUTH TLS again after CCC gets
+// a new TLS session on both legs: the control connection's certificate
+// callback runs the upstream handshake again rather than handing out the
+// leaf kept for relayed data connections.
+func TestAuthAgainAfterCCC(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t, rigOpts{timeout: 5 * time.Second})
+	c := rg.dial()
+	c.read()
+	c.cmd("AUTH TLS")
+	if err := c.startTLS(rg.caPool); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd("USER a")
+	c.cmd("PASS b")
+	if r := c.cmd("CCC"); !strings.HasPrefix(r, "200") {
+		t.Fatalf("CCC: %q", r)
+	}
+	if err := c.clearTLS(); err != nil {
+		t.Fatalf("close_notify exchange: %v", err)
+	}
+	if r := c.cmd("AUTH TLS"); !strings.HasPrefix(r, "234") {
+		t.Fatalf("AUTH TLS after CCC: %q", r)
+	}
+	if err := c.startTLS(rg.caPool); err != nil {
+		t.Fatalf("second handshake: %v", err)
+	}
+	if r := c.cmd("PASV"); !strings.HasPrefix(r, "227") {
+		t.Fatalf("PASV after the second AUTH: %q", r)
+	}
+	if r := c.cmd("QUIT"); !strings.HasPrefix(r, "221") {
+		t.Fatalf("QUIT: %q", r)
 	}
 }

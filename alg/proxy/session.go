@@ -35,6 +35,7 @@ type session struct {
 	m      *metrics.Metrics
 
 	rawC, rawU net.Conn      // TCP connections (closed at the end)
+	crec, urec *recordConn   // what the TLS layers read from, per leg
 	cconn      net.Conn      // client leg: rawC, or TLS over it
 	uconn      net.Conn      // upstream leg
 	cr, ur     *bufio.Reader // line readers over cconn and uconn
@@ -62,8 +63,15 @@ type session struct {
 	relayed  []relayKey // expectations registered, for cleanup
 	dataNote dataNote   // why the server will refuse the current data connection
 
-	authReply chan bool  // s2c → c2s: the final reply to AUTH (true: 234)
-	resume    chan error // c2s → s2c: TLS is up on both legs (or failed)
+	transition chan finalReply // s2c → c2s: the final reply to AUTH or CCC
+	resume     chan error      // c2s → s2c: the legs switched (or failed)
+}
+
+// finalReply is the server's final reply to a command that switches the
+// legs between clear text and TLS.
+type finalReply struct {
+	verb string
+	code int
 }
 
 type tracked struct {
@@ -120,7 +128,7 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 	}
 	s := &session{p: p, pol: pol, srv: srv, client: client, orig: orig, m: m,
 		log: log.With("server_name", srv.Name), rawC: c, cconn: c, prot: "C",
-		authReply: make(chan bool, 1), resume: make(chan error, 1)}
+		transition: make(chan finalReply, 1), resume: make(chan error, 1)}
 	s.core = ftp.NewSession(ftp.Config{
 		Client: client, Server: orig,
 		PassiveMin: srv.PassiveMin, PassiveMax: srv.PassiveMax,
@@ -136,6 +144,7 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 		m.SessionsActive.WithLabelValues(metrics.ModeMITM).Dec()
 	}()
 	reason := s.run(ctx)
+	s.closeAll() // whatever path run took, both legs end with the session
 	s.finish(reason)
 }
 
@@ -192,9 +201,39 @@ func (s *session) run(ctx context.Context) string {
 	go func() { errs <- s.clientToServer(ctx) }()
 	go func() { errs <- s.serverToClient(ctx) }()
 	reason := <-errs
+	pending := 1
+	if reason == "client_closed" {
+		// Half-close: the server may still have replies in flight that
+		// explain the end (a refused data connection, say). Let them be
+		// read, briefly, before tearing down.
+		s.closeUpstreamWrite()
+		t := time.NewTimer(2 * time.Second)
+		select {
+		case <-errs:
+			pending = 0
+		case <-t.C:
+		}
+		t.Stop()
+	}
 	s.closeAll()
-	<-errs
+	if pending > 0 {
+		<-errs
+	}
 	return reason
+}
+
+// closeUpstreamWrite sends the server end-of-stream (TLS close_notify
+// first when the leg is TLS) while leaving its replies readable.
+func (s *session) closeUpstreamWrite() {
+	type closeWriter interface{ CloseWrite() error }
+	if cw, ok := s.uconn.(closeWriter); ok {
+		_ = cw.CloseWrite()
+	}
+	if s.uconn != s.rawU {
+		if cw, ok := s.rawU.(closeWriter); ok {
+			_ = cw.CloseWrite()
+		}
+	}
 }
 
 func (s *session) closeAll() {
@@ -259,10 +298,6 @@ func (s *session) precheck(cmd ftp.Command) (reply, reason string) {
 		if s.tlsOn {
 			return "503 ftpsalg: TLS is already active.\r\n", "bad_state"
 		}
-	case "CCC":
-		// Clearing the control channel after TLS is not carried through
-		// the proxy yet: refuse it cleanly rather than break the session.
-		return "534 ftpsalg: CCC is not supported through this gateway.\r\n", "ccc_unsupported"
 	}
 	return "", ""
 }
@@ -285,11 +320,7 @@ func (s *session) clientToServer(ctx context.Context) string {
 		cmd, perr := ftp.ParseCommand(text)
 		if perr == nil {
 			if reply, reason := s.precheck(cmd); reply != "" {
-				s.m.Refusals.WithLabelValues(reason).Inc()
-				s.mu.Lock()
-				s.audit.refusals++
-				s.mu.Unlock()
-				s.log.Warn("refused", "direction", "client", "verb", cmd.Verb, "reason", reason)
+				s.refused(reason, "direction", "client", "verb", cmd.Verb)
 				if err := s.writeClient(reply); err != nil {
 					return "client_closed"
 				}
@@ -317,11 +348,7 @@ func (s *session) clientToServer(ctx context.Context) string {
 				s.mu.Unlock()
 			case ftp.ActionRefuse:
 				forward = false
-				s.m.Refusals.WithLabelValues(string(d.Reason)).Inc()
-				s.mu.Lock()
-				s.audit.refusals++
-				s.mu.Unlock()
-				s.log.Warn("refused", "direction", "client", "verb", d.Verb, "reason", string(d.Reason), "detail", d.Detail)
+				s.refused(string(d.Reason), "direction", "client", "verb", d.Verb, "detail", d.Detail)
 				if err := s.writeClient(d.Reply); err != nil {
 					return "client_closed"
 				}
@@ -333,17 +360,24 @@ func (s *session) clientToServer(ctx context.Context) string {
 		if err := s.writeUp(line); err != nil {
 			return "server_closed"
 		}
-		if perr == nil && cmd.Verb == "AUTH" {
+		if perr == nil && (cmd.Verb == "AUTH" || cmd.Verb == "CCC") {
 			// Read nothing more from the client until the server has
-			// answered: after a 234 the client's next bytes are TLS.
+			// answered: after a 234 the client's next bytes are TLS,
+			// after CCC's 200 they are a close_notify, then clear text.
 			select {
-			case upgrade := <-s.authReply:
-				if upgrade {
-					err := s.upgrade(ctx, true)
-					s.resume <- err
-					if err != nil {
-						return "tls_failed"
-					}
+			case r := <-s.transition:
+				var err error
+				switch {
+				case r.verb == "AUTH" && r.code == 234:
+					err = s.upgrade(ctx, true)
+				case r.verb == "CCC" && r.code == 200:
+					err = s.downgrade()
+				default:
+					continue
+				}
+				s.resume <- err
+				if err != nil {
+					return "tls_failed"
 				}
 			case <-ctx.Done():
 				return "shutdown"
@@ -370,7 +404,7 @@ func (s *session) serverToClient(ctx context.Context) string {
 		ds := s.core.Feed(ftp.FromServer, line)
 		s.mu.Unlock()
 		forward := true
-		auth := -1
+		var final *finalReply
 		for _, d := range ds {
 			switch d.Action {
 			case ftp.ActionOpenPinhole:
@@ -380,12 +414,7 @@ func (s *session) serverToClient(ctx context.Context) string {
 				}
 			case ftp.ActionRefuse:
 				forward = false
-				s.m.Refusals.WithLabelValues(string(d.Reason)).Inc()
-				s.mu.Lock()
-				s.audit.refusals++
-				s.mu.Unlock()
-				s.log.Warn("refused", "direction", "server", "verb", d.Verb, "code", d.Code,
-					"reason", string(d.Reason), "detail", d.Detail)
+				s.refused(string(d.Reason), "direction", "server", "verb", d.Verb, "code", d.Code, "detail", d.Detail)
 				if err := s.writeClient(d.Reply); err != nil {
 					return "client_closed"
 				}
@@ -394,8 +423,8 @@ func (s *session) serverToClient(ctx context.Context) string {
 				if r := s.reply(d); r != "" {
 					line = []byte(r)
 				}
-				if d.Verb == "AUTH" {
-					auth = d.Code
+				if d.Verb == "AUTH" || d.Verb == "CCC" {
+					final = &finalReply{verb: d.Verb, code: d.Code}
 				}
 			}
 		}
@@ -404,9 +433,9 @@ func (s *session) serverToClient(ctx context.Context) string {
 				return "client_closed"
 			}
 		}
-		if auth >= 0 {
-			s.authReply <- auth == 234
-			if auth == 234 {
+		if final != nil {
+			s.transition <- *final
+			if final.verb == "AUTH" && final.code == 234 || final.verb == "CCC" && final.code == 200 {
 				select {
 				case err := <-s.resume:
 					if err != nil {
@@ -418,6 +447,15 @@ func (s *session) serverToClient(ctx context.Context) string {
 			}
 		}
 	}
+}
+
+// refused counts, audits and logs one refusal; reason is a bounded label.
+func (s *session) refused(reason string, attrs ...any) {
+	s.m.Refusals.WithLabelValues(reason).Inc()
+	s.mu.Lock()
+	s.audit.refusals++
+	s.mu.Unlock()
+	s.log.Warn("refused", append([]any{"reason", reason}, attrs...)...)
 }
 
 // reply records final replies of transfer commands and the protection
@@ -484,6 +522,11 @@ func (s *session) openPinhole(ctx context.Context, ph ftp.Pinhole) error {
 		s.mu.Lock()
 		s.relayed = append(s.relayed, k)
 		s.mu.Unlock()
+	} else if ph.Mode == ftp.Passive && s.srv.MITM != nil && s.srv.MITM.UpstreamSource == policy.UpstreamGateway {
+		// The server knows this session by the gateway's address: the
+		// client's data connection must come from there too (servers
+		// such as vsftpd refuse data from another address).
+		h.SNAT = addrPort(s.rawU.LocalAddr()).Addr()
 	}
 	start := time.Now()
 	err := s.p.o.Table.AddPinholes(ctx, h)
@@ -501,8 +544,12 @@ func (s *session) openPinhole(ctx context.Context, ph ftp.Pinhole) error {
 	s.pinholes = append(s.pinholes, tracked{hole: h, mode: ph.Mode, deadline: s.p.o.Now().Add(h.Timeout)})
 	s.audit.opened++
 	s.mu.Unlock()
-	s.log.Info("pinhole opened", "data_mode", ph.Mode.String(), "src", h.Src.String(),
-		"dst", h.Dst.String(), "port", h.DstPort, "timeout", h.Timeout.String(), "relay", h.Relay)
+	attrs := []any{"data_mode", ph.Mode.String(), "src", h.Src.String(),
+		"dst", h.Dst.String(), "port", h.DstPort, "timeout", h.Timeout.String(), "relay", h.Relay}
+	if h.SNAT.IsValid() {
+		attrs = append(attrs, "snat", h.SNAT.String())
+	}
+	s.log.Info("pinhole opened", attrs...)
 	return nil
 }
 
@@ -518,16 +565,22 @@ func (s *session) upgrade(ctx context.Context, upstreamOK bool) error {
 	if s.srv.MITM != nil && s.srv.MITM.TLS.MinVersion != 0 {
 		minVersion = s.srv.MITM.TLS.MinVersion
 	}
+	crec := newRecordConn(s.cconn, &bufferedConn{Conn: s.cconn, r: s.cr})
 	getCert := func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-		s.mu.Lock()
-		leaf := s.leaf
-		s.mu.Unlock()
-		if leaf != nil {
+		if hello.Conn != crec {
 			// A relayed data connection that does not resume: the same
 			// certificate as the control connection (clients such as
 			// FileZilla abort when they differ).
+			s.mu.Lock()
+			leaf := s.leaf
+			s.mu.Unlock()
+			if leaf == nil {
+				return nil, errors.New("no control connection certificate yet")
+			}
 			return leaf, nil
 		}
+		// The control connection: a fresh upstream handshake, also when
+		// the client sends AUTH again after CCC.
 		c, err := s.controlCertificate(ctx, hello, upstreamOK, &upConn, &upErr)
 		if err == nil {
 			s.mu.Lock()
@@ -540,7 +593,8 @@ func (s *session) upgrade(ctx context.Context, upstreamOK bool) error {
 	s.mu.Lock()
 	s.srvTLS = cfg
 	s.mu.Unlock()
-	tc := tls.Server(&bufferedConn{Conn: s.cconn, r: s.cr}, cfg)
+	s.crec = crec
+	tc := tls.Server(crec, cfg)
 	hctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
 	defer cancel()
 	start := time.Now()
@@ -604,6 +658,73 @@ func (s *session) controlCertificate(ctx context.Context, hello *tls.ClientHello
 	return s.p.o.Leaf(s.placeholder(sni), sni)
 }
 
+// downgrade clears the control channel after the server accepted CCC
+// (RFC 4217 §12.1): each leg exchanges close_notify alerts, then both carry
+// clear text on the same TCP connections. The TLS layers read nothing past
+// the peers' close_notify (recordConn), so no clear-text byte is lost.
+func (s *session) downgrade() error {
+	tc, ok1 := s.cconn.(*tls.Conn)
+	uc, ok2 := s.uconn.(*tls.Conn)
+	if !ok1 || !ok2 {
+		return errors.New("CCC accepted while the legs are not TLS")
+	}
+	deadline := time.Now().Add(s.handshakeTimeout())
+	var wg sync.WaitGroup
+	var cr, ur *bufio.Reader
+	var cerr, uerr error
+	wg.Add(2)
+	go func() { defer wg.Done(); cr, cerr = s.clearLeg(tc, s.crec, s.cr, s.rawC, deadline) }()
+	go func() { defer wg.Done(); ur, uerr = s.clearLeg(uc, s.urec, s.ur, s.rawU, deadline) }()
+	wg.Wait()
+	if err := errors.Join(cerr, uerr); err != nil {
+		s.log.Warn("failed to clear the control channel after CCC", "err", err)
+		return err
+	}
+	// crypto/tls leaves the write deadline at "now" after close_notify;
+	// writes set their own deadline, reads have none.
+	_ = s.rawC.SetDeadline(time.Time{})
+	_ = s.rawU.SetDeadline(time.Time{})
+	s.cconn, s.uconn = s.rawC, s.rawU
+	s.cr, s.ur = cr, ur
+	s.mu.Lock()
+	s.tlsOn = false
+	s.mu.Unlock()
+	s.log.Info("tls cleared", "tls_cleared", s.p.o.Now())
+	return nil
+}
+
+// clearLeg ends TLS on one leg after CCC: it sends close_notify, then looks
+// at the peer's next byte. A TLS record there is the peer's close_notify,
+// read through the TLS layer (which never reads past it); anything else is
+// already clear text — some clients (curl's default CCC mode) never send a
+// close_notify of their own. It returns the clear-text reader.
+func (s *session) clearLeg(c *tls.Conn, rec *recordConn, tlsReader *bufio.Reader, raw net.Conn, deadline time.Time) (*bufio.Reader, error) {
+	if err := c.CloseWrite(); err != nil {
+		return nil, err
+	}
+	if n := tlsReader.Buffered(); n > 0 {
+		s.log.Warn("discarded TLS data sent after CCC", "bytes", n)
+	}
+	_ = raw.SetReadDeadline(deadline)
+	defer raw.SetReadDeadline(time.Time{})
+	br := bufio.NewReaderSize(raw, s.maxLine())
+	b, err := br.Peek(1)
+	if err != nil {
+		return nil, err
+	}
+	if b[0] >= 20 && b[0] <= 23 { // a TLS record: the peer's close_notify
+		rec.r = br
+		n, err := io.Copy(io.Discard, c)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			s.log.Warn("discarded TLS data sent after CCC", "bytes", n)
+		}
+	}
+	return br, nil
+}
+
 // upstreamHandshake verifies the server according to the server's policy,
 // with the client's SNI (or the configured name, or the address).
 func (s *session) upstreamHandshake(ctx context.Context, sni string) (*tls.Conn, error) {
@@ -631,7 +752,8 @@ func (s *session) upstreamHandshake(ctx context.Context, sni string) (*tls.Conn,
 	s.mu.Lock()
 	s.upCache, s.upData = cache, data
 	s.mu.Unlock()
-	uc := tls.Client(&bufferedConn{Conn: s.uconn, r: s.ur}, cfg)
+	s.urec = newRecordConn(s.uconn, &bufferedConn{Conn: s.uconn, r: s.ur})
+	uc := tls.Client(s.urec, cfg)
 	hctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
 	defer cancel()
 	start := time.Now()

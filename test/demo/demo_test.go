@@ -27,12 +27,15 @@ func TestDemoEmbedded(t *testing.T) {
 		}
 	}
 	cmd := exec.CommandContext(ctx, demo, "--bin", bin, "--embedded")
-	cmd.Env = os.Environ()
+	// As on a fresh machine: no nft, conntrack, vsftpd or lftp on the PATH
+	// (all live in /usr/sbin or are not installed there by default).
+	cmd.Env = append(os.Environ(), "PATH=/usr/local/go/bin:/usr/bin:/bin")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, out)
 	}
-	for _, want := range []string{"via go client", "demo: ok", "reason=third_party_address", "pinhole used"} {
+	for _, want := range []string{"via go client", "demo: ok", "reason=third_party_address", "pinhole used",
+		"FTPS through mitm mode", "implicit", "tls started", "client_tls_version=TLS 1.3"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}

@@ -488,8 +488,11 @@ func (c *Client) Store(ctx context.Context, mode Mode, path string, r io.Reader)
 		return "", 0, err
 	}
 	h := sha256.New()
-	_ = dc.SetWriteDeadline(time.Now().Add(2 * c.Timeout))
+	_ = dc.SetDeadline(time.Now().Add(2 * c.Timeout))
 	n, err := io.Copy(dc, io.TeeReader(r, h))
+	if err == nil {
+		err = finishUpload(dc)
+	}
 	dc.Close()
 	if err != nil {
 		return "", n, fmt.Errorf("failed to write data: %w", err)
@@ -524,4 +527,26 @@ func (c *Client) List(ctx context.Context, mode Mode) (string, error) {
 		return "", &Error{Cmd: "LIST", Reply: rep}
 	}
 	return string(b), nil
+}
+
+// finishUpload ends an upload's data connection gracefully: close_notify
+// (TLS), then FIN, then read until the server closes. Closing at once
+// would reset the connection when unread bytes sit in the receive buffer
+// (TLS 1.3 session tickets), and the server would report the upload
+// failed (vsftpd: 426).
+func finishUpload(dc net.Conn) error {
+	raw := dc
+	if tc, ok := dc.(*tls.Conn); ok {
+		if err := tc.CloseWrite(); err != nil {
+			return err
+		}
+		raw = tc.NetConn()
+	}
+	if tcp, ok := raw.(*net.TCPConn); ok {
+		if err := tcp.CloseWrite(); err != nil {
+			return err
+		}
+	}
+	_, err := io.Copy(io.Discard, dc)
+	return err
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ftpsalg/ftpsalg/test/ftpc"
@@ -162,9 +163,21 @@ func (d *Daemon) ready() error {
 // cleanly and without a data race report.
 func (d *Daemon) Stop() {
 	d.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := d.Proc.Stop(ctx); err != nil {
+	if err := d.Proc.Signal(syscall.SIGTERM); err != nil {
+		d.t.Fatalf("failed to signal ftpsalg: %v", err)
+	}
+	select {
+	case <-d.Proc.Done():
+	case <-time.After(10 * time.Second):
+		// Hung: a goroutine dump (Go prints it on SIGQUIT) says where.
+		_ = d.Proc.Signal(syscall.SIGQUIT)
+		select {
+		case <-d.Proc.Done():
+		case <-time.After(5 * time.Second):
+		}
+		d.t.Fatalf("ftpsalg did not exit within 10 s of SIGTERM:\n%s", d.Proc.Log())
+	}
+	if err := d.Proc.Err(); err != nil {
 		d.t.Fatalf("ftpsalg did not exit cleanly: %v\n%s", err, d.Proc.Log())
 	}
 	if strings.Contains(d.Proc.Log(), "DATA RACE") {

@@ -25,7 +25,7 @@ const relayPolicy = "    data: relay\n"
 func newRelayLab(t *testing.T, serverKeys string, vopts lab.VsftpdOptions) *mitmLab {
 	t.Helper()
 	vopts.TLS = &lab.VsftpdTLS{RequireSSLReuse: true}
-	ml := newMITMLab(t, serverKeys, false, vopts)
+	ml := newMITMLab(t, mitmOpts{server: serverKeys, vsftpd: vopts})
 	t.Cleanup(func() {
 		// Before the lab's cleanup kills the daemon (cleanups run last
 		// registered first).

@@ -57,15 +57,18 @@ table inet %[1]s {
 `, FirewallTable, ServerAddr4, ServerAddr6)
 }
 
-// InstallGatewayFirewall loads GatewayFirewallRuleset(ctMark) in the
-// gateway, replacing any earlier version of the table in one transaction.
+// InstallGatewayFirewall loads the operator table of
+// GatewayFirewallRuleset(ctMark) in the gateway, with extra control ports
+// let through as well, replacing any earlier version of the table in one
+// transaction. It uses netlink, not the nft binary, so that the lab (and
+// `make demo`) works where nftables' command-line tool is not installed.
 // ctMark must not be zero (a zero mask would accept everything).
-func (l *Lab) InstallGatewayFirewall(ctMark uint32) {
+func (l *Lab) InstallGatewayFirewall(ctMark uint32, extraPorts ...uint16) {
 	l.t.Helper()
 	if ctMark == 0 {
 		l.t.Fatalf("lab: InstallGatewayFirewall: ctMark must not be 0")
 	}
-	if err := l.NftScript(Gateway, GatewayFirewallRuleset(ctMark)); err != nil {
+	if err := l.installFirewallNetlink(ctMark, extraPorts); err != nil {
 		l.t.Fatalf("lab: failed to install gateway firewall: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,8 +23,12 @@ const testTimeout = 10 * time.Second
 // ftpClient is a minimal FTP client for the tests (RFC 959 §4.2 replies).
 type ftpClient struct {
 	t    testing.TB
-	conn net.Conn
+	conn net.Conn // raw, or a TLS layer over it
 	r    *bufio.Reader
+	raw  net.Conn // the TCP connection
+
+	dataTLS   *tls.Config         // set after PROT P: data connections use TLS
+	dataState tls.ConnectionState // of the last TLS data connection
 }
 
 // dialFTP connects to addr and reads the 220 greeting.
@@ -34,7 +39,7 @@ func dialFTP(t testing.TB, addr string) *ftpClient {
 		t.Fatalf("failed to dial %s: %v", addr, err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	c := &ftpClient{t: t, conn: conn, r: bufio.NewReader(conn)}
+	c := &ftpClient{t: t, conn: conn, r: bufio.NewReader(conn), raw: conn}
 	if code, msg := c.read(); code != 220 {
 		t.Fatalf("greeting: got %d %q, want 220", code, msg)
 	}
@@ -197,6 +202,7 @@ func (c *ftpClient) download(mode, command string) []byte {
 	if code, msg := c.read(); code != 150 {
 		c.t.Fatalf("%s: got %d %q, want 150", command, code, msg)
 	}
+	conn = c.secureData(conn)
 	conn.SetDeadline(time.Now().Add(testTimeout))
 	b, err := io.ReadAll(conn)
 	if err != nil {
@@ -217,6 +223,7 @@ func (c *ftpClient) stor(mode, name string, b []byte) {
 	if code, msg := c.read(); code != 150 {
 		c.t.Fatalf("STOR: got %d %q, want 150", code, msg)
 	}
+	conn = c.secureData(conn)
 	conn.SetDeadline(time.Now().Add(testTimeout))
 	if _, err := conn.Write(b); err != nil {
 		c.t.Fatalf("failed to write data: %v", err)
@@ -225,6 +232,22 @@ func (c *ftpClient) stor(mode, name string, b []byte) {
 	if code, msg := c.read(); code != 226 {
 		c.t.Fatalf("STOR end: got %d %q, want 226", code, msg)
 	}
+}
+
+// secureData runs the TLS client handshake on a data connection after
+// PROT P (RFC 4217 §7: the FTP client is the TLS client).
+func (c *ftpClient) secureData(conn net.Conn) net.Conn {
+	c.t.Helper()
+	if c.dataTLS == nil {
+		return conn
+	}
+	tc := tls.Client(conn, c.dataTLS)
+	tc.SetDeadline(time.Now().Add(testTimeout))
+	if err := tc.Handshake(); err != nil {
+		c.t.Fatalf("data TLS handshake: %v", err)
+	}
+	c.dataState = tc.ConnectionState()
+	return tc
 }
 
 // serve starts srv on a loopback listener at host and returns its address.

@@ -1,6 +1,6 @@
 // Package labftpd is a small FTP server for the ftpsalg test lab, written
 // from RFC 959 (FTP), RFC 1123 §4.1 (host requirements for FTP) and
-// RFC 2428 (EPRT/EPSV for IPv6 and NATs).
+// RFC 2428 (EPRT/EPSV for IPv6 and NATs), with FTPS from RFC 4217.
 //
 // It has two jobs:
 //
@@ -21,6 +21,22 @@
 // every read and write has a deadline, parse errors are replies and a
 // panic in one session is recovered and ends only that session.
 //
+// # FTPS
+//
+// With Config.TLS the server speaks FTP over TLS (RFC 4217): explicit
+// (AUTH TLS answered 234, then the handshake on the control connection) or,
+// with Config.ImplicitTLS, implicit (TLS from the first byte). PBSZ 0 and
+// PROT P|C set the data protection per session; under PROT P every data
+// connection, passive or active, is a TLS connection on which the server
+// is the TLS server, negotiated after the 150 reply and ended with
+// close_notify. CCC returns the control connection to clear text: both
+// sides send close_notify, and the TLS layer reads the control connection
+// one record at a time so that nothing the client sends after its
+// close_notify is lost. Config.RequireTLS refuses USER and PASS in clear
+// text. Session resumption is whatever crypto/tls does by default (session
+// tickets); it is never required. Handshakes are bounded by
+// Config.DataTimeout.
+//
 // # Sockets and network namespaces
 //
 // Passive listeners are bound to the control connection's local address and
@@ -35,5 +51,6 @@
 //
 // TYPE A is accepted but data are sent as stored (no CRLF conversion), there
 // is one transfer at a time per session (ABOR after the fact answers 225),
-// no REST, no TLS and no directory creation. Unknown commands get 502.
+// no REST and no directory creation; FTPS has no PROT S or E, and AUTH
+// TLS-P (implied PROT P) is not accepted. Unknown commands get 502.
 package labftpd

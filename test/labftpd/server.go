@@ -2,6 +2,7 @@ package labftpd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,9 +18,10 @@ const (
 	// DefaultIdleTimeout bounds the wait for the next command; long enough
 	// for a debugger pause, short enough that a stuck test ends.
 	DefaultIdleTimeout = 60 * time.Second
-	// DefaultDataTimeout bounds accepting/dialling a data connection and
-	// each read or write on it. Negative tests that expect a blocked data
-	// connection wait for the client, not for this.
+	// DefaultDataTimeout bounds accepting/dialling a data connection, each
+	// read or write on it, each reply and each TLS handshake. Negative tests
+	// that expect a blocked data connection wait for the client, not for
+	// this.
 	DefaultDataTimeout = 20 * time.Second
 	// DefaultMaxLine bounds one command line. RFC 959 sets no limit; 4 KiB
 	// holds any real command and path while keeping garbage cheap.
@@ -105,6 +107,22 @@ type Config struct {
 	// Defaults to net.Dialer with LocalAddr. Set it like Listen.
 	Dial func(ctx context.Context, network string, laddr, raddr netip.AddrPort) (net.Conn, error)
 
+	// TLS, when set, enables FTPS (RFC 4217): AUTH TLS (or SSL, TLS-C)
+	// upgrades the control connection, PBSZ and PROT P protect the data
+	// connections, CCC returns the control connection to clear text. The
+	// server is the TLS server on every connection, data ones included.
+	// Sessions are resumable as crypto/tls allows by default (session
+	// tickets), never required to be. Nil means plain FTP only: AUTH, PBSZ,
+	// PROT and CCC are unknown commands.
+	TLS *tls.Config
+	// ImplicitTLS makes every control connection TLS from its first byte
+	// (the "ftps" port 990 convention); AUTH is then refused with 503 and
+	// data connections are still clear until PROT P. It needs TLS.
+	ImplicitTLS bool
+	// RequireTLS refuses USER and PASS with 530 unless the control
+	// connection is under TLS (before AUTH, or after CCC). It needs TLS.
+	RequireTLS bool
+
 	// Logger receives one line per session event; nil discards.
 	Logger *slog.Logger
 }
@@ -123,7 +141,8 @@ type Server struct {
 	sessions sync.WaitGroup
 }
 
-// New returns a Server for cfg. A bad Root is reported by Serve.
+// New returns a Server for cfg. A bad Root, or ImplicitTLS or RequireTLS
+// without TLS, is reported by Serve.
 func New(cfg Config) *Server {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
@@ -149,6 +168,14 @@ func New(cfg Config) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	switch {
+	case cfg.TLS == nil && cfg.ImplicitTLS:
+		s.err = errors.New("labftpd: ImplicitTLS needs Config.TLS")
+		return s
+	case cfg.TLS == nil && cfg.RequireTLS:
+		s.err = errors.New("labftpd: RequireTLS needs Config.TLS")
+		return s
+	}
 	if cfg.Root != "" {
 		st, err := newDirStore(cfg.Root)
 		if err != nil {
@@ -168,8 +195,9 @@ func defaultDial(ctx context.Context, network string, laddr, raddr netip.AddrPor
 }
 
 // Serve accepts control connections on ln and serves each in its own
-// goroutine until Close is called or ln fails. It closes ln on return and
-// returns ErrServerClosed after Close. Serve may be called for several
+// goroutine until Close is called or ln fails (with Config.ImplicitTLS,
+// that goroutine starts with the TLS handshake). It closes ln on return
+// and returns ErrServerClosed after Close. Serve may be called for several
 // listeners (e.g. one IPv4 and one IPv6).
 func (s *Server) Serve(ln net.Listener) error {
 	if s.err != nil {

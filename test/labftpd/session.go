@@ -3,6 +3,7 @@ package labftpd
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -28,11 +29,13 @@ type session struct {
 	srv   *Server
 	cfg   *Config
 	log   *slog.Logger
-	c     net.Conn
-	br    *bufio.Reader
-	local netip.Addr // control connection's local address, unmapped
-	peer  netip.Addr // control connection's peer address, unmapped
-	buf   []byte     // data copy buffer, reused
+	raw   net.Conn      // the accepted control connection
+	in    io.Reader     // client bytes no layer has consumed: any read-ahead, then raw
+	c     net.Conn      // commands are read from and replies written to c: raw, tlsc or clear text after CCC
+	br    *bufio.Reader // line reader over c
+	local netip.Addr    // control connection's local address, unmapped
+	peer  netip.Addr    // control connection's peer address, unmapped
+	buf   []byte        // data copy buffer, reused
 
 	user     string
 	userSent bool
@@ -40,10 +43,15 @@ type session struct {
 	cwd      string
 	epsvAll  bool
 
+	tlsc    *tls.Conn     // control connection's TLS layer, or nil
+	rr      *recordReader // what tlsc reads through
+	secured bool          // AUTH (or implicit TLS) succeeded; stays true after CCC
+	protP   bool          // PROT P: data connections use TLS
+
 	pasv   net.Listener   // pending passive listener, or nil
 	active netip.AddrPort // pending active target, or invalid
 
-	werr error // first control write error; the session ends on it
+	werr error // first control write or TLS error; the session ends on it
 }
 
 // serveConn runs one control connection until QUIT, EOF, a timeout, a
@@ -52,6 +60,8 @@ func (s *Server) serveConn(c net.Conn) {
 	ss := &session{
 		srv:   s,
 		cfg:   &s.cfg,
+		raw:   c,
+		in:    c,
 		c:     c,
 		br:    bufio.NewReaderSize(c, s.cfg.MaxLine),
 		local: addrOf(c.LocalAddr()),
@@ -66,7 +76,14 @@ func (s *Server) serveConn(c net.Conn) {
 			ss.log.Error("session panic", "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
+	defer ss.closeNotify()
 	ss.log.Debug("session start")
+	if s.cfg.ImplicitTLS {
+		if err := ss.startTLS(); err != nil {
+			ss.log.Info("implicit TLS handshake failed", "error", err)
+			return
+		}
+	}
 	ss.reply(220, s.cfg.Greeting)
 	for ss.werr == nil {
 		line, err := ss.readLine()
@@ -188,6 +205,9 @@ func (ss *session) reply(code int, text string) {
 // handle runs one command and reports whether the session should end.
 func (ss *session) handle(verb, arg string) (quit bool) {
 	ss.log.Debug("command", "verb", verb)
+	if ss.cfg.TLS != nil && ss.handleSecurity(verb, arg) {
+		return false
+	}
 	switch verb {
 	case "":
 		ss.reply(500, "Empty command.")
@@ -217,6 +237,11 @@ func (ss *session) handle(verb, arg string) (quit bool) {
 		ss.reply(215, "UNIX Type: L8")
 		return false
 	case "FEAT":
+		if ss.cfg.TLS != nil {
+			// RFC 4217 §6.
+			ss.writeRaw("211-Features:\r\n AUTH TLS\r\n EPRT\r\n EPSV\r\n MDTM\r\n PASV\r\n PBSZ\r\n PROT\r\n SIZE\r\n211 End\r\n")
+			return false
+		}
 		ss.writeRaw("211-Features:\r\n EPRT\r\n EPSV\r\n MDTM\r\n PASV\r\n SIZE\r\n211 End\r\n")
 		return false
 	}
@@ -484,7 +509,13 @@ func (ss *session) trackData(c net.Conn) (net.Conn, error) {
 	return c, nil
 }
 
+// closeConn closes a data connection from openData or protectData; a TLS
+// one sends close_notify first.
 func (ss *session) closeConn(c net.Conn) error {
+	if tc, ok := c.(*tls.Conn); ok {
+		defer ss.srv.untrack(tc.NetConn())
+		return tc.Close()
+	}
 	ss.srv.untrack(c)
 	return c.Close()
 }
@@ -543,6 +574,9 @@ func (ss *session) retr(arg string) {
 		return
 	}
 	ss.reply(150, fmt.Sprintf("Opening BINARY mode data connection for %s (%d bytes).", arg, e.size))
+	if c, err = ss.protectData(c); err != nil {
+		return
+	}
 	err = ss.copyData(c, r, c)
 	if cerr := ss.closeConn(c); err == nil {
 		err = cerr
@@ -569,6 +603,10 @@ func (ss *session) stor(arg string) {
 		return
 	}
 	ss.reply(150, "Ok to send data.")
+	if c, err = ss.protectData(c); err != nil {
+		w.Close()
+		return
+	}
 	err = ss.copyData(w, c, c)
 	ss.closeConn(c)
 	if err != nil {
@@ -624,6 +662,9 @@ func (ss *session) list(arg string, long bool) {
 		return
 	}
 	ss.reply(150, "Here comes the directory listing.")
+	if c, err = ss.protectData(c); err != nil {
+		return
+	}
 	err = ss.copyData(c, strings.NewReader(b.String()), c)
 	if cerr := ss.closeConn(c); err == nil {
 		err = cerr
