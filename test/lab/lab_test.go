@@ -109,7 +109,10 @@ func run(t *testing.T, l *lab.Lab, c transferCase, dirURL, downName, downSum str
 		t.Logf("%v: %d bytes in %v", c, tr.Size, tr.Elapsed.Round(time.Millisecond))
 		return
 	}
-	name := strings.ToLower(c.String()) + ".bin"
+	// Unique per (sub)test: parallel subtests (IPv4 and IPv6) share the
+	// client directory and the server's store, and must not overwrite
+	// each other's files.
+	name := strings.ToLower(strings.NewReplacer("/", "-", " ", "_", ":", "_").Replace(t.Name()+"-"+c.String())) + ".bin"
 	src, sum, err := l.ClientFile("src-"+name, fileSize)
 	if err != nil {
 		t.Fatal(err)
