@@ -63,21 +63,25 @@ func ctxT(t *testing.T) context.Context {
 
 func TestFakeGolden(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		kind   QueueKind
+	type fakeCase struct {
+		name   string
+		spec   Spec
+		holes  []Pinhole
 		golden string
-	}{
-		{QueueCompat, "table.golden"},
-		{QueueNative, "table-native.golden"},
-	} {
-		t.Run(tc.kind.String(), func(t *testing.T) {
+	}
+	cases := []fakeCase{{"native", testSpec(QueueNative), goldenPinholes, "table-native.golden"}}
+	for _, g := range goldenTables {
+		cases = append(cases, fakeCase{g.name, g.spec(QueueCompat), g.holes, g.file + ".golden"})
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := ctxT(t)
 			f := NewFake()
-			if err := f.Apply(ctx, testSpec(tc.kind)); err != nil {
+			if err := f.Apply(ctx, tc.spec); err != nil {
 				t.Fatal(err)
 			}
-			if err := f.AddPinholes(ctx, goldenPinholes...); err != nil {
+			if err := f.AddPinholes(ctx, tc.holes...); err != nil {
 				t.Fatal(err)
 			}
 			got, err := f.Dump(ctx)

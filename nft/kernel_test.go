@@ -36,29 +36,48 @@ func normalizeNFTList(s string) string {
 	return reCounter.ReplaceAllString(s, "counter")
 }
 
-// TestKernelGolden applies the golden spec in an empty namespace and reads
+// goldenTables are the specs whose tables are pinned by golden files: the
+// fake and the kernel (read back through netlink) must render the same
+// text, and nft(8) must show operators what table.*.nft.golden says.
+var goldenTables = []struct {
+	name  string
+	spec  func(QueueKind) Spec
+	holes []Pinhole
+	file  string // without .golden
+}{
+	{"inspect", testSpec, goldenPinholes, "table"},
+	{"mitm", mitmSpec, goldenSNATPinholes, "table-mitm"},
+	{"relay", relaySpec, goldenRelayPinholes, "table-relay"},
+}
+
+// TestKernelGolden applies each golden spec in an empty namespace and reads
 // the table back: through netlink (the same golden as the fake) and through
 // nft(8) (what operators see).
 func TestKernelGolden(t *testing.T) {
 	t.Parallel()
-	ns := newNetns(t)
-	ctx := ctxT(t)
-	k := newKernel(t, ns)
-	if err := k.Apply(ctx, testSpec(QueueCompat)); err != nil {
-		t.Fatal(err)
-	}
-	if err := k.AddPinholes(ctx, goldenPinholes...); err != nil {
-		t.Fatal(err)
-	}
-	got, err := k.Dump(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "table.golden", got)
+	for _, tc := range goldenTables {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ns := newNetns(t)
+			ctx := ctxT(t)
+			k := newKernel(t, ns)
+			if err := k.Apply(ctx, tc.spec(QueueCompat)); err != nil {
+				t.Fatal(err)
+			}
+			if err := k.AddPinholes(ctx, tc.holes...); err != nil {
+				t.Fatal(err)
+			}
+			got, err := k.Dump(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, tc.file+".golden", got)
 
-	requireTool(t, "nft", "nftables")
-	stdout, stderr := ns.runSplit(t, "nft", "list", "table", "inet", DefaultTable)
-	golden(t, "table.nft.golden", normalizeNFTList(stdout)+"# stderr:\n"+stderr)
+			requireTool(t, "nft", "nftables")
+			stdout, stderr := ns.runSplit(t, "nft", "list", "table", "inet", DefaultTable)
+			golden(t, tc.file+".nft.golden", normalizeNFTList(stdout)+"# stderr:\n"+stderr)
+		})
+	}
 }
 
 // TestKernelNativeQueue applies the native-queue table where the kernel has

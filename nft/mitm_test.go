@@ -41,46 +41,6 @@ var goldenSNATPinholes = append([]Pinhole{
 		SNAT: netip.MustParseAddr("2001:db8:5::1")},
 }, goldenPinholes...)
 
-func TestFakeGoldenMITM(t *testing.T) {
-	t.Parallel()
-	ctx := ctxT(t)
-	f := NewFake()
-	if err := f.Apply(ctx, mitmSpec(QueueCompat)); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.AddPinholes(ctx, goldenSNATPinholes...); err != nil {
-		t.Fatal(err)
-	}
-	got, err := f.Dump(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "table-mitm.golden", got)
-}
-
-// TestKernelGoldenMITM is TestKernelGolden for a table with mitm servers.
-func TestKernelGoldenMITM(t *testing.T) {
-	t.Parallel()
-	ns := newNetns(t)
-	ctx := ctxT(t)
-	k := newKernel(t, ns)
-	if err := k.Apply(ctx, mitmSpec(QueueCompat)); err != nil {
-		t.Fatal(err)
-	}
-	if err := k.AddPinholes(ctx, goldenSNATPinholes...); err != nil {
-		t.Fatal(err)
-	}
-	got, err := k.Dump(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "table-mitm.golden", got)
-
-	requireTool(t, "nft", "nftables")
-	stdout, stderr := ns.runSplit(t, "nft", "list", "table", "inet", DefaultTable)
-	golden(t, "table-mitm.nft.golden", normalizeNFTList(stdout)+"# stderr:\n"+stderr)
-}
-
 // transparent sets IP_TRANSPARENT (IPV6_TRANSPARENT on IPv6 sockets), as
 // the daemon's listener and upstream dialer do: the listener then accepts
 // connections TPROXY assigns to it, and the dialer may bind to the client's

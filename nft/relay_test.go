@@ -30,46 +30,6 @@ var goldenRelayPinholes = append([]Pinhole{
 	{Src: netip.MustParseAddr("2001:db8:c::2"), Dst: netip.MustParseAddr("2001:db8:5::4"), DstPort: 50005, Timeout: 6 * time.Hour, Relay: true},
 }, goldenSNATPinholes...)
 
-func TestFakeGoldenRelay(t *testing.T) {
-	t.Parallel()
-	ctx := ctxT(t)
-	f := NewFake()
-	if err := f.Apply(ctx, relaySpec(QueueCompat)); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.AddPinholes(ctx, goldenRelayPinholes...); err != nil {
-		t.Fatal(err)
-	}
-	got, err := f.Dump(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "table-relay.golden", got)
-}
-
-// TestKernelGoldenRelay is TestKernelGolden for a table with a relay port.
-func TestKernelGoldenRelay(t *testing.T) {
-	t.Parallel()
-	ns := newNetns(t)
-	ctx := ctxT(t)
-	k := newKernel(t, ns)
-	if err := k.Apply(ctx, relaySpec(QueueCompat)); err != nil {
-		t.Fatal(err)
-	}
-	if err := k.AddPinholes(ctx, goldenRelayPinholes...); err != nil {
-		t.Fatal(err)
-	}
-	got, err := k.Dump(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "table-relay.golden", got)
-
-	requireTool(t, "nft", "nftables")
-	stdout, stderr := ns.runSplit(t, "nft", "list", "table", "inet", DefaultTable)
-	golden(t, "table-relay.nft.golden", normalizeNFTList(stdout)+"# stderr:\n"+stderr)
-}
-
 func TestSpecValidateRelay(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
