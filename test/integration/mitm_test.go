@@ -86,91 +86,7 @@ func TestMITMTransfers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	for _, fam := range []netip.Addr{lab.ServerAddr4, lab.ServerAddr6} {
-		for _, implicit := range []bool{false, true} {
-			for _, mode := range lab.Modes {
-				if fam.Is6() && mode.IPv4Only() {
-					continue
-				}
-				url := v.URL(fam, "down.bin")
-				if implicit {
-					url = v.ImplicitURL(fam, "down.bin")
-				}
-				kind := map[bool]string{false: "explicit", true: "implicit"}[implicit]
-				fname := map[bool]string{false: "v4", true: "v6"}[fam.Is6()]
-				// curl 7.88 cannot do active FTPS (curl bug #10622):
-				// lftp and the Go client cover active mode.
-				if mode.Passive() {
-					t.Run(fmt.Sprintf("%s/%s/%s/curl", fname, kind, mode), func(t *testing.T) {
-						ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-						defer cancel()
-						tr, err := l.DownloadCurl(ctx, url, mode, ml.curlTLS()...)
-						if err != nil {
-							t.Fatalf("download: %v", err)
-						}
-						if tr.SHA256 != want {
-							t.Fatal("download sha256 mismatch")
-						}
-						// Uploads are checked with the Go client below: curl
-						// 7.88 FTPS uploads to vsftpd 3.0.3 (OpenSSL 3) end
-						// with a 426 about 1 time in 40 even with no
-						// ftpsalg in the path (measured in this lab).
-					})
-					n++
-				}
-				if !(fam.Is4() && mode == lab.EPRT) { // lftp sends EPRT only over IPv6
-					t.Run(fmt.Sprintf("%s/%s/%s/lftp", fname, kind, mode), func(t *testing.T) {
-						ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-						defer cancel()
-						tr, err := l.DownloadLftp(ctx, url, mode, ml.lftpTLS()...)
-						if err != nil {
-							t.Fatalf("download: %v", err)
-						}
-						if tr.SHA256 != want {
-							t.Fatal("download sha256 mismatch")
-						}
-					})
-					n++
-				}
-				t.Run(fmt.Sprintf("%s/%s/%s/go", fname, kind, mode), func(t *testing.T) {
-					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-					defer cancel()
-					c := ml.goTLSClient(t, ctx, fam, implicit)
-					sum, _, err := c.Retrieve(ctx, ftpc.Mode(mode.String()), "down.bin")
-					if err != nil {
-						t.Fatal(err)
-					}
-					if sum != want {
-						t.Fatal("download sha256 mismatch")
-					}
-					f, err := os.Open(up)
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer f.Close()
-					remote := fmt.Sprintf("up-%s-%s-%s.bin", fname, kind, mode)
-					if _, _, err := c.Store(ctx, ftpc.Mode(mode.String()), remote, f); err != nil {
-						t.Fatalf("upload: %v", err)
-					}
-					if got, _ := v.SHA256(remote); got != upSum {
-						t.Fatal("upload sha256 mismatch")
-					}
-					st, _ := c.TLSState()
-					if st.PeerCertificates[0].Issuer.CommonName != "lab operator CA" {
-						t.Fatalf("control leaf issued by %q", st.PeerCertificates[0].Issuer.CommonName)
-					}
-					// The control channel shows ftpsalg's minted leaf, not
-					// the server's own certificate.
-					if srvCert, err := certs.ReadCertificate(filepath.Join(l.Dir(), "server.crt")); err != nil || srvCert.Equal(st.PeerCertificates[0]) {
-						t.Fatalf("control leaf is the server's own certificate (err %v)", err)
-					}
-					c.Quit()
-				})
-				n++
-			}
-		}
-	}
+	n, sessions := ml.transferMatrix(t, want, up, upSum, false, nil)
 	m := ml.d.Metrics()
 	opened := m[`ftpsalg_pinholes_opened_total{data_mode="passive"}`] + m[`ftpsalg_pinholes_opened_total{data_mode="active"}`]
 	if opened < float64(n) {
@@ -179,8 +95,8 @@ func TestMITMTransfers(t *testing.T) {
 	if m[`ftpsalg_tls_certificate_expiry_timestamp_seconds{kind="ca",server=""}`] < float64(time.Now().Unix()) {
 		t.Error("the operator CA's expiry time is not exported")
 	}
-	if m[`ftpsalg_control_sessions_total{mode="mitm"}`] < float64(n) {
-		t.Fatalf("mitm sessions %v, want at least %d", m[`ftpsalg_control_sessions_total{mode="mitm"}`], n)
+	if m[`ftpsalg_control_sessions_total{mode="mitm"}`] < float64(sessions) {
+		t.Fatalf("mitm sessions %v, want at least %d", m[`ftpsalg_control_sessions_total{mode="mitm"}`], sessions)
 	}
 	if els := ml.d.PinholeElements(); els != "" {
 		t.Fatalf("pinholes left open:\n%s", els)
@@ -518,4 +434,117 @@ func TestMITMRefusesReadableCAKey(t *testing.T) {
 	if tables, _ := l.Nft(lab.Gateway, "list", "tables"); strings.Contains(tables, "ftpsalg") {
 		t.Fatal("the kernel was touched before the CA check")
 	}
+}
+
+// transferMatrix runs FTPS transfers through ftpsalg: IPv4 and IPv6,
+// explicit and implicit TLS, the four data modes; curl (passive only: curl
+// 7.88 cannot do active FTPS), lftp (which sends EPRT only over IPv6) and
+// the Go client, all trusting only the operator CA. Each downloads down.bin
+// (sha256 want); the Go client also uploads up (sha256 upSum), and curl
+// does when curlUpload is set — not against vsftpd directly: curl 7.88 FTPS
+// uploads to vsftpd 3.0.3 (OpenSSL 3) end with a 426 about 1 time in 40
+// with no ftpsalg in the path (measured in this lab). goCheck, when set,
+// asserts more on each Go client's session. It returns the number of data
+// connections and of control sessions made.
+func (ml *mitmLab) transferMatrix(t *testing.T, want, up, upSum string, curlUpload bool, goCheck func(*testing.T, *ftpc.Client)) (conns, sessions int) {
+	t.Helper()
+	l, v := ml.l, ml.v
+	upload := func(t *testing.T, name string, store func(remote string) error) {
+		t.Helper()
+		remote := "up-" + strings.ReplaceAll(name, "/", "-") + ".bin"
+		if err := store(remote); err != nil {
+			t.Fatalf("upload: %v", err)
+		}
+		if got, _ := v.SHA256(remote); got != upSum {
+			t.Fatal("upload sha256 mismatch")
+		}
+	}
+	for _, fam := range []netip.Addr{lab.ServerAddr4, lab.ServerAddr6} {
+		for _, implicit := range []bool{false, true} {
+			for _, mode := range lab.Modes {
+				if fam.Is6() && mode.IPv4Only() {
+					continue
+				}
+				url := v.URL(fam, "down.bin")
+				if implicit {
+					url = v.ImplicitURL(fam, "down.bin")
+				}
+				name := fmt.Sprintf("%s/%s/%s", map[bool]string{false: "v4", true: "v6"}[fam.Is6()],
+					map[bool]string{false: "explicit", true: "implicit"}[implicit], mode)
+				if mode.Passive() {
+					t.Run(name+"/curl", func(t *testing.T) {
+						ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+						defer cancel()
+						tr, err := l.DownloadCurl(ctx, url, mode, ml.curlTLS()...)
+						if err != nil {
+							t.Fatalf("download: %v", err)
+						}
+						if tr.SHA256 != want {
+							t.Fatal("download sha256 mismatch")
+						}
+						if curlUpload {
+							upload(t, name+"-curl", func(remote string) error {
+								_, err := l.UploadCurl(ctx, strings.Replace(url, "down.bin", remote, 1), up, mode, ml.curlTLS()...)
+								return err
+							})
+						}
+					})
+					conns, sessions = conns+1, sessions+1
+					if curlUpload {
+						conns, sessions = conns+1, sessions+1
+					}
+				}
+				if !(fam.Is4() && mode == lab.EPRT) {
+					t.Run(name+"/lftp", func(t *testing.T) {
+						ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+						defer cancel()
+						tr, err := l.DownloadLftp(ctx, url, mode, ml.lftpTLS()...)
+						if err != nil {
+							t.Fatalf("download: %v", err)
+						}
+						if tr.SHA256 != want {
+							t.Fatal("download sha256 mismatch")
+						}
+					})
+					conns, sessions = conns+1, sessions+1
+				}
+				t.Run(name+"/go", func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					defer cancel()
+					c := ml.goTLSClient(t, ctx, fam, implicit)
+					sum, _, err := c.Retrieve(ctx, ftpc.Mode(mode.String()), "down.bin")
+					if err != nil {
+						t.Fatal(err)
+					}
+					if sum != want {
+						t.Fatal("download sha256 mismatch")
+					}
+					upload(t, name+"-go", func(remote string) error {
+						f, err := os.Open(up)
+						if err != nil {
+							return err
+						}
+						defer f.Close()
+						_, _, err = c.Store(ctx, ftpc.Mode(mode.String()), remote, f)
+						return err
+					})
+					// The control channel shows ftpsalg's minted leaf, not
+					// the server's own certificate.
+					st, _ := c.TLSState()
+					if st.PeerCertificates[0].Issuer.CommonName != "lab operator CA" {
+						t.Fatalf("control leaf issued by %q", st.PeerCertificates[0].Issuer.CommonName)
+					}
+					if srvCert, err := certs.ReadCertificate(filepath.Join(l.Dir(), "server.crt")); err != nil || srvCert.Equal(st.PeerCertificates[0]) {
+						t.Fatalf("control leaf is the server's own certificate (err %v)", err)
+					}
+					if goCheck != nil {
+						goCheck(t, c)
+					}
+					c.Quit()
+				})
+				conns, sessions = conns+2, sessions+1
+			}
+		}
+	}
+	return conns, sessions
 }

@@ -54,78 +54,15 @@ func TestRelayTransfers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
-	for _, fam := range []netip.Addr{lab.ServerAddr4, lab.ServerAddr6} {
-		for _, implicit := range []bool{false, true} {
-			for _, mode := range lab.Modes {
-				if fam.Is6() && mode.IPv4Only() {
-					continue
-				}
-				url := v.URL(fam, "down.bin")
-				if implicit {
-					url = v.ImplicitURL(fam, "down.bin")
-				}
-				kind := map[bool]string{false: "explicit", true: "implicit"}[implicit]
-				fname := map[bool]string{false: "v4", true: "v6"}[fam.Is6()]
-				if mode.Passive() { // curl 7.88 cannot do active FTPS
-					t.Run(fmt.Sprintf("%s/%s/%s/curl", fname, kind, mode), func(t *testing.T) {
-						ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-						defer cancel()
-						tr, err := l.DownloadCurl(ctx, url, mode, ml.curlTLS()...)
-						if err != nil {
-							t.Fatalf("download: %v", err)
-						}
-						if tr.SHA256 != want {
-							t.Fatal("download sha256 mismatch")
-						}
-						remote := fmt.Sprintf("up-%s-%s-%s.bin", fname, kind, mode)
-						if _, err := l.UploadCurl(ctx, strings.Replace(url, "down.bin", remote, 1), up, mode, ml.curlTLS()...); err != nil {
-							t.Fatalf("upload: %v", err)
-						}
-						if got, _ := v.SHA256(remote); got != upSum {
-							t.Fatal("upload sha256 mismatch")
-						}
-					})
-					n += 2
-				}
-				if !(fam.Is4() && mode == lab.EPRT) { // lftp sends EPRT only over IPv6
-					t.Run(fmt.Sprintf("%s/%s/%s/lftp", fname, kind, mode), func(t *testing.T) {
-						ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-						defer cancel()
-						tr, err := l.DownloadLftp(ctx, url, mode, ml.lftpTLS()...)
-						if err != nil {
-							t.Fatalf("download: %v", err)
-						}
-						if tr.SHA256 != want {
-							t.Fatal("download sha256 mismatch")
-						}
-					})
-					n++
-				}
-				t.Run(fmt.Sprintf("%s/%s/%s/go", fname, kind, mode), func(t *testing.T) {
-					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-					defer cancel()
-					c := ml.goTLSClient(t, ctx, fam, implicit)
-					sum, _, err := c.Retrieve(ctx, ftpc.Mode(mode.String()), "down.bin")
-					if err != nil {
-						t.Fatal(err)
-					}
-					if sum != want {
-						t.Fatal("download sha256 mismatch")
-					}
-					// The client resumed its control session with ftpsalg and
-					// saw the control connection's certificate again.
-					ctl, _ := c.TLSState()
-					if !c.DataTLS.DidResume || !c.DataTLS.PeerCertificates[0].Equal(ctl.PeerCertificates[0]) {
-						t.Fatalf("data connection: resumed %v, same certificate %v", c.DataTLS.DidResume,
-							c.DataTLS.PeerCertificates[0].Equal(ctl.PeerCertificates[0]))
-					}
-					c.Quit()
-				})
-				n++
-			}
+	n, _ := ml.transferMatrix(t, want, up, upSum, true, func(t *testing.T, c *ftpc.Client) {
+		// The client resumed its control session with ftpsalg and saw the
+		// control connection's certificate again.
+		ctl, _ := c.TLSState()
+		if !c.DataTLS.DidResume || !c.DataTLS.PeerCertificates[0].Equal(ctl.PeerCertificates[0]) {
+			t.Fatalf("data connection: resumed %v, same certificate %v", c.DataTLS.DidResume,
+				c.DataTLS.PeerCertificates[0].Equal(ctl.PeerCertificates[0]))
 		}
-	}
+	})
 
 	t.Run("50MiB", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
