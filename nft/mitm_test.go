@@ -64,14 +64,13 @@ type accepted struct {
 	err           error
 }
 
-// startProxy runs a minimal transparent proxy in ns, as the daemon's mitm
-// transport will: transparent listeners on port (IPv4 and IPv6); for each
-// connection, an upstream connection to its original destination bound to
-// the client's address; bytes copied both ways. The returned stop closes
-// the listeners (the daemon is down).
-func startProxy(t *testing.T, ns *netns, port uint16) (<-chan accepted, func()) {
+// serveTransparent listens on port in ns (IPv4 and IPv6) with
+// IP_TRANSPARENT, as the daemon's listeners do, and runs handle for each
+// accepted connection in its own goroutine. The returned stop closes the
+// listeners and waits for the handlers (the daemon is down); it also runs
+// at cleanup.
+func serveTransparent(t *testing.T, ns *netns, port uint16, handle func(net.Conn)) func() {
 	t.Helper()
-	out := make(chan accepted, 16)
 	var lns []net.Listener
 	for _, network := range []string{"tcp4", "tcp6"} {
 		addr := net.JoinHostPort("0.0.0.0", fmt.Sprint(port))
@@ -100,15 +99,26 @@ func startProxy(t *testing.T, ns *netns, port uint16) (<-chan accepted, func()) 
 	for _, ln := range lns {
 		wg.Go(func() {
 			for {
-				down, err := ln.Accept()
+				c, err := ln.Accept()
 				if err != nil {
 					return
 				}
-				wg.Go(func() { proxyConn(ns, down, out) })
+				wg.Go(func() { handle(c) })
 			}
 		})
 	}
-	return out, stop
+	return stop
+}
+
+// startProxy runs a minimal transparent proxy in ns, as the daemon's mitm
+// transport does: transparent listeners on port (IPv4 and IPv6); for each
+// connection, an upstream connection to its original destination bound to
+// the client's address; bytes copied both ways. The returned stop closes
+// the listeners (the daemon is down).
+func startProxy(t *testing.T, ns *netns, port uint16) (<-chan accepted, func()) {
+	t.Helper()
+	out := make(chan accepted, 16)
+	return out, serveTransparent(t, ns, port, func(down net.Conn) { proxyConn(ns, down, out) })
 }
 
 func proxyConn(ns *netns, down net.Conn, out chan<- accepted) {

@@ -1,14 +1,12 @@
 package nft
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -187,46 +185,12 @@ func TestKernelRelay(t *testing.T) {
 func relayListener(t *testing.T, ns *netns, port uint16) (<-chan accepted, func()) {
 	t.Helper()
 	out := make(chan accepted, 16)
-	var lns []net.Listener
-	for _, addr := range []string{net.JoinHostPort("0.0.0.0", fmt.Sprint(port)), net.JoinHostPort("::", fmt.Sprint(port))} {
-		network := "tcp4"
-		if strings.HasPrefix(addr, "[") {
-			network = "tcp6"
-		}
-		if err := ns.do(func() error {
-			ln, err := (&net.ListenConfig{Control: transparent}).Listen(context.Background(), network, addr)
-			lns = append(lns, ln)
-			return err
-		}); err != nil {
-			t.Fatalf("failed to listen on %s: %v", addr, err)
-		}
-	}
-	var wg sync.WaitGroup
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			for _, ln := range lns {
-				_ = ln.Close()
-			}
-			wg.Wait()
-		})
-	}
-	t.Cleanup(stop)
-	for _, ln := range lns {
-		wg.Go(func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				l, r := c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort()
-				out <- accepted{local: netip.AddrPortFrom(l.Addr().Unmap(), l.Port()), remote: netip.AddrPortFrom(r.Addr().Unmap(), r.Port())}
-				_, _ = io.WriteString(c, "relay\n")
-				_ = c.Close()
-			}
-		})
-	}
-	return out, stop
+	return out, serveTransparent(t, ns, port, func(c net.Conn) {
+		l, r := c.LocalAddr().(*net.TCPAddr).AddrPort(), c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		out <- accepted{local: netip.AddrPortFrom(l.Addr().Unmap(), l.Port()), remote: netip.AddrPortFrom(r.Addr().Unmap(), r.Port())}
+		_, _ = io.WriteString(c, "relay\n")
+		_ = c.Close()
+	})
 }
 
 // reachRelay connects from ns (from laddr when valid) to addr and reports
