@@ -375,3 +375,30 @@ func FormatEPRT(ap netip.AddrPort) string {
 // Format229 returns the part of a 229 reply inside the parentheses,
 // "|||port|".
 func Format229(port uint16) string { return "|||" + strconv.Itoa(int(port)) + "|" }
+
+// FormatLPRT returns the LPRT argument (RFC 1639), which is also the
+// address part of a 228 reply: "4,4,h1,h2,h3,h4,2,p1,p2" for IPv4 (an
+// IPv4-mapped address is unmapped) or "6,16,<16 octets>,2,p1,p2" for IPv6;
+// "" for an invalid address.
+func FormatLPRT(ap netip.AddrPort) string {
+	a := ap.Addr().Unmap()
+	var b []byte
+	var af int
+	switch {
+	case a.Is4():
+		v := a.As4()
+		b, af = v[:], 4
+	case a.Is6():
+		v := a.As16()
+		b, af = v[:], 6
+	default:
+		return ""
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%d,%d", af, len(b))
+	for _, o := range b {
+		fmt.Fprintf(&sb, ",%d", o)
+	}
+	fmt.Fprintf(&sb, ",2,%d,%d", ap.Port()>>8, ap.Port()&0xff)
+	return sb.String()
+}

@@ -1,0 +1,147 @@
+package nat
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/ftpsalg/ftpsalg/alg/ftp"
+)
+
+func TestReserveWantedPortFirst(t *testing.T) {
+	var p Ports
+	a := netip.MustParseAddr("192.0.2.1")
+	port, moved, err := p.Reserve(a, 40010, Range{40000, 40020}, time.Minute)
+	if err != nil || port != 40010 || moved {
+		t.Fatalf("Reserve = %d, %v, %v; want 40010, false, nil", port, moved, err)
+	}
+	// Taken now: the next reservation of the same port moves, within range.
+	port, moved, err = p.Reserve(a, 40010, Range{40000, 40020}, time.Minute)
+	if err != nil || port == 40010 || !moved || port < 40000 || port > 40020 {
+		t.Fatalf("second Reserve = %d, %v, %v; want another port of 40000-40020", port, moved, err)
+	}
+	// Another address is independent.
+	if port, moved, _ := p.Reserve(netip.MustParseAddr("192.0.2.100"), 40010, Range{40000, 40020}, time.Minute); port != 40010 || moved {
+		t.Fatalf("Reserve on another address = %d, %v; want 40010, false", port, moved)
+	}
+	// A wanted port outside the range is never used.
+	if port, moved, _ := p.Reserve(a, 30000, Range{40000, 40020}, time.Minute); !moved || port < 40000 || port > 40020 {
+		t.Fatalf("Reserve of an out-of-range port = %d, %v", port, moved)
+	}
+}
+
+func TestReserveExhaustionReleaseAndExpiry(t *testing.T) {
+	now := time.Unix(1000, 0)
+	p := Ports{Now: func() time.Time { return now }}
+	a := netip.MustParseAddr("198.51.100.1")
+	r := Range{50000, 50002}
+	got := map[uint16]bool{}
+	for range 3 {
+		port, _, err := p.Reserve(a, 50000, r, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[port] = true
+	}
+	if len(got) != 3 {
+		t.Fatalf("three reservations gave %v; want three distinct ports", got)
+	}
+	if _, _, err := p.Reserve(a, 50000, r, 5*time.Second); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("fourth Reserve: err = %v; want ErrExhausted", err)
+	}
+	p.Release(netip.AddrPortFrom(a, 50001))
+	if port, _, err := p.Reserve(a, 50000, r, 5*time.Second); err != nil || port != 50001 {
+		t.Fatalf("after Release: %d, %v; want 50001", port, err)
+	}
+	if p.Held() != 3 {
+		t.Fatalf("Held = %d; want 3", p.Held())
+	}
+	now = now.Add(6 * time.Second)
+	if p.Held() != 0 {
+		t.Fatalf("Held after the lifetime = %d; want 0", p.Held())
+	}
+	if port, moved, err := p.Reserve(a, 50000, r, 5*time.Second); err != nil || port != 50000 || moved {
+		t.Fatalf("after expiry: %d, %v, %v; want 50000", port, moved, err)
+	}
+}
+
+func TestReserveBindProbe(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	busy := netip.MustParseAddrPort(ln.Addr().String())
+	if !BindProbe(busy) {
+		t.Fatalf("BindProbe(%s) = false for a listening socket", busy)
+	}
+	p := Ports{Probe: BindProbe}
+	port, moved, err := p.Reserve(busy.Addr(), busy.Port(), Range{busy.Port(), busy.Port() + 1}, time.Minute)
+	if err != nil || !moved || port != busy.Port()+1 {
+		t.Fatalf("Reserve of a port with a local listener = %d, %v, %v; want %d, moved", port, moved, err, busy.Port()+1)
+	}
+}
+
+func TestLeg(t *testing.T) {
+	c, s, g := netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("198.51.100.2"), netip.MustParseAddr("198.51.100.1")
+	pub := netip.MustParseAddr("192.0.2.1")
+	for _, tc := range []struct {
+		leg             Leg
+		published, ctrl bool
+	}{
+		{Leg{Client: c, Server: s, Upstream: c}, false, false},
+		{Leg{Client: c, Public: pub, Server: s, Upstream: c}, true, false},
+		{Leg{Client: c, Server: s, Upstream: g}, false, true},
+		{Leg{Client: c, Public: s, Server: s, Upstream: netip.MustParseAddr("::ffff:192.0.2.2")}, false, false},
+	} {
+		if tc.leg.Published() != tc.published || tc.leg.ClientTranslated() != tc.ctrl {
+			t.Errorf("%+v: Published %v ClientTranslated %v; want %v %v", tc.leg, tc.leg.Published(), tc.leg.ClientTranslated(), tc.published, tc.ctrl)
+		}
+	}
+}
+
+func TestRewrittenLinesParse(t *testing.T) {
+	ap := netip.MustParseAddrPort("192.0.2.1:40123")
+	for code, parse := range map[int]func(string) (netip.AddrPort, error){227: ftp.Parse227, 228: ftp.Parse228} {
+		line, err := PassiveReply(code, ap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var asm ftp.ReplyAssembler
+		r, done, err := asm.Add(line[:len(line)-2])
+		if err != nil || !done || r.Code != code {
+			t.Fatalf("%q: %+v %v %v", line, r, done, err)
+		}
+		if got, err := parse(line[4 : len(line)-2]); err != nil || got != ap {
+			t.Errorf("%d: parsed %s, %v; want %s", code, got, err, ap)
+		}
+	}
+	line, _ := PassiveReply(229, ap)
+	if got, err := ftp.Parse229(line[4 : len(line)-2]); err != nil || got != 40123 {
+		t.Errorf("229: parsed %d, %v from %q", got, err, line)
+	}
+	if _, err := PassiveReply(227, netip.MustParseAddrPort("[2001:db8::1]:1")); err == nil {
+		t.Error("PassiveReply(227, IPv6) succeeded")
+	}
+	if _, err := PassiveReply(200, ap); err == nil {
+		t.Error("PassiveReply(200) succeeded")
+	}
+	for _, verb := range []string{"PORT", "EPRT", "LPRT"} {
+		line, err := ActiveCommand(verb, ap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd, err := ftp.ParseCommand(line[:len(line)-2])
+		if err != nil || cmd.Verb != verb {
+			t.Fatalf("%q: %+v %v", line, cmd, err)
+		}
+		if got, err := ParseActive(verb, cmd.Arg); err != nil || got != ap {
+			t.Errorf("%s: parsed %s, %v; want %s", verb, got, err, ap)
+		}
+	}
+	if _, err := ActiveCommand("PORT", netip.MustParseAddrPort("[2001:db8::1]:1")); err == nil {
+		t.Error("ActiveCommand(PORT, IPv6) succeeded")
+	}
+}
