@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -22,6 +23,100 @@ type Config struct {
 	MITM MITMGlobal
 	// Servers is never empty: a policy without servers is refused.
 	Servers []Server
+	// Clients are the masqueraded client networks (top-level key clients):
+	// their control connections go through the transparent listener, and
+	// their PORT/EPRT announcements are translated to a NAT address
+	// (docs/nat.md). Empty by default.
+	Clients []ClientNAT
+}
+
+// ClientNAT is one masqueraded client network (an item of the top-level
+// key clients).
+type ClientNAT struct {
+	// Name identifies the entry in logs; unique among clients (key name).
+	Name string
+	// Prefixes are the inside prefixes (key prefixes): masked, never
+	// empty, overlapping no other entry's.
+	Prefixes []netip.Prefix
+	// NAT are the gateway's outside addresses these clients are
+	// translated to (key nat_addresses): at most one per family, never
+	// empty, each on the host.
+	NAT []netip.Addr
+	// PortMin and PortMax bound, inclusively, the gateway ports reserved
+	// for translated PORT/EPRT announcements (key nat_ports).
+	PortMin, PortMax uint16
+}
+
+// ClientNAT returns the clients entry whose prefixes contain a.
+func (c *Config) ClientNAT(a netip.Addr) (*ClientNAT, bool) {
+	a = a.Unmap().WithZone("")
+	for i := range c.Clients {
+		for _, p := range c.Clients[i].Prefixes {
+			if p.Contains(a) {
+				return &c.Clients[i], true
+			}
+		}
+	}
+	return nil, false
+}
+
+// Address returns the entry's NAT address of the same family as family.
+func (n *ClientNAT) Address(family netip.Addr) (netip.Addr, bool) {
+	is4 := family.Unmap().Is4()
+	for _, a := range n.NAT {
+		if a.Is4() == is4 {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// Stream reports whether any control connection goes through the
+// transparent listener: a mitm server, a published server or a clients
+// entry.
+func (c *Config) Stream() bool {
+	if len(c.Clients) > 0 {
+		return true
+	}
+	for _, s := range c.Servers {
+		if s.Mode == ModeMITM || s.Published() {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckHost checks the policy against the host's addresses: every public
+// and NAT address must be one of local (the gateway answers for them).
+// Load does not call it, so that a policy can be checked elsewhere.
+func CheckHost(c *Config, local []netip.Addr) error {
+	has := func(a netip.Addr) bool {
+		for _, l := range local {
+			if l.Unmap() == a {
+				return true
+			}
+		}
+		return false
+	}
+	var missing []string
+	for _, s := range c.Servers {
+		for _, a := range s.Public {
+			if !has(a) {
+				missing = append(missing, fmt.Sprintf("server %q: public address %s", s.Name, a))
+			}
+		}
+	}
+	for _, n := range c.Clients {
+		for _, a := range n.NAT {
+			if !has(a) {
+				missing = append(missing, fmt.Sprintf("clients %q: nat address %s", n.Name, a))
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("not an address of this host (add it to an interface, or fix the policy): %s", strings.Join(missing, "; "))
+	}
+	return nil
 }
 
 // Log configures the daemon's logger (key log).
@@ -137,6 +232,14 @@ type Server struct {
 	// Clients are the prefixes clients may connect from (key clients).
 	// Never empty; every prefix is masked.
 	Clients []netip.Prefix
+	// Public are the gateway's addresses clients reach this server at
+	// (key public; docs/nat.md): at most one per family, each mapping to
+	// the server's one address of its family. Empty: not published.
+	Public []netip.Addr
+	// PublicPortMin and PublicPortMax bound, inclusively, the public ports
+	// announced instead of the server's when its port is taken on the
+	// public side (key public_ports). Default: the passive range.
+	PublicPortMin, PublicPortMax uint16
 	// MITM holds the settings that apply in mitm mode only. It is non-nil
 	// exactly when Mode is ModeMITM.
 	MITM *MITM
@@ -318,7 +421,7 @@ func (c *Config) ServerFor(addr netip.Addr, port uint16) (*Server, bool) {
 	// once per new control connection.
 	for i := range c.Servers {
 		s := &c.Servers[i]
-		if !slices.Contains(s.Addresses, addr) {
+		if !slices.Contains(s.Addresses, addr) && !slices.Contains(s.Public, addr) {
 			continue
 		}
 		if slices.Contains(s.ControlPorts, port) || slices.Contains(s.ImplicitTLSPorts, port) {
@@ -326,6 +429,24 @@ func (c *Config) ServerFor(addr netip.Addr, port uint16) (*Server, bool) {
 		}
 	}
 	return nil, false
+}
+
+// Published reports whether the server has public addresses.
+func (s *Server) Published() bool { return len(s.Public) > 0 }
+
+// Private returns the server's address for its public address public
+// (the one of the same family), false when public is not one of s.Public.
+func (s *Server) Private(public netip.Addr) (netip.Addr, bool) {
+	public = public.Unmap().WithZone("")
+	if !slices.Contains(s.Public, public) {
+		return netip.Addr{}, false
+	}
+	for _, a := range s.Addresses {
+		if a.Is4() == public.Is4() {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // ClientAllowed reports whether a client at a may use the server. An

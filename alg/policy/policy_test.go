@@ -43,8 +43,8 @@ func e(line int, key, msg string) policy.Error {
 }
 
 const (
-	rootKeys   = "limits, log, metrics, mitm, nftables, pinholes, queue, servers"
-	serverKeys = "active_mode, addresses, allow_anonymous, allow_third_party, clients, control_ports, data, implicit_tls_ports, mode, name, passive_ports, require_tls, tls, upstream_source"
+	rootKeys   = "clients, limits, log, metrics, mitm, nftables, pinholes, queue, servers"
+	serverKeys = "active_mode, addresses, allow_anonymous, allow_third_party, clients, control_ports, data, implicit_tls_ports, mode, name, passive_ports, public, public_ports, require_tls, tls, upstream_source"
 	mitmKeys   = "ca_dir, leaf_lifetime, listen_port, relay_port, route_table, rule_priority, tproxy_mark"
 	tlsKeys    = "ca_file, certificate, handshake_timeout, key, min_version, pin_sha256, require_client_reuse, server_name, verify"
 	everyone   = "expected a mapping with keys: " + rootKeys

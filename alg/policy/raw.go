@@ -18,7 +18,8 @@ import (
 // Known keys of each mapping. A key not listed is an error that names the
 // valid keys, so these lists are also what operators see.
 var (
-	rootKeys       = []string{"log", "metrics", "nftables", "queue", "pinholes", "limits", "mitm", "servers"}
+	rootKeys       = []string{"log", "metrics", "nftables", "queue", "pinholes", "limits", "mitm", "servers", "clients"}
+	clientNATKeys  = []string{"name", "prefixes", "nat_addresses", "nat_ports"}
 	logKeys        = []string{"level"}
 	metricsKeys    = []string{"listen"}
 	nftablesKeys   = []string{"table", "ct_mark", "packet_mark"}
@@ -32,7 +33,7 @@ var (
 	// (TLS settings) go in mitmKeys and are read by decoder.mitm.
 	serverKeys = []string{
 		"name", "addresses", "control_ports", "implicit_tls_ports", "passive_ports",
-		"mode", "active_mode", "allow_third_party", "clients",
+		"mode", "active_mode", "allow_third_party", "clients", "public", "public_ports",
 	}
 	mitmKeys = []string{"tls", "require_tls", "allow_anonymous", "upstream_source", "data"}
 	tlsKeys  = []string{
@@ -56,6 +57,9 @@ type node struct {
 type decoder struct {
 	file string
 	errs []Error
+	// srvSrcs are where each server was written, for checks across
+	// sections (parallel to Config.Servers).
+	srvSrcs []serverSrc
 }
 
 func (d *decoder) errorf(line int, key, format string, args ...any) {
@@ -272,6 +276,7 @@ var sections = []struct {
 	{"under pinholes", pinholesKeys},
 	{"under limits", limitsKeys},
 	{"in each server", serverKeys},
+	{"in each item of the top-level clients", clientNATKeys},
 	{"under mitm", mitmGlobalKeys},
 	{"in each mitm server", mitmKeys},
 	{"under a mitm server's tls", tlsKeys},

@@ -94,6 +94,11 @@ func (d *decoder) config(root node, cfg *Config) {
 		return
 	}
 	cfg.Servers = d.servers(n)
+	var clientSrcs []clientSrc
+	if n, ok := f["clients"]; ok {
+		cfg.Clients, clientSrcs = d.clientNATs(n)
+	}
+	d.natContradictions(cfg, clientSrcs)
 }
 
 func (d *decoder) log(n node, l *Log) {
@@ -320,6 +325,10 @@ type serverSrc struct {
 	// addrPaths and addrLines are parallel to Server.Addresses.
 	addrPaths []string
 	addrLines []int
+	// publicPaths and publicLines are parallel to Server.Public.
+	publicPaths []string
+	publicLines []int
+	dataLine    int // line of the server's data key, 0 if absent
 }
 
 func (d *decoder) servers(n node) []Server {
@@ -338,6 +347,7 @@ func (d *decoder) servers(n node) []Server {
 	}
 	d.uniqueNames(servers, srcs)
 	d.uniqueEndpoints(servers, srcs)
+	d.srvSrcs = srcs
 	return servers
 }
 
@@ -438,6 +448,7 @@ func (d *decoder) server(n node) (Server, serverSrc) {
 	if v, ok := f["clients"]; ok {
 		d.clients(v, &s)
 	}
+	d.public(f, &s, &src)
 
 	if s.Mode == ModeMITM {
 		s.MITM = d.mitm(f)

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -76,6 +77,13 @@ func spec(cfg *policy.Config, kind nft.QueueKind) nft.Spec {
 				eps = append(eps, netip.AddrPortFrom(a, p))
 			}
 		}
+		// Published addresses: their control connections always go to
+		// the transparent listener, which translates them (docs/nat.md).
+		for _, a := range srv.Public {
+			for _, p := range append(slices.Clone(srv.ControlPorts), srv.ImplicitTLSPorts...) {
+				s.MITM = append(s.MITM, netip.AddrPortFrom(a, p))
+			}
+		}
 		if srv.Mode == policy.ModeMITM {
 			s.MITM = append(s.MITM, eps...)
 			if srv.MITM.Data == policy.DataRelay {
@@ -87,7 +95,25 @@ func spec(cfg *policy.Config, kind nft.QueueKind) nft.Spec {
 			s.Control = append(s.Control, eps...)
 		}
 	}
+	for _, c := range cfg.Clients {
+		s.Masqueraded = append(s.Masqueraded, c.Prefixes...)
+	}
 	return s
+}
+
+// hostAddrs returns the host's addresses, for policy.CheckHost.
+func hostAddrs() ([]netip.Addr, error) {
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("failed to list the host's addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range as {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr().Unmap())
+		}
+	}
+	return out, nil
 }
 
 func hasMITM(cfg *policy.Config) bool {
@@ -158,6 +184,12 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 		reg.MustRegister(certs.NewExpiryCollector(mitm.expiries))
 	}
 
+	if local, err := hostAddrs(); err != nil {
+		return err
+	} else if err := policy.CheckHost(cfg, local); err != nil {
+		return err
+	}
+
 	msrv := &metrics.Server{Addr: cfg.Metrics.Listen, Gath: reg, Log: log}
 	if err := msrv.Listen(); err != nil {
 		return err
@@ -208,7 +240,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 
 	var proxies []*proxy.Proxy
 	var listeners, relayListeners []net.Listener
-	if mitm != nil {
+	if cfg.Stream() {
 		// Policy routing first: diverted connections and the server's
 		// replies to spoofed upstream connections reach local sockets.
 		rt, err := nft.NewRouter(cfg.MITM.TProxyMark, cfg.MITM.RouteTable, cfg.MITM.RulePriority, nft.WithLogger(log))
@@ -240,11 +272,14 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 			}
 			relayListeners = append(relayListeners, rln)
 		}
-		p := proxy.New(proxy.Options{Policy: cfg, Table: tbl, Leaf: mitm.minter.Leaf,
-			Static:  func(name string) *tls.Certificate { return mitm.static[name] },
-			Metrics: m, Log: log})
+		o := proxy.Options{Policy: cfg, Table: tbl, Metrics: m, Log: log}
+		if mitm != nil {
+			o.Leaf = mitm.minter.Leaf
+			o.Static = func(name string) *tls.Certificate { return mitm.static[name] }
+		}
+		p := proxy.New(o)
 		proxies = append(proxies, p)
-		log.Info("mitm listening", "port", cfg.MITM.ListenPort, "relay_port", cfg.MITM.RelayPort, "route_table", cfg.MITM.RouteTable,
+		log.Info("transparent stream listener up (mitm servers, published servers, masqueraded clients)", "port", cfg.MITM.ListenPort, "relay_port", cfg.MITM.RelayPort, "route_table", cfg.MITM.RouteTable,
 			"tproxy_mark", fmt.Sprintf("%#x", cfg.MITM.TProxyMark))
 	}
 
@@ -309,13 +344,19 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 				return nil
 			case <-hup:
 				ncfg, err := policy.Load(path)
+				if err == nil {
+					var local []netip.Addr
+					if local, err = hostAddrs(); err == nil {
+						err = policy.CheckHost(ncfg, local)
+					}
+				}
 				if err != nil {
 					log.Error("reload refused: policy invalid; keeping the running policy", "err", err)
 					continue
 				}
 				if ncfg.NFTables != cfg.NFTables || ncfg.Queue != cfg.Queue || ncfg.Metrics != cfg.Metrics ||
-					ncfg.MITM != cfg.MITM || hasMITM(ncfg) != hasMITM(cfg) {
-					log.Error("reload refused: nftables, queue, metrics and mitm settings need a restart")
+					ncfg.MITM != cfg.MITM || hasMITM(ncfg) != hasMITM(cfg) || ncfg.Stream() != cfg.Stream() {
+					log.Error("reload refused: nftables, queue, metrics and mitm settings, and adding the first (or removing the last) mitm server, published server or clients entry, need a restart")
 					continue
 				}
 				if err := eng.SetPolicy(gctx, ncfg, func() error { return apply(ncfg) }); err != nil {
