@@ -162,7 +162,7 @@ func (f *Fake) AddPinholes(ctx context.Context, p ...Pinhole) error {
 		return fmt.Errorf("nft: failed to add pinholes: %w", ErrNoTable)
 	}
 	mitm := f.spec.hasMITM()
-	if !mitm && hasSNAT(norm) {
+	if !mitm && (hasSNAT(norm) || hasDNAT(norm)) {
 		return fmt.Errorf("nft: failed to add pinholes: %w", ErrNoMITM)
 	}
 	if !f.spec.hasRelay() && hasRelay(norm) {
@@ -280,7 +280,13 @@ func (f *Fake) Dump(ctx context.Context) (string, error) {
 	for _, s := range f.rs.sets {
 		elems := slices.Clone(f.rs.elems[s.Name])
 		for _, e := range f.pinholes {
-			if s.Name == familyOf(e.p).pinholes {
+			fam := familyOf(e.p)
+			switch {
+			case e.p.DNAT.IsValid() && s.Name == fam.dnatPinholes:
+				elems = append(elems, nftables.SetElement{Key: forwardKey(e.p), Timeout: e.p.Timeout})
+			case e.p.DNAT.IsValid() && s.Name == fam.dnat:
+				elems = append(elems, nftables.SetElement{Key: pinholeKey(e.p), Val: targetValue(e.p.DNAT), Timeout: e.p.Timeout})
+			case !e.p.DNAT.IsValid() && s.Name == fam.pinholes:
 				elems = append(elems, nftables.SetElement{Key: pinholeKey(e.p), Timeout: e.p.Timeout})
 			}
 		}
@@ -291,7 +297,7 @@ func (f *Fake) Dump(ctx context.Context) (string, error) {
 		}
 		for _, e := range f.snat {
 			if s.Name == familyOf(e.p).snat {
-				elems = append(elems, nftables.SetElement{Key: pinholeKey(e.p), Val: e.p.SNAT.AsSlice(), Timeout: e.p.Timeout})
+				elems = append(elems, nftables.SetElement{Key: forwardKey(e.p), Val: e.p.SNAT.AsSlice(), Timeout: e.p.Timeout})
 			}
 		}
 		m.sets = append(m.sets, setModel{set: s, elems: elems})

@@ -221,7 +221,7 @@ func TestFakeSemantics(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []Element{{Pinhole: p1, Expires: 3 * time.Second}, {Pinhole: p2, Expires: time.Second}}
-	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
 		t.Fatalf("Pinholes (-want +got):\n%s", diff)
 	}
 

@@ -51,6 +51,8 @@ type templates struct {
 	ph4, ph6       *nftables.Set
 	snat4, snat6   *nftables.Set
 	relay4, relay6 *nftables.Set
+	dnat4, dnat6   *nftables.Set // destination NAT maps
+	dph4, dph6     *nftables.Set // pinholes of translated connections
 }
 
 // New opens a netlink connection to nf_tables. The table is created by
@@ -215,6 +217,8 @@ func (k *Kernel) Apply(ctx context.Context, s Spec) error {
 	tpl.ph4, tpl.ph6 = pinholeSets(rs.table)
 	if s.hasMITM() {
 		tpl.snat4, tpl.snat6 = snatMaps(rs.table)
+		tpl.dnat4, tpl.dnat6 = dnatMaps(rs.table)
+		tpl.dph4, tpl.dph6 = dnatPinholeSets(rs.table)
 	}
 	if s.hasRelay() {
 		tpl.relay4, tpl.relay6 = relaySets(rs.table)
@@ -244,12 +248,15 @@ func (k *Kernel) templates() (templates, error) {
 type elements struct {
 	ph4, ph6       []nftables.SetElement // pinhole set elements
 	relay4, relay6 []nftables.SetElement // relay set elements
-	keys4, keys6   []nftables.SetElement // every key, for the source NAT maps
+	dph4, dph6     []nftables.SetElement // pinholes of translated connections (forward key)
+	keys4, keys6   []nftables.SetElement // every announced key
+	fwd4, fwd6     []nftables.SetElement // every forward key (translated tuple)
 	// phKeys and relayKeys are the keys of the pinholes and relay
 	// elements, for removing each from the other kind's set.
 	phKeys4, phKeys6       []nftables.SetElement
 	relayKeys4, relayKeys6 []nftables.SetElement
-	nat4, nat6             []nftables.SetElement // source NAT map elements, for pinholes with SNAT
+	nat4, nat6             []nftables.SetElement // source NAT map elements (forward key), for pinholes with SNAT
+	dnat4, dnat6           []nftables.SetElement // destination NAT map elements, for pinholes with DNAT
 }
 
 // split sorts pinholes into elements per family, the last of equal keys
@@ -264,26 +271,37 @@ func split(ps []Pinhole) elements {
 		if seen[p.key()] != i {
 			continue
 		}
-		k := pinholeKey(p)
-		e := nftables.SetElement{Key: k, Timeout: p.Timeout}
-		ph, keys, nat, phKeys := &el.ph6, &el.keys6, &el.nat6, &el.phKeys6
-		if p.Relay {
-			ph, phKeys = &el.relay6, &el.relayKeys6
-		}
-		if p.Src.Is4() {
-			ph, keys, nat, phKeys = &el.ph4, &el.keys4, &el.nat4, &el.phKeys4
-			if p.Relay {
-				ph, phKeys = &el.relay4, &el.relayKeys4
+		k, fk := pinholeKey(p), forwardKey(p)
+		v6 := !p.Src.Is4()
+		pick := func(a, b *[]nftables.SetElement) *[]nftables.SetElement {
+			if v6 {
+				return b
 			}
+			return a
 		}
-		*ph = append(*ph, e)
-		*phKeys = append(*phKeys, nftables.SetElement{Key: k})
-		*keys = append(*keys, nftables.SetElement{Key: k})
+		switch {
+		case p.Relay:
+			*pick(&el.relay4, &el.relay6) = append(*pick(&el.relay4, &el.relay6), nftables.SetElement{Key: k, Timeout: p.Timeout})
+			*pick(&el.relayKeys4, &el.relayKeys6) = append(*pick(&el.relayKeys4, &el.relayKeys6), nftables.SetElement{Key: k})
+		case p.DNAT.IsValid():
+			*pick(&el.dph4, &el.dph6) = append(*pick(&el.dph4, &el.dph6), nftables.SetElement{Key: fk, Timeout: p.Timeout})
+			*pick(&el.dnat4, &el.dnat6) = append(*pick(&el.dnat4, &el.dnat6),
+				nftables.SetElement{Key: k, Val: targetValue(p.DNAT), Timeout: p.Timeout})
+		default:
+			*pick(&el.ph4, &el.ph6) = append(*pick(&el.ph4, &el.ph6), nftables.SetElement{Key: k, Timeout: p.Timeout})
+			*pick(&el.phKeys4, &el.phKeys6) = append(*pick(&el.phKeys4, &el.phKeys6), nftables.SetElement{Key: k})
+		}
+		*pick(&el.keys4, &el.keys6) = append(*pick(&el.keys4, &el.keys6), nftables.SetElement{Key: k})
+		*pick(&el.fwd4, &el.fwd6) = append(*pick(&el.fwd4, &el.fwd6), nftables.SetElement{Key: fk})
 		if p.SNAT.IsValid() {
-			*nat = append(*nat, nftables.SetElement{Key: k, Val: p.SNAT.AsSlice(), Timeout: p.Timeout})
+			*pick(&el.nat4, &el.nat6) = append(*pick(&el.nat4, &el.nat6), nftables.SetElement{Key: fk, Val: p.SNAT.AsSlice(), Timeout: p.Timeout})
 		}
 	}
 	return el
+}
+
+func hasDNAT(ps []Pinhole) bool {
+	return slices.ContainsFunc(ps, func(p Pinhole) bool { return p.DNAT.IsValid() })
 }
 
 func hasSNAT(ps []Pinhole) bool {
@@ -309,7 +327,7 @@ func (k *Kernel) AddPinholes(ctx context.Context, p ...Pinhole) error {
 	if err != nil {
 		return fmt.Errorf("nft: failed to add pinholes: %w", err)
 	}
-	if tpl.snat4 == nil && hasSNAT(norm) {
+	if tpl.snat4 == nil && (hasSNAT(norm) || hasDNAT(norm)) {
 		return fmt.Errorf("nft: failed to add pinholes: %w", ErrNoMITM)
 	}
 	if tpl.relay4 == nil && hasRelay(norm) {
@@ -342,13 +360,20 @@ func (k *Kernel) AddPinholes(ctx context.Context, p ...Pinhole) error {
 			return err
 		}
 		if tpl.snat4 != nil {
+			if err := c.SetAddElements(tpl.dph4, el.dph4); err != nil {
+				return err
+			}
+			if err := c.SetAddElements(tpl.dph6, el.dph6); err != nil {
+				return err
+			}
 			// Re-adding a map key with another value fails (EEXIST):
 			// replace, in the same transaction. This also removes a stale
-			// translation when a pinhole comes back without SNAT.
+			// translation when a pinhole comes back without SNAT or DNAT.
 			for _, u := range []struct {
 				m         *nftables.Set
 				keys, nat []nftables.SetElement
-			}{{tpl.snat4, el.keys4, el.nat4}, {tpl.snat6, el.keys6, el.nat6}} {
+			}{{tpl.snat4, el.fwd4, el.nat4}, {tpl.snat6, el.fwd6, el.nat6},
+				{tpl.dnat4, el.keys4, el.dnat4}, {tpl.dnat6, el.keys6, el.dnat6}} {
 				if err := c.SetDestroyElements(u.m, u.keys); err != nil {
 					return err
 				}
@@ -396,11 +421,14 @@ func (k *Kernel) DeletePinholes(ctx context.Context, p ...Pinhole) error {
 			}
 		}
 		if tpl.snat4 != nil {
-			if err := c.SetDestroyElements(tpl.snat4, el.keys4); err != nil {
-				return err
-			}
-			if err := c.SetDestroyElements(tpl.snat6, el.keys6); err != nil {
-				return err
+			for _, u := range []struct {
+				m    *nftables.Set
+				keys []nftables.SetElement
+			}{{tpl.snat4, el.fwd4}, {tpl.snat6, el.fwd6}, {tpl.snat4, el.keys4}, {tpl.snat6, el.keys6},
+				{tpl.dnat4, el.keys4}, {tpl.dnat6, el.keys6}, {tpl.dph4, el.fwd4}, {tpl.dph6, el.fwd6}} {
+				if err := c.SetDestroyElements(u.m, u.keys); err != nil {
+					return err
+				}
 			}
 		}
 		return c.Flush()
@@ -437,7 +465,27 @@ func (k *Kernel) Pinholes(ctx context.Context) ([]Element, error) {
 				nat[p.key()] = a
 			}
 		}
-		for _, s := range []*nftables.Set{tpl.ph4, tpl.ph6, tpl.relay4, tpl.relay6} {
+		// Translations by initiator and target, to find the announced
+		// tuple of a translated connection's pinhole.
+		announced := map[key]key{}
+		for _, m := range []*nftables.Set{tpl.dnat4, tpl.dnat6} {
+			if m == nil {
+				continue
+			}
+			elems, err := c.GetSetElements(m)
+			if err != nil {
+				return fmt.Errorf("failed to list map %s: %w", m.Name, err)
+			}
+			for _, e := range elems {
+				p, ok := decodePinholeKey(e.Key)
+				t, ok2 := decodeTarget(e.Val)
+				if !ok || !ok2 {
+					return fmt.Errorf("unexpected element %x : %x in map %s", e.Key, e.Val, m.Name)
+				}
+				announced[key{p.Src, t.Addr(), t.Port()}] = p.key()
+			}
+		}
+		for _, s := range []*nftables.Set{tpl.ph4, tpl.ph6, tpl.relay4, tpl.relay6, tpl.dph4, tpl.dph6} {
 			if s == nil {
 				continue
 			}
@@ -453,6 +501,12 @@ func (k *Kernel) Pinholes(ctx context.Context) ([]Element, error) {
 				p.Timeout = e.Timeout
 				p.SNAT = nat[p.key()]
 				p.Relay = s.Name == setRelay4 || s.Name == setRelay6
+				if s.Name == setDNATPinholes4 || s.Name == setDNATPinholes6 {
+					p.DNAT = netip.AddrPortFrom(p.Dst, p.DstPort)
+					if a, ok := announced[p.key()]; ok {
+						p.Dst, p.DstPort = a.dst, a.port
+					}
+				}
 				out = append(out, Element{Pinhole: p, Expires: e.Expires})
 			}
 		}

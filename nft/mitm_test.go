@@ -29,6 +29,7 @@ func mitmSpec(kind QueueKind) Spec {
 	}
 	s.TProxyPort = 8021
 	s.TProxyMark = 0x40
+	s.Masqueraded = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/25"), netip.MustParsePrefix("2001:db8:3::/64")}
 	return s
 }
 
@@ -39,6 +40,14 @@ var goldenSNATPinholes = append([]Pinhole{
 		SNAT: netip.MustParseAddr("198.51.100.1")},
 	{Src: netip.MustParseAddr("2001:db8:c::2"), Dst: netip.MustParseAddr("2001:db8:5::4"), DstPort: 50003, Timeout: 2 * time.Hour,
 		SNAT: netip.MustParseAddr("2001:db8:5::1")},
+	// A published server's passive pinhole: the client connects to the
+	// public address and port, translated to the server's.
+	{Src: netip.MustParseAddr("192.0.2.2"), Dst: netip.MustParseAddr("192.0.2.1"), DstPort: 40000, Timeout: time.Hour,
+		DNAT: netip.MustParseAddrPort("198.51.100.4:50010")},
+	// A masqueraded client's active pinhole, with the server's connection
+	// leaving from the public address.
+	{Src: netip.MustParseAddr("2001:db8:5::4"), Dst: netip.MustParseAddr("2001:db8:5::1"), DstPort: 61000, Timeout: time.Hour,
+		DNAT: netip.MustParseAddrPort("[2001:db8:c::2]:1025"), SNAT: netip.MustParseAddr("2001:db8:c::1")},
 }, goldenPinholes...)
 
 // transparent sets IP_TRANSPARENT (IPV6_TRANSPARENT on IPv6 sockets), as
@@ -497,8 +506,8 @@ func TestSpecValidateMITM(t *testing.T) {
 		{"no tproxy mark", func(s *Spec) { s.TProxyMark = 0 }, "tproxy mark must not be zero"},
 		{"mark overlaps ct mark", func(s *Spec) { s.TProxyMark = 0x50 }, "overlaps ct mark"},
 		{"mark overlaps packet mark", func(s *Spec) { s.TProxyMark = 0x60 }, "overlaps packet mark"},
-		{"overlap without mitm", func(s *Spec) { s.MITM = nil; s.TProxyMark = 0x10 }, "overlaps ct mark"},
-		{"no mitm, no tproxy", func(s *Spec) { s.MITM, s.TProxyPort, s.TProxyMark = nil, 0, 0 }, ""},
+		{"overlap without mitm", func(s *Spec) { s.MITM, s.Masqueraded = nil, nil; s.TProxyMark = 0x10 }, "overlaps ct mark"},
+		{"no mitm, no tproxy", func(s *Spec) { s.MITM, s.Masqueraded, s.TProxyPort, s.TProxyMark = nil, nil, 0, 0 }, ""},
 		{"inspect and mitm", func(s *Spec) {
 			s.MITM = append(s.MITM, netip.MustParseAddrPort("[::ffff:198.51.100.3]:990"))
 		}, "also an inspect-mode control endpoint"},
@@ -526,7 +535,7 @@ func TestFakeNoMITMUnchanged(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
 	s := mitmSpec(QueueCompat)
-	s.MITM = nil
+	s.MITM, s.Masqueraded = nil, nil
 	f := NewFake()
 	if err := f.Apply(ctx, s); err != nil {
 		t.Fatal(err)
@@ -584,7 +593,7 @@ func snatScenario(t *testing.T, tbl Table) {
 
 	// No source NAT in a table without mitm servers.
 	inspect := mitmSpec(QueueCompat)
-	inspect.MITM = nil
+	inspect.MITM, inspect.Masqueraded = nil, nil
 	if err := tbl.Apply(ctx, inspect); err != nil {
 		t.Fatal(err)
 	}

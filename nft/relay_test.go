@@ -37,7 +37,7 @@ func TestSpecValidateRelay(t *testing.T) {
 	}{
 		{"valid", func(*Spec) {}, ""},
 		{"no relay", func(s *Spec) { s.RelayPort = 0 }, ""},
-		{"relay without mitm", func(s *Spec) { s.MITM = nil }, "relay port needs mitm servers"},
+		{"relay without mitm", func(s *Spec) { s.MITM, s.Masqueraded = nil, nil }, "relay port needs mitm servers"},
 		{"relay port is tproxy port", func(s *Spec) { s.RelayPort = s.TProxyPort }, "also the tproxy port"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

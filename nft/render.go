@@ -101,7 +101,7 @@ func renderSet(b *strings.Builder, s setModel) {
 				txt += " timeout " + nftDuration(e.Timeout)
 			}
 			if s.set.IsMap {
-				txt += " : " + renderKey([]nftables.SetDatatype{s.set.DataType}, e.Val)
+				txt += " : " + renderKey(nftables.ConcatSetTypeElements(s.set.DataType), e.Val)
 			}
 			elems = append(elems, txt)
 		}
@@ -193,6 +193,7 @@ const (
 	kindAddr
 	kindPort
 	kindDec
+	kindCtStatus
 )
 
 // regVal is the symbolic content of a register during decompilation.
@@ -204,6 +205,8 @@ type regVal struct {
 	id int
 	// data is the constant an immediate loaded.
 	data []byte
+	// bits is the prefix length an address was masked to (0: none).
+	bits int
 }
 
 // slot maps a register number to its first 32-bit register: NFT_REG_1..4
@@ -285,6 +288,8 @@ func renderRule(r *nftables.Rule, sets map[string]*nftables.Set) string {
 				kind = kindHex32
 			case expr.CtKeySTATE:
 				kind = kindCtState
+			case expr.CtKeySTATUS:
+				kind = kindCtStatus
 			}
 			set(e.Register, 4, regVal{text: "ct " + ctName(e.Key), kind: kind})
 		case *expr.Payload:
@@ -297,6 +302,16 @@ func renderRule(r *nftables.Rule, sets map[string]*nftables.Set) string {
 			v := get(e.SourceRegister)
 			mask := binary.NativeEndian.Uint32(pad4(e.Mask))
 			xor := binary.NativeEndian.Uint32(pad4(e.Xor))
+			if bits, ok := prefixMask(e.Mask, e.Xor); ok && v.kind == kindAddr && uint32(len(e.Mask)) == e.Len {
+				v.bits = bits
+				set(e.DestRegister, e.Len, v)
+				continue
+			}
+			if v.kind == kindCtStatus && e.Len == 4 && xor == 0 && mask == ipsDstNAT {
+				v.text = "ct status & dnat"
+				set(e.DestRegister, e.Len, v)
+				continue
+			}
 			switch {
 			case e.Len == 4 && xor == 0:
 				v.text = fmt.Sprintf("%s & %s", v.text, fmtConst(v.kind, e.Mask))
@@ -318,6 +333,17 @@ func renderRule(r *nftables.Rule, sets map[string]*nftables.Set) string {
 			}
 			if v.kind == kindL4Proto && e.Op == expr.CmpOpEq && len(e.Data) == 1 && e.Data[0] == unix.IPPROTO_TCP {
 				l4 = "tcp"
+			}
+			if v.kind == kindAddr && v.bits > 0 && e.Op == expr.CmpOpEq {
+				out = append(out, fmt.Sprintf("%s %s/%d", v.text, fmtConst(kindAddr, e.Data), v.bits))
+				continue
+			}
+			if v.kind == kindCtStatus && e.Op == expr.CmpOpNeq && isZero(e.Data) {
+				// "ct status dnat" is "ct status & dnat != 0".
+				if status, ok := strings.CutPrefix(v.text, "ct status & "); ok {
+					out = append(out, "ct status "+status)
+					continue
+				}
 			}
 			if v.kind == kindCtState && e.Op == expr.CmpOpNeq && isZero(e.Data) {
 				// "ct state new" is "ct state & new != 0".
@@ -373,7 +399,7 @@ func renderRule(r *nftables.Rule, sets map[string]*nftables.Set) string {
 		case *expr.TProxy:
 			out = append(out, tproxyText(e, get(e.RegAddr), get(e.RegPort)))
 		case *expr.NAT:
-			out = append(out, natText(e, get(e.RegAddrMin)))
+			out = append(out, natText(e, get(e.RegAddrMin), get(e.RegProtoMin)))
 		case *opaqueExpr:
 			out = append(out, fmt.Sprintf("<unknown expression %s>", e.name))
 		case *expr.Queue:
@@ -439,18 +465,45 @@ func tproxyText(e *expr.TProxy, addr, port regVal) string {
 }
 
 // natText prints "snat ip to <expression>", as nft does for an address
-// from a register (no port, no flags: the only form ftpsalg builds).
-func natText(e *expr.NAT, addr regVal) string {
+// from a register, or "dnat ip to <map lookup>" for an address and a port
+// from one map lookup (the two forms ftpsalg builds; the kernel reports
+// the port register for the latter and may add the proto-specified flag).
+func natText(e *expr.NAT, addr regVal, port regVal) string {
 	typ := map[expr.NATType]string{expr.NATTypeSourceNAT: "snat", expr.NATTypeDestNAT: "dnat"}[e.Type]
 	if typ == "" {
 		typ = fmt.Sprintf("<nat type %d>", e.Type)
 	}
 	s := fmt.Sprintf("%s %s to %s", typ, familyName(e.Family), addr.text)
+	mapPort := e.RegProtoMin != 0 && port.id == addr.id && (e.RegProtoMax == 0 || e.RegProtoMax == e.RegProtoMin)
 	// The kernel reports a single address as a range of one.
-	if e.RegProtoMin != 0 || (e.RegAddrMax != 0 && e.RegAddrMax != e.RegAddrMin) || e.Random || e.FullyRandom || e.Persistent || e.Prefix || e.Specified {
+	if (e.RegProtoMin != 0 && !mapPort) || (e.RegAddrMax != 0 && e.RegAddrMax != e.RegAddrMin) ||
+		e.Random || e.FullyRandom || e.Persistent || e.Prefix || (e.Specified && !mapPort) {
 		s += fmt.Sprintf(" <nat options %+v>", *e)
 	}
 	return s
+}
+
+// prefixMask reports whether mask is a contiguous prefix mask (and xor
+// zero), and its length.
+func prefixMask(mask, xor []byte) (int, bool) {
+	if !isZero(xor) || len(mask) == 0 {
+		return 0, false
+	}
+	bits, ended := 0, false
+	for _, b := range mask {
+		for i := 7; i >= 0; i-- {
+			set := b&(1<<i) != 0
+			switch {
+			case set && ended:
+				return 0, false
+			case set:
+				bits++
+			default:
+				ended = true
+			}
+		}
+	}
+	return bits, bits > 0 && bits < len(mask)*8
 }
 
 // queueText prints a queue statement the way nft 1.0 prints the native

@@ -32,7 +32,19 @@ const (
 	// Only in tables with a relay port.
 	setRelay4 = "relay4"
 	setRelay6 = "relay6"
+
+	// NAT (docs/nat.md), in tables with mitm objects.
+	mapDNAT4         = "dnat4"
+	mapDNAT6         = "dnat6"
+	setDNATPinholes4 = "pinholes_dnat4"
+	setDNATPinholes6 = "pinholes_dnat6"
+	chainDstnat      = "dstnat"
 )
+
+// dstnatPriority is dstnat (-100), the standard destination NAT priority:
+// after TPROXY (prerouting, -150), which diverts connections to local
+// listeners before any translation could change their destination.
+const dstnatPriority nftables.ChainPriority = -100
 
 // forwardPriority is mangle (-150): after conntrack (-200), so ct state and
 // ct mark are available, and before the operator's filter chains (0), so the
@@ -60,6 +72,9 @@ var (
 	typeCtl6      = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService)
 	typePinholes4 = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeInetService)
 	typePinholes6 = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeIP6Addr, nftables.TypeInetService)
+	// The destination NAT maps' values: address . port.
+	typeTarget4 = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
+	typeTarget6 = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService)
 )
 
 // ruleset is the desired content of the table, built from a Spec. Kernel
@@ -120,6 +135,34 @@ func snatMaps(t *nftables.Table) (v4, v6 *nftables.Set) {
 	return mk(mapSNAT4, typePinholes4, nftables.TypeIPAddr), mk(mapSNAT6, typePinholes6, nftables.TypeIP6Addr)
 }
 
+// dnatMaps returns the destination NAT map definitions (initiator .
+// announced address . announced port : address . port), also the templates
+// for element updates.
+func dnatMaps(t *nftables.Table) (v4, v6 *nftables.Set) {
+	mk := func(name string, typ, data nftables.SetDatatype) *nftables.Set {
+		return &nftables.Set{
+			Table: t, Name: name, KeyType: typ, DataType: data, IsMap: true, Concatenation: true,
+			HasTimeout: true, Size: MaxPinholes,
+			Comment: "destination NAT of announced data connections: initiator . announced address . announced port : target . target port",
+		}
+	}
+	return mk(mapDNAT4, typePinholes4, typeTarget4), mk(mapDNAT6, typePinholes6, typeTarget6)
+}
+
+// dnatPinholeSets returns the sets of single-use pinholes for translated
+// connections, keyed by the translated tuple (what the forward hook sees)
+// and used only by connections conntrack marks as destination-NATed.
+func dnatPinholeSets(t *nftables.Table) (v4, v6 *nftables.Set) {
+	mk := func(name string, typ nftables.SetDatatype) *nftables.Set {
+		return &nftables.Set{
+			Table: t, Name: name, KeyType: typ, Concatenation: true,
+			HasTimeout: true, Dynamic: true, Size: MaxPinholes,
+			Comment: "single-use pinholes of translated data connections: initiator . target . target port",
+		}
+	}
+	return mk(setDNATPinholes4, typePinholes4), mk(setDNATPinholes6, typePinholes6)
+}
+
 func buildRuleset(s Spec) *ruleset {
 	t := newTable(s.Table)
 	ctl4 := &nftables.Set{Table: t, Name: setCtl4, KeyType: typeCtl4, Concatenation: true,
@@ -160,6 +203,21 @@ func buildRuleset(s Spec) *ruleset {
 	}
 
 	add := addChain(chainForward, nftables.ChainTypeFilter, nftables.ChainHookForward, forwardPriority)
+	if s.hasMITM() && !s.FailOpen {
+		// A control connection from a masqueraded client reaches the
+		// forward hook only when TPROXY found no listener (daemon down):
+		// fail closed before the queue rules could pass it on untranslated.
+		for _, f := range []family{ipv4, ipv6} {
+			for _, p := range s.Masqueraded {
+				if p.Addr().Is4() != (f.nfproto == unix.NFPROTO_IPV4) {
+					continue
+				}
+				add("masqueraded "+f.name+": control connection not diverted (daemon down) -> drop",
+					cat(ctStateNew(), f.match(), matchTCP(), f.prefix(offSrc, p), f.addrPort(offDst, offDport),
+						lookup(f.ctl), counter(), drop())...)
+			}
+		}
+	}
 	for _, f := range []family{ipv4, ipv6} {
 		add("control "+f.name+": client to inspected server -> nfqueue",
 			cat(markNotSet(s.PacketMark), f.match(), matchTCP(),
@@ -177,6 +235,13 @@ func buildRuleset(s Spec) *ruleset {
 	}
 	if s.hasMITM() {
 		buildMITM(rs, s, addChain)
+		for _, f := range []family{ipv4, ipv6} {
+			add("data "+f.name+": first packet of a translated connection uses its pinhole once, marks the flow",
+				cat(ctStateNew(), ctStatusDNAT(), f.match(), matchTCP(),
+					f.pinholeKey(), lookup(f.dnatPinholes),
+					f.pinholeKey(), dynsetDelete(f.dnatPinholes),
+					ctMarkOr(s.CtMark), counter(), accept())...)
+		}
 		if s.hasRelay() {
 			// A relay element is still there when its connection reaches
 			// the forward hook: TPROXY found no relay listener (daemon
@@ -217,7 +282,9 @@ func buildMITM(rs *ruleset, s Spec, addChain func(string, nftables.ChainType, *n
 	mitm6 := &nftables.Set{Table: t, Name: setMITM6, KeyType: typeCtl6, Concatenation: true,
 		Comment: "mitm control endpoints: server . control port"}
 	snat4, snat6 := snatMaps(t)
-	rs.sets = append(rs.sets, mitm4, mitm6, snat4, snat6)
+	dnat4, dnat6 := dnatMaps(t)
+	dph4, dph6 := dnatPinholeSets(t)
+	rs.sets = append(rs.sets, mitm4, mitm6, snat4, snat6, dnat4, dnat6, dph4, dph6)
 	for _, ap := range s.MITM {
 		name := setMITM6
 		if ap.Addr().Is4() {
@@ -239,6 +306,16 @@ func buildMITM(rs *ruleset, s Spec, addChain func(string, nftables.ChainType, *n
 			cat(f.match(), matchTCP(), f.addrPort(offDst, offDport), lookup(f.mitm),
 				counter(), tproxy(f, s.TProxyPort), metaMarkOr(s.TProxyMark), accept())...)
 	}
+	for _, f := range []family{ipv4, ipv6} {
+		for _, p := range s.Masqueraded {
+			if p.Addr().Is4() != (f.nfproto == unix.NFPROTO_IPV4) {
+				continue
+			}
+			add("masqueraded "+f.name+": control connection to an inspected server -> transparent listener",
+				cat(f.match(), matchTCP(), f.prefix(offSrc, p), f.addrPort(offDst, offDport), lookup(f.ctl),
+					counter(), tproxy(f, s.TProxyPort), metaMarkOr(s.TProxyMark), accept())...)
+		}
+	}
 
 	if s.hasRelay() {
 		r4, r6 := relaySets(t)
@@ -254,6 +331,12 @@ func buildMITM(rs *ruleset, s Spec, addChain func(string, nftables.ChainType, *n
 					tproxy(f, s.RelayPort), f.pinholeKey(), dynsetDelete(f.relay),
 					metaMarkOr(s.TProxyMark), accept())...)
 		}
+	}
+
+	add = addChain(chainDstnat, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, dstnatPriority)
+	for _, f := range []family{ipv4, ipv6} {
+		add("data "+f.name+": announced data connection -> its translated target",
+			cat(f.match(), matchTCP(), f.pinholeKey(), mapLookup(f.dnat), dnat(f))...)
 	}
 
 	add = addChain(chainPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, postroutingPriority)
@@ -273,6 +356,8 @@ type family struct {
 	ctl, pinholes string
 	mitm, snat    string
 	relay         string
+	dnat          string // destination NAT map
+	dnatPinholes  string // pinholes of translated connections
 	// regs are the registers of the concatenated key parts, as nft
 	// allocates them: 32-bit registers (9, 10) after a 4-byte address,
 	// 16-byte registers (2, 3) after a 16-byte one.
@@ -281,9 +366,11 @@ type family struct {
 
 var (
 	ipv4 = family{name: "ipv4", nfproto: unix.NFPROTO_IPV4, addrLen: 4, srcOff: 12, dstOff: 16,
-		ctl: setCtl4, pinholes: setPinholes4, mitm: setMITM4, snat: mapSNAT4, relay: setRelay4, regs: [3]uint32{1, 9, 10}}
+		ctl: setCtl4, pinholes: setPinholes4, mitm: setMITM4, snat: mapSNAT4, relay: setRelay4, regs: [3]uint32{1, 9, 10},
+		dnat: mapDNAT4, dnatPinholes: setDNATPinholes4}
 	ipv6 = family{name: "ipv6", nfproto: unix.NFPROTO_IPV6, addrLen: 16, srcOff: 8, dstOff: 24,
-		ctl: setCtl6, pinholes: setPinholes6, mitm: setMITM6, snat: mapSNAT6, relay: setRelay6, regs: [3]uint32{1, 2, 3}}
+		ctl: setCtl6, pinholes: setPinholes6, mitm: setMITM6, snat: mapSNAT6, relay: setRelay6, regs: [3]uint32{1, 2, 3},
+		dnat: mapDNAT6, dnatPinholes: setDNATPinholes6}
 )
 
 // Offsets of the TCP ports in the transport header.
@@ -328,6 +415,20 @@ func (f family) pinholeKey() []expr.Any {
 	}
 }
 
+// prefix is "ip saddr PREFIX" (or daddr, ip6): the address masked to the
+// prefix length and compared with the prefix's network.
+func (f family) prefix(which int, p netip.Prefix) []expr.Any {
+	out := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.addrOff(which), Len: f.addrLen}}
+	if p.Bits() < p.Addr().BitLen() {
+		mask := make([]byte, f.addrLen)
+		for i := 0; i < p.Bits(); i++ {
+			mask[i/8] |= 0x80 >> (i % 8)
+		}
+		out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: f.addrLen, Mask: mask, Xor: make([]byte, f.addrLen)})
+	}
+	return append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Masked().Addr().AsSlice()})
+}
+
 func matchTCP() []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
@@ -352,6 +453,19 @@ func ctStateNew() []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ne32(0)},
 	}
 }
+
+// ctStatusDNAT is "ct status dnat": the connection's destination was
+// translated (IPS_DST_NAT).
+func ctStatusDNAT() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATUS, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(ipsDstNAT), Xor: ne32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ne32(0)},
+	}
+}
+
+// ipsDstNAT is IPS_DST_NAT (linux/netfilter/nf_conntrack_common.h).
+const ipsDstNAT = 0x20
 
 // ctMarkOr is "ct mark set ct mark | m": (mark & ^m) ^ m keeps the other
 // bits, which belong to the operator.
@@ -402,6 +516,17 @@ func mapLookup(m string) []expr.Any {
 // snat is "snat ip to <register 1>" (ip6 for IPv6), keeping the port.
 func snat(f family) []expr.Any {
 	return []expr.Any{&expr.NAT{Type: expr.NATTypeSourceNAT, Family: uint32(f.nfproto), RegAddrMin: 1}}
+}
+
+// dnat is "dnat ip to <register 1> : <port register>" (ip6 for IPv6): the
+// address and port a destination NAT map lookup left in the registers
+// (for IPv4 the port follows in 32-bit register 9, for IPv6 in register 2).
+func dnat(f family) []expr.Any {
+	port := uint32(9)
+	if f.nfproto == unix.NFPROTO_IPV6 {
+		port = 2
+	}
+	return []expr.Any{&expr.NAT{Type: expr.NATTypeDestNAT, Family: uint32(f.nfproto), RegAddrMin: 1, RegProtoMin: port}}
 }
 
 func lookup(set string) []expr.Any {
@@ -463,6 +588,35 @@ func controlKey(ap netip.AddrPort) []byte {
 
 func pinholeKey(p Pinhole) []byte {
 	return appendPort(appendAddr(appendAddr(make([]byte, 0, 36), p.Src), p.Dst), p.DstPort)
+}
+
+// forwardKey is the key of a pinhole's forward-hook element: the tuple
+// after destination NAT (what the forward and postrouting hooks see).
+func forwardKey(p Pinhole) []byte {
+	if p.DNAT.IsValid() {
+		return appendPort(appendAddr(appendAddr(make([]byte, 0, 36), p.Src), p.DNAT.Addr()), p.DNAT.Port())
+	}
+	return pinholeKey(p)
+}
+
+// targetValue is a destination NAT map value: address . port.
+func targetValue(ap netip.AddrPort) []byte {
+	return appendPort(appendAddr(make([]byte, 0, 20), ap.Addr()), ap.Port())
+}
+
+// decodeTarget is the inverse of targetValue.
+func decodeTarget(b []byte) (netip.AddrPort, bool) {
+	var n int
+	switch len(b) {
+	case 8:
+		n = 4
+	case 20:
+		n = 16
+	default:
+		return netip.AddrPort{}, false
+	}
+	a, _ := netip.AddrFromSlice(b[:n])
+	return netip.AddrPortFrom(a, binary.BigEndian.Uint16(b[n:])), true
 }
 
 // decodePinholeKey is the inverse of pinholeKey.

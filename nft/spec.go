@@ -68,8 +68,10 @@ type Spec struct {
 	// of inspect-mode servers.
 	Control []netip.AddrPort
 
-	// MITM lists the control endpoints (explicit and implicit-TLS ports) of
-	// mitm-mode servers. Their control connections are diverted with TPROXY
+	// MITM lists the control endpoints whose connections are diverted to
+	// the daemon's transparent listener: the explicit and implicit-TLS
+	// ports of mitm-mode servers, and of every server's public addresses
+	// (docs/nat.md). Their control connections are diverted with TPROXY
 	// to the daemon's transparent listener on TProxyPort. Empty means no
 	// mitm servers: the table is then exactly the inspect-only table, and
 	// TProxyPort and TProxyMark are not used.
@@ -88,11 +90,17 @@ type Spec struct {
 	// and AddPinholes refuses Relay pinholes (ErrNoRelay). It needs mitm
 	// servers and must differ from TProxyPort.
 	RelayPort uint16
+	// Masqueraded are inside prefixes (docs/nat.md): their clients'
+	// control connections to inspected control endpoints (Control) are
+	// diverted to the transparent listener too, which translates them.
+	// They need the mitm objects (TProxyPort, TProxyMark), which they
+	// bring into the table even without mitm servers.
+	Masqueraded []netip.Prefix
 }
 
 // hasMITM reports whether the table has the mitm objects: the prerouting
 // chain with its sets and the source NAT chain with its maps.
-func (s Spec) hasMITM() bool { return len(s.MITM) > 0 }
+func (s Spec) hasMITM() bool { return len(s.MITM) > 0 || len(s.Masqueraded) > 0 }
 
 // hasRelay reports whether the table has the relay sets and rules.
 func (s Spec) hasRelay() bool { return s.hasMITM() && s.RelayPort != 0 }
@@ -110,6 +118,15 @@ type Pinhole struct {
 	// the gateway on both). It needs a table with mitm servers. The zero
 	// value means no translation.
 	SNAT netip.Addr
+	// DNAT, when valid, is where the admitted connection really goes: the
+	// initiator addresses Dst:DstPort (the announced endpoint, a gateway
+	// address) and the gateway translates it to DNAT (docs/nat.md). The
+	// translation is an element of dnat4/dnat6 keyed by the announced
+	// tuple; the single-use admission is an element of
+	// pinholes_dnat4/pinholes_dnat6 keyed by the translated tuple and used
+	// only by a connection conntrack saw translated. It needs a table with
+	// the mitm objects and excludes Relay. SNAT may be combined with it.
+	DNAT netip.AddrPort
 	// Relay steers the admitted connection to the daemon's relay listener
 	// (TPROXY to Spec.RelayPort, in prerouting) instead of letting the
 	// kernel forward it: the connection ends at ftpsalg, which makes its
@@ -122,9 +139,12 @@ type Pinhole struct {
 }
 
 // String formats the pinhole like its set element (and map element), with
-// "(relay)" for a relay element.
+// "-> target" for a translated one and "(relay)" for a relay element.
 func (p Pinhole) String() string {
 	s := fmt.Sprintf("%s . %s . %d", p.Src, p.Dst, p.DstPort)
+	if p.DNAT.IsValid() {
+		s += " -> " + p.DNAT.String()
+	}
 	if p.SNAT.IsValid() {
 		s += " : " + p.SNAT.String()
 	}
@@ -181,9 +201,10 @@ const MaxPinholes = 65535
 // ErrFull reports that a pinhole set holds MaxPinholes elements.
 var ErrFull = errors.New("pinhole set is full")
 
-// ErrNoMITM reports a pinhole with SNAT for a table without mitm servers,
-// which has no source NAT maps.
-var ErrNoMITM = errors.New("source NAT needs a table with mitm servers")
+// ErrNoMITM reports a pinhole with SNAT or DNAT for a table without the
+// mitm objects (mitm servers, public addresses or masqueraded prefixes),
+// which has no NAT maps.
+var ErrNoMITM = errors.New("address translation needs a table with mitm servers, public addresses or masqueraded clients")
 
 // ErrNoRelay reports a pinhole with Relay for a table without a relay
 // port, which has no relay sets.
@@ -267,6 +288,16 @@ func (s Spec) validate() (Spec, error) {
 	if s.TProxyMark&s.PacketMark != 0 {
 		return Spec{}, fmt.Errorf("tproxy mark 0x%x overlaps packet mark 0x%x", s.TProxyMark, s.PacketMark)
 	}
+	for _, p := range s.Masqueraded {
+		if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" || p.Masked() != p {
+			return Spec{}, fmt.Errorf("invalid masqueraded prefix %s: need a masked prefix without zone", p)
+		}
+	}
+	s.Masqueraded = slices.Clone(s.Masqueraded)
+	slices.SortFunc(s.Masqueraded, func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	})
+	s.Masqueraded = slices.Compact(s.Masqueraded)
 	if s.RelayPort != 0 && !s.hasMITM() {
 		return Spec{}, errors.New("relay port needs mitm servers")
 	}
@@ -324,7 +355,16 @@ func validName(n string) error {
 // normalize validates a pinhole and unmaps IPv4-mapped IPv6 addresses.
 func (p Pinhole) normalize() (Pinhole, error) {
 	p.Src, p.Dst, p.SNAT = p.Src.Unmap(), p.Dst.Unmap(), p.SNAT.Unmap()
+	if p.DNAT.IsValid() {
+		p.DNAT = netip.AddrPortFrom(p.DNAT.Addr().Unmap(), p.DNAT.Port())
+	}
 	switch {
+	case p.DNAT.IsValid() && p.DNAT.Addr().Is4() != p.Src.Is4():
+		return Pinhole{}, fmt.Errorf("invalid pinhole %s: translation target of another family", p)
+	case p.DNAT.IsValid() && (p.DNAT.Port() == 0 || p.DNAT.Addr().Zone() != "" || p.DNAT.Addr().IsUnspecified() || p.DNAT.Addr().IsMulticast()):
+		return Pinhole{}, fmt.Errorf("invalid pinhole %s: translation target must be a unicast address and a port", p)
+	case p.DNAT.IsValid() && p.Relay:
+		return Pinhole{}, fmt.Errorf("invalid pinhole %s: a relay element has no translation (the relay makes its own connection)", p)
 	case !p.Src.IsValid() || !p.Dst.IsValid():
 		return Pinhole{}, fmt.Errorf("invalid pinhole %s: missing address", p)
 	case p.Src.Is4() != p.Dst.Is4():
