@@ -42,6 +42,9 @@ const (
 	NameRelayBytes         = "ftpsalg_relay_bytes_total"
 	NameRelayDuration      = "ftpsalg_relay_duration_seconds"
 	NameRelayHandshakes    = "ftpsalg_relay_tls_handshakes_total"
+	NameNATTranslations    = "ftpsalg_nat_translations_total"
+	NameNATFailures        = "ftpsalg_nat_failures_total"
+	NameNATOpaque          = "ftpsalg_nat_opaque_sessions_total"
 )
 
 // Label values used across packages.
@@ -109,6 +112,10 @@ type Metrics struct {
 	TLSHandshakeTime  *prometheus.HistogramVec
 	DataRefused       *prometheus.CounterVec // reason
 	MITMConnections   *prometheus.CounterVec // result
+
+	NATTranslations *prometheus.CounterVec // data_mode, port (kept|moved)
+	NATFailures     *prometheus.CounterVec // data_mode, reason
+	NATOpaque       prometheus.Counter
 
 	RelayConnections *prometheus.CounterVec // result
 	RelayActive      prometheus.Gauge
@@ -201,6 +208,12 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "Data connections the server refused in mitm mode, by reason (tls_session_reuse: passthrough to a server that requires TLS session reuse; upstream_not_resumed: the relay could not resume the server's session)."}, []string{"reason"}),
 		MITMConnections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameMITMConnections,
 			Help: "Control connections diverted to the mitm proxy, by result (accepted, refused, upstream_failed)."}, []string{"result"}),
+		NATTranslations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameNATTranslations,
+			Help: "Data announcements translated across the NAT, by data mode (passive: a published server's 227/228/229; active: a translated client's PORT/EPRT/LPRT) and port (kept: the announced port; moved: another, because it was taken)."}, []string{"data_mode", "port"}),
+		NATFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameNATFailures,
+			Help: "Data announcements that could not be translated (the client got a 4xx/5xx reply), by data mode and reason (ports_exhausted, error)."}, []string{"data_mode", "reason"}),
+		NATOpaque: prometheus.NewCounter(prometheus.CounterOpts{Name: NameNATOpaque,
+			Help: "Translated inspect-mode control sessions that turned to TLS (AUTH TLS or implicit TLS): relayed unread, their data connections cannot be translated."}),
 		RelayConnections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRelayConnections,
 			Help: "Data connections diverted to the relay, by result (ok, aborted, unexpected, upstream_unreachable, client_tls_failed, upstream_tls_failed, client_not_resumed)."}, []string{"result"}),
 		RelayActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameRelayActive,
@@ -223,6 +236,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		m.FlowsActive, m.FlowEvictions, m.ConntrackEvent, m.ConntrackRest,
 		m.NFTSyncs, m.NFTSyncSeconds, m.NFTLastSuccess,
 		m.TLSHandshakes, m.TLSHandshakeFails, m.TLSHandshakeTime, m.DataRefused, m.MITMConnections,
+		m.NATTranslations, m.NATFailures, m.NATOpaque,
 		m.RelayConnections, m.RelayActive, m.RelayBytes, m.RelayDuration, m.RelayHandshakes,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

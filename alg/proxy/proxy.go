@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ftpsalg/ftpsalg/alg/nat"
 	"github.com/ftpsalg/ftpsalg/alg/policy"
 	"github.com/ftpsalg/ftpsalg/metrics"
 	"github.com/ftpsalg/ftpsalg/nft"
@@ -45,6 +46,9 @@ type Options struct {
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
 	Now     func() time.Time
+	// Ports reserves the gateway ports of NAT translations; nil means a
+	// new one that probes for local listeners (nat.BindProbe).
+	Ports *nat.Ports
 }
 
 // Proxy serves diverted control connections and, for servers with data:
@@ -54,6 +58,7 @@ type Proxy struct {
 	pol    atomic.Pointer[policy.Config]
 	wg     sync.WaitGroup
 	active atomic.Int64
+	ports  *nat.Ports
 
 	relayMu sync.Mutex
 	relays  map[relayKey]expectation // announced data connections, by exact tuple
@@ -74,7 +79,10 @@ func New(o Options) *Proxy {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	p := &Proxy{o: o, relays: map[relayKey]expectation{}}
+	if o.Ports == nil {
+		o.Ports = &nat.Ports{Probe: nat.BindProbe, Now: o.Now}
+	}
+	p := &Proxy{o: o, ports: o.Ports, relays: map[relayKey]expectation{}}
 	p.bufs.New = func() any {
 		b := make([]byte, relayBufSize)
 		return &b

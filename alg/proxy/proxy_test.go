@@ -124,6 +124,10 @@ func (s *ftpsServer) session(c net.Conn) {
 			fmt.Fprintf(c, "200 ok.\r\n")
 		case "PASV":
 			fmt.Fprintf(c, "227 Entering Passive Mode (%s).\r\n", s.pasv)
+		case "EPSV":
+			fmt.Fprintf(c, "229 Entering Extended Passive Mode (|||%d|)\r\n", s.epsvPort())
+		case "PORT", "EPRT":
+			fmt.Fprintf(c, "200 %s command successful.\r\n", strings.ToUpper(verb))
 		case "QUIT":
 			fmt.Fprintf(c, "221 Goodbye.\r\n")
 			return
@@ -131,6 +135,15 @@ func (s *ftpsServer) session(c net.Conn) {
 			fmt.Fprintf(c, "500 Unknown command.\r\n")
 		}
 	}
+}
+
+// epsvPort is the port of the 227 it announces, for EPSV.
+func (s *ftpsServer) epsvPort() int {
+	f := strings.Split(s.pasv, ",")
+	var hi, lo int
+	fmt.Sscan(f[len(f)-2], &hi)
+	fmt.Sscan(f[len(f)-1], &lo)
+	return hi<<8 | lo
 }
 
 func (s *ftpsServer) saw(prefix string) bool {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/ftpsalg/ftpsalg/alg/certs"
 	"github.com/ftpsalg/ftpsalg/alg/ftp"
+	"github.com/ftpsalg/ftpsalg/alg/nat"
 	"github.com/ftpsalg/ftpsalg/alg/policy"
 	"github.com/ftpsalg/ftpsalg/metrics"
 	"github.com/ftpsalg/ftpsalg/nft"
@@ -31,8 +32,18 @@ type session struct {
 	srv    *policy.Server
 	client netip.AddrPort // the client, as it connected
 	orig   netip.AddrPort // the server address the client connected to
-	log    *slog.Logger
-	m      *metrics.Metrics
+	// upstream is where the upstream connection goes: orig, or the
+	// server's own address when orig is one of its public addresses.
+	upstream netip.AddrPort
+	// source is the upstream connection's local address when the policy
+	// fixes it (a masqueraded client's NAT address); invalid otherwise.
+	source netip.Addr
+	// natPorts is the range active translations reserve gateway ports in.
+	natPorts nat.Range
+	leg      nat.Leg // the session's addresses, once the upstream is connected
+	mode     string  // metrics.ModeMITM, or metrics.ModeInspect for translated inspect sessions
+	log      *slog.Logger
+	m        *metrics.Metrics
 
 	rawC, rawU net.Conn      // TCP connections (closed at the end)
 	crec, urec *recordConn   // what the TLS layers read from, per leg
@@ -47,6 +58,8 @@ type session struct {
 	tlsOn    bool
 	audit    audit
 	pinholes []tracked
+	reserved []netip.AddrPort // gateway ports this session holds (NAT)
+	active   *activeNAT       // the last translated PORT/EPRT/LPRT, until its reply
 
 	// Data relay (data: relay). prot is the protection level in force
 	// (RFC 4217 PROT: "C" or "P"), pendingProt the one last asked for.
@@ -72,6 +85,13 @@ type session struct {
 type finalReply struct {
 	verb string
 	code int
+}
+
+// activeNAT is one translated active announcement: the client listens on
+// from, the server was told to connect to to.
+type activeNAT struct {
+	verb     string
+	from, to netip.AddrPort
 }
 
 type tracked struct {
@@ -112,8 +132,25 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 	log := p.o.Log.With("client", client.String(), "server", orig.String())
 	m := p.o.Metrics
 	srv, ok := pol.ServerFor(orig.Addr(), orig.Port())
+	var upstream netip.AddrPort
+	var source netip.Addr
+	natPorts := nat.DefaultActiveRange
+	if ok {
+		upstream = orig
+		if priv, pub := srv.Private(orig.Addr()); pub {
+			upstream = netip.AddrPortFrom(priv, orig.Port())
+		}
+		if cn, masq := pol.ClientNAT(client.Addr()); masq {
+			if a, fam := cn.Address(client.Addr()); fam {
+				source, natPorts = a, nat.Range{Min: cn.PortMin, Max: cn.PortMax}
+			}
+		}
+	}
+	// Inspect-mode servers come here only when the session needs
+	// translating: the packet path cannot resize payloads (alg/README.md).
+	translated := upstream != orig || source.IsValid()
 	switch {
-	case !ok || srv.Mode != policy.ModeMITM:
+	case !ok || (srv.Mode != policy.ModeMITM && !translated):
 		m.MITMConnections.WithLabelValues("refused").Inc()
 		m.Refusals.WithLabelValues("not_in_policy").Inc()
 		log.Warn("connection refused", "reason", "not_in_policy")
@@ -126,27 +163,39 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 		c.Close()
 		return
 	}
-	s := &session{p: p, pol: pol, srv: srv, client: client, orig: orig, m: m,
+	mode := metrics.ModeMITM
+	if srv.Mode != policy.ModeMITM {
+		mode = metrics.ModeInspect
+	}
+	if upstream != orig {
+		log = log.With("upstream", upstream.String())
+	}
+	s := &session{p: p, pol: pol, srv: srv, client: client, orig: orig, upstream: upstream, source: source,
+		natPorts: natPorts, mode: mode, m: m,
 		log: log.With("server_name", srv.Name), rawC: c, cconn: c, prot: "C",
 		transition: make(chan finalReply, 1), resume: make(chan error, 1)}
 	s.core = ftp.NewSession(ftp.Config{
-		Client: client, Server: orig,
+		Client: client, Server: upstream,
 		PassiveMin: srv.PassiveMin, PassiveMax: srv.PassiveMax,
 		AllowActive: srv.ActiveMode, AllowThirdParty: srv.ThirdParty,
 		MaxLine: pol.Limits.MaxLine, TransportDecrypts: true, InjectsReplies: true,
 	})
 	s.audit.start = p.o.Now()
 	p.active.Add(1)
-	m.SessionsActive.WithLabelValues(metrics.ModeMITM).Inc()
-	m.SessionsTotal.WithLabelValues(metrics.ModeMITM).Inc()
+	m.SessionsActive.WithLabelValues(mode).Inc()
+	m.SessionsTotal.WithLabelValues(mode).Inc()
 	defer func() {
 		p.active.Add(-1)
-		m.SessionsActive.WithLabelValues(metrics.ModeMITM).Dec()
+		m.SessionsActive.WithLabelValues(mode).Dec()
 	}()
 	reason := s.run(ctx)
 	s.closeAll() // whatever path run took, both legs end with the session
 	s.finish(reason)
 }
+
+// terminatesTLS reports whether the session terminates TLS (mitm mode).
+// A translated inspect session relays TLS untouched, as bytes.
+func (s *session) terminatesTLS() bool { return s.srv.Mode == policy.ModeMITM }
 
 func (s *session) implicit() bool { return slices.Contains(s.srv.ImplicitTLSPorts, s.orig.Port()) }
 
@@ -159,22 +208,25 @@ func (s *session) maxLine() int {
 
 // run relays the session and returns why it ended.
 func (s *session) run(ctx context.Context) string {
-	s.log.Info("session start", "mode", metrics.ModeMITM, "implicit_tls", s.implicit())
+	s.log.Info("session start", "mode", s.mode, "implicit_tls", s.implicit())
 	var laddr netip.AddrPort
-	if s.srv.MITM == nil || s.srv.MITM.UpstreamSource != policy.UpstreamGateway {
+	switch {
+	case s.source.IsValid():
+		laddr = netip.AddrPortFrom(s.source, 0) // a masqueraded client: the NAT address
+	case s.srv.MITM == nil || s.srv.MITM.UpstreamSource != policy.UpstreamGateway:
 		laddr = netip.AddrPortFrom(s.client.Addr(), 0) // transparent: the server sees the client
 	}
 	network := "tcp4"
-	if s.orig.Addr().Is6() {
+	if s.upstream.Addr().Is6() {
 		network = "tcp6"
 	}
 	dctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
-	up, err := s.p.o.Dial(dctx, network, laddr, s.orig)
+	up, err := s.p.o.Dial(dctx, network, laddr, s.upstream)
 	cancel()
 	if err != nil {
 		s.m.MITMConnections.WithLabelValues("upstream_failed").Inc()
 		s.log.Warn("upstream connection failed", "err", err)
-		if s.implicit() {
+		if s.implicit() && s.terminatesTLS() {
 			// The client speaks TLS first: finish its handshake with a
 			// certificate for the name it asked, then answer 421.
 			if terr := s.upgrade(ctx, false); terr == nil {
@@ -186,20 +238,38 @@ func (s *session) run(ctx context.Context) string {
 		return "upstream_unreachable"
 	}
 	s.rawU, s.uconn = up, up
+	s.leg = nat.Leg{Client: s.client.Addr(), Server: s.upstream.Addr(), Upstream: addrPort(up.LocalAddr()).Addr()}
+	if s.source.IsValid() {
+		s.leg.Upstream = s.source // as bound (a test dialer may not bind)
+	}
+	if s.upstream != s.orig {
+		s.leg.Public = s.orig.Addr()
+	}
 	s.m.MITMConnections.WithLabelValues("accepted").Inc()
 	s.cr = bufio.NewReaderSize(s.cconn, s.maxLine())
 	s.ur = bufio.NewReaderSize(s.uconn, s.maxLine())
+	opaque := false
 	if s.implicit() {
-		if err := s.upgrade(ctx, true); err != nil {
-			return "tls_failed"
+		if s.terminatesTLS() {
+			if err := s.upgrade(ctx, true); err != nil {
+				return "tls_failed"
+			}
+			s.core.StartImplicitTLS()
+		} else {
+			opaque = true
+			s.opaqueNotice("implicit TLS")
 		}
-		s.core.StartImplicitTLS()
 	}
 	stop := context.AfterFunc(ctx, s.closeAll)
 	defer stop()
 	errs := make(chan string, 2)
-	go func() { errs <- s.clientToServer(ctx) }()
-	go func() { errs <- s.serverToClient(ctx) }()
+	if opaque {
+		go func() { errs <- s.opaqueCopy(s.uconn, s.cr, "client_closed") }()
+		go func() { errs <- s.opaqueCopy(s.cconn, s.ur, "server_closed") }()
+	} else {
+		go func() { errs <- s.clientToServer(ctx) }()
+		go func() { errs <- s.serverToClient(ctx) }()
+	}
 	reason := <-errs
 	pending := 1
 	if reason == "client_closed" {
@@ -357,6 +427,16 @@ func (s *session) clientToServer(ctx context.Context) string {
 		if !forward {
 			continue
 		}
+		if perr == nil && isActiveVerb(cmd.Verb) && s.leg.ClientTranslated() {
+			out, reply := s.translateActive(cmd)
+			if reply != "" {
+				if err := s.writeClient(reply); err != nil {
+					return "client_closed"
+				}
+				continue
+			}
+			line = []byte(out)
+		}
 		if err := s.writeUp(line); err != nil {
 			return "server_closed"
 		}
@@ -368,6 +448,12 @@ func (s *session) clientToServer(ctx context.Context) string {
 			case r := <-s.transition:
 				var err error
 				switch {
+				case r.verb == "AUTH" && r.code == 234 && !s.terminatesTLS():
+					// A translated inspect session cannot read TLS:
+					// from here on it relays bytes.
+					s.opaqueNotice("AUTH TLS")
+					s.resume <- errOpaque
+					return s.opaqueCopy(s.uconn, s.cr, "client_closed")
 				case r.verb == "AUTH" && r.code == 234:
 					err = s.upgrade(ctx, true)
 				case r.verb == "CCC" && r.code == 200:
@@ -408,9 +494,12 @@ func (s *session) serverToClient(ctx context.Context) string {
 		for _, d := range ds {
 			switch d.Action {
 			case ftp.ActionOpenPinhole:
-				if err := s.openPinhole(ctx, d.Pinhole); err != nil {
+				out, err := s.openPinhole(ctx, d)
+				if err != nil {
 					forward = false
 					s.writeClient("425 ftpsalg: cannot open the data connection.\r\n")
+				} else if out != "" {
+					line = []byte(out)
 				}
 			case ftp.ActionRefuse:
 				forward = false
@@ -438,6 +527,9 @@ func (s *session) serverToClient(ctx context.Context) string {
 			if final.verb == "AUTH" && final.code == 234 || final.verb == "CCC" && final.code == 200 {
 				select {
 				case err := <-s.resume:
+					if errors.Is(err, errOpaque) {
+						return s.opaqueCopy(s.cconn, s.ur, "server_closed")
+					}
 					if err != nil {
 						return "tls_failed"
 					}
@@ -510,10 +602,18 @@ func (s *session) reply(d ftp.Decision) string {
 	return ""
 }
 
-func (s *session) openPinhole(ctx context.Context, ph ftp.Pinhole) error {
+// openPinhole commits the pinhole the core asks for, translated where the
+// session crosses a NAT, and returns the line to send the client instead
+// of the server's (a moved passive announcement), or "".
+func (s *session) openPinhole(ctx context.Context, d ftp.Decision) (string, error) {
+	ph := d.Pinhole
 	h := nft.Pinhole{Src: ph.Src, Dst: ph.Dst, DstPort: ph.DstPort, Timeout: s.pol.Pinholes.Timeout}
 	var k relayKey
-	if s.srv.MITM != nil && s.srv.MITM.Data == policy.DataRelay {
+	var out string
+	var reserved netip.AddrPort
+	translation := []any{}
+	switch {
+	case s.srv.MITM != nil && s.srv.MITM.Data == policy.DataRelay:
 		// The expectation first: the connection may arrive as soon as
 		// the element is committed.
 		h.Relay = true
@@ -522,11 +622,51 @@ func (s *session) openPinhole(ctx context.Context, ph ftp.Pinhole) error {
 		s.mu.Lock()
 		s.relayed = append(s.relayed, k)
 		s.mu.Unlock()
-	} else if ph.Mode == ftp.Passive && s.srv.MITM != nil && s.srv.MITM.UpstreamSource == policy.UpstreamGateway {
-		// The server knows this session by the gateway's address: the
-		// client's data connection must come from there too (servers
-		// such as vsftpd refuse data from another address).
-		h.SNAT = addrPort(s.rawU.LocalAddr()).Addr()
+	case ph.Mode == ftp.Passive:
+		if s.leg.Published() && ph.Dst.Unmap() == s.leg.Server.Unmap() {
+			// Published server: the client connects to the public
+			// address, on the announced port if it is free there.
+			r := nat.Range{Min: s.srv.PublicPortMin, Max: s.srv.PublicPortMax}
+			port, moved, err := s.p.ports.Reserve(s.leg.Public, ph.DstPort, r, s.reservation())
+			if err != nil {
+				s.natFailed("passive", err)
+				return "", err
+			}
+			reserved = netip.AddrPortFrom(s.leg.Public.Unmap(), port)
+			h.Dst, h.DstPort = s.leg.Public, port
+			h.DNAT = netip.AddrPortFrom(ph.Dst, ph.DstPort)
+			if d.Code != 229 || moved {
+				if out, err = nat.PassiveReply(d.Code, reserved); err != nil {
+					s.p.ports.Release(reserved)
+					s.natFailed("passive", err)
+					return "", err
+				}
+			}
+			s.m.NATTranslations.WithLabelValues("passive", movedLabel(moved)).Inc()
+			translation = append(translation, "announced", h.DNAT.String(), "translated", reserved.String(), "port_moved", moved)
+		}
+		if s.leg.ClientTranslated() {
+			// The server knows this session by the upstream's address:
+			// the client's data connection must come from there too
+			// (servers such as vsftpd refuse data from another address).
+			h.SNAT = s.leg.Upstream
+		}
+	case ph.Mode == ftp.Active:
+		s.mu.Lock()
+		a := s.active
+		s.active = nil
+		s.mu.Unlock()
+		if a != nil && ph.Dst.Unmap() == a.from.Addr().Unmap() && ph.DstPort == a.from.Port() {
+			// The server was told a gateway port: it connects there and
+			// the gateway forwards to where the client listens.
+			h.Dst, h.DstPort = a.to.Addr(), a.to.Port()
+			h.DNAT = a.from
+			translation = append(translation, "announced", a.from.String(), "translated", a.to.String())
+		}
+		if s.leg.Published() {
+			// The client knows the server by its public address.
+			h.SNAT = s.leg.Public
+		}
 	}
 	start := time.Now()
 	err := s.p.o.Table.AddPinholes(ctx, h)
@@ -535,13 +675,19 @@ func (s *session) openPinhole(ctx context.Context, ph ftp.Pinhole) error {
 		if h.Relay {
 			s.p.forget(s, k)
 		}
+		if reserved.IsValid() {
+			s.p.ports.Release(reserved)
+		}
 		s.m.PinholeErrors.Inc()
 		s.log.Error("pinhole commit failed", "err", err, "src", h.Src.String(), "dst", h.Dst.String(), "port", h.DstPort)
-		return err
+		return "", err
 	}
 	s.m.PinholesOpened.WithLabelValues(ph.Mode.String()).Inc()
 	s.mu.Lock()
 	s.pinholes = append(s.pinholes, tracked{hole: h, mode: ph.Mode, deadline: s.p.o.Now().Add(h.Timeout)})
+	if reserved.IsValid() {
+		s.reserved = append(s.reserved, reserved)
+	}
 	s.audit.opened++
 	s.mu.Unlock()
 	attrs := []any{"data_mode", ph.Mode.String(), "src", h.Src.String(),
@@ -549,8 +695,90 @@ func (s *session) openPinhole(ctx context.Context, ph ftp.Pinhole) error {
 	if h.SNAT.IsValid() {
 		attrs = append(attrs, "snat", h.SNAT.String())
 	}
-	s.log.Info("pinhole opened", attrs...)
-	return nil
+	if h.DNAT.IsValid() {
+		attrs = append(attrs, "dnat", h.DNAT.String())
+	}
+	s.log.Info("pinhole opened", append(attrs, translation...)...)
+	return out, nil
+}
+
+// reservation is how long a gateway port stays reserved for one
+// announcement: the pinhole's life and a margin for the reply's round
+// trip. The session's end releases it sooner.
+func (s *session) reservation() time.Duration { return s.pol.Pinholes.Timeout + 30*time.Second }
+
+// isActiveVerb reports whether verb announces an active data connection.
+func isActiveVerb(verb string) bool { return verb == "PORT" || verb == "EPRT" || verb == "LPRT" }
+
+// translateActive rewrites a client's PORT, EPRT or LPRT for a server that
+// knows the client by another address: the announcement names that
+// address and a gateway port reserved for it. It returns the new line, or
+// the reply to send the client instead of forwarding anything.
+func (s *session) translateActive(cmd ftp.Command) (line, reply string) {
+	from, err := nat.ParseActive(cmd.Verb, cmd.Arg)
+	if err != nil {
+		// The core accepted it, so this does not happen; refuse anyway.
+		s.natFailed("active", err)
+		return "", "501 ftpsalg: cannot translate the data address.\r\n"
+	}
+	port, moved, err := s.p.ports.Reserve(s.leg.Upstream, from.Port(), s.natPorts, s.reservation())
+	if err != nil {
+		s.natFailed("active", err)
+		return "", "425 ftpsalg: no gateway port is free for the data connection.\r\n"
+	}
+	to := netip.AddrPortFrom(s.leg.Upstream.Unmap(), port)
+	line, err = nat.ActiveCommand(cmd.Verb, to)
+	if err != nil {
+		s.p.ports.Release(to)
+		s.natFailed("active", err)
+		return "", "522 ftpsalg: cannot translate this data address; use EPRT.\r\n"
+	}
+	s.mu.Lock()
+	s.active = &activeNAT{verb: cmd.Verb, from: from, to: to}
+	s.reserved = append(s.reserved, to)
+	s.mu.Unlock()
+	s.m.NATTranslations.WithLabelValues("active", movedLabel(moved)).Inc()
+	s.log.Debug("active announcement translated", "verb", cmd.Verb, "announced", from.String(), "translated", to.String())
+	return line, ""
+}
+
+func movedLabel(moved bool) string {
+	if moved {
+		return "moved"
+	}
+	return "kept"
+}
+
+// natFailed counts and logs an announcement that could not be translated.
+func (s *session) natFailed(kind string, err error) {
+	reason := "error"
+	if errors.Is(err, nat.ErrExhausted) {
+		reason = "ports_exhausted"
+	}
+	s.m.NATFailures.WithLabelValues(kind, reason).Inc()
+	s.log.Warn("announcement not translated", "data_mode", kind, "reason", reason, "err", err)
+}
+
+// errOpaque tells serverToClient that a translated inspect session has
+// switched to relaying bytes (TLS it does not terminate).
+var errOpaque = errors.New("control connection is now opaque")
+
+// opaqueNotice logs, once per session, that the control connection turned
+// into TLS that this inspect-mode session cannot read.
+func (s *session) opaqueNotice(what string) {
+	s.m.NATOpaque.Inc()
+	s.log.Warn("control connection encrypted: relaying it unread; its data connections cannot be opened or translated",
+		"cause", what, "hint", "use mode: mitm for FTPS servers behind NAT (docs/nat.md)")
+}
+
+// opaqueCopy relays bytes from src to dst until src ends, then half-closes
+// dst, and returns reason.
+func (s *session) opaqueCopy(dst net.Conn, src *bufio.Reader, reason string) string {
+	_, _ = io.Copy(dst, src)
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	return reason
 }
 
 // upgrade runs the TLS handshakes: the client's first, and from inside it
@@ -817,18 +1045,14 @@ func (s *session) finish(reason string) {
 		live := map[nft.Pinhole]bool{}
 		if els, err := s.p.o.Table.Pinholes(ctx); err == nil {
 			for _, el := range els {
-				k := el.Pinhole
-				k.Timeout, k.SNAT = 0, netip.Addr{}
-				live[k] = true
+				live[pinholeKey(el.Pinhole)] = true
 			}
 		}
 		now := s.p.o.Now()
 		var del []nft.Pinhole
 		for _, t := range hs {
-			k := t.hole
-			k.Timeout = 0
 			switch {
-			case live[k]:
+			case live[pinholeKey(t.hole)]:
 				del = append(del, t.hole)
 				s.m.PinholesRemoved.Inc()
 			case now.Before(t.deadline):
@@ -848,6 +1072,13 @@ func (s *session) finish(reason string) {
 	s.mu.Lock()
 	keys := s.relayed
 	s.relayed = nil
+	reserved := s.reserved
+	s.reserved = nil
+	s.mu.Unlock()
+	for _, ap := range reserved {
+		s.p.ports.Release(ap)
+	}
+	s.mu.Lock()
 	a := s.audit
 	s.mu.Unlock()
 	s.p.forget(s, keys...)
@@ -864,6 +1095,12 @@ func (s *session) finish(reason string) {
 			"upstream_tls_version", tls.VersionName(a.upTLS.Version), "upstream_tls_suite", tls.CipherSuiteName(a.upTLS.CipherSuite))
 	}
 	s.log.Info("session end", attrs...)
+}
+
+// pinholeKey is what identifies a pinhole's set element: its tuple and
+// whether it is a relay element.
+func pinholeKey(h nft.Pinhole) nft.Pinhole {
+	return nft.Pinhole{Src: h.Src, Dst: h.Dst, DstPort: h.DstPort, Relay: h.Relay}
 }
 
 // bufferedConn reads first what a line reader already buffered, so that a
