@@ -328,7 +328,6 @@ type serverSrc struct {
 	// publicPaths and publicLines are parallel to Server.Public.
 	publicPaths []string
 	publicLines []int
-	dataLine    int // line of the server's data key, 0 if absent
 }
 
 func (d *decoder) servers(n node) []Server {

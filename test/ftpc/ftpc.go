@@ -46,6 +46,10 @@ type Client struct {
 	dialer  Dialer
 	lc      Listener
 	Timeout time.Duration
+	// TrustPASV makes PASV connect to the address the 227 reply names
+	// (curl --no-ftp-skip-pasv-ip) instead of the control connection's
+	// address (curl's default).
+	TrustPASV bool
 
 	// tlsConf is set once the control connection is TLS (AUTH TLS or
 	// implicit); with protP data connections are TLS too (RFC 4217).
@@ -367,8 +371,12 @@ func (c *Client) data(ctx context.Context, mode Mode, cmd string) (net.Conn, err
 			if err != nil {
 				return nil, err
 			}
-			// Like curl's default, ignore the announced address.
+			// Like curl's default, ignore the announced address,
+			// unless told to trust it.
 			target = netip.AddrPortFrom(ctl.Addr(), a.Port())
+			if c.TrustPASV {
+				target = a
+			}
 		} else {
 			p, err := ParseEPSV(rep.Text)
 			if err != nil {

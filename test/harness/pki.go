@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -30,6 +31,9 @@ type PKI struct {
 type PKIOptions struct {
 	Untrusted bool // the server's certificate comes from a CA ftpsalg does not trust
 	WrongName bool // the server's certificate names another host
+	// ExtraIPs are added to the server certificate's names: a published
+	// server's certificate names the public address clients connect to.
+	ExtraIPs []netip.Addr
 }
 
 // NewPKI creates the CA under dir and issues the server certificate.
@@ -48,6 +52,9 @@ func NewPKI(t lab.TB, dir string, o PKIOptions) *PKI {
 	}
 	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: "files.lab"}, DNSNames: []string{"files.lab"},
 		IPAddresses: []net.IP{lab.ServerAddr4.AsSlice(), lab.ServerAddr6.AsSlice()}, NotAfter: time.Now().Add(48 * time.Hour)}
+	for _, a := range o.ExtraIPs {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, a.AsSlice())
+	}
 	if o.WrongName {
 		tmpl.Subject.CommonName, tmpl.DNSNames, tmpl.IPAddresses = "elsewhere.lab", []string{"elsewhere.lab"}, []net.IP{lab.OtherAddr4.AsSlice()}
 	}
