@@ -2,10 +2,10 @@ package proxy
 
 import (
 	"bufio"
-	"fmt"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
