@@ -10,50 +10,63 @@ import (
 	"github.com/ftpsalg/ftpsalg/alg/ftp"
 )
 
+var (
+	cliA   = netip.MustParseAddr("192.0.2.2")
+	cliB   = netip.MustParseAddr("192.0.2.3")
+	srvP   = netip.MustParseAddrPort("198.51.100.2:50010")
+	srvQ   = netip.MustParseAddrPort("198.51.100.3:50010")
+	public = netip.MustParseAddr("192.0.2.1")
+)
+
 func TestReserveWantedPortFirst(t *testing.T) {
 	var p Ports
-	a := netip.MustParseAddr("192.0.2.1")
-	port, moved, err := p.Reserve(a, 40010, Range{40000, 40020}, time.Minute)
-	if err != nil || port != 40010 || moved {
-		t.Fatalf("Reserve = %d, %v, %v; want 40010, false, nil", port, moved, err)
+	r := Range{40000, 40020}
+	res, moved, err := p.Reserve(cliA, public, 40010, srvP, r, time.Minute)
+	if err != nil || res.At.Port() != 40010 || moved || res.Initiator != cliA {
+		t.Fatalf("Reserve = %v, %v, %v; want 40010 for %s", res, moved, err, cliA)
 	}
-	// Taken now: the next reservation of the same port moves, within range.
-	port, moved, err = p.Reserve(a, 40010, Range{40000, 40020}, time.Minute)
-	if err != nil || port == 40010 || !moved || port < 40000 || port > 40020 {
-		t.Fatalf("second Reserve = %d, %v, %v; want another port of 40000-40020", port, moved, err)
+	// The same translation again (the server announced the same port):
+	// the same port.
+	if res, moved, _ := p.Reserve(cliA, public, 40010, srvP, r, time.Minute); res.At.Port() != 40010 || moved {
+		t.Fatalf("same translation again = %v, %v; want 40010 kept", res, moved)
 	}
-	// Another address is independent.
-	if port, moved, _ := p.Reserve(netip.MustParseAddr("192.0.2.100"), 40010, Range{40000, 40020}, time.Minute); port != 40010 || moved {
-		t.Fatalf("Reserve on another address = %d, %v; want 40010, false", port, moved)
+	// Another target for the same initiator: moved, within range.
+	res, moved, err = p.Reserve(cliA, public, 40010, srvQ, r, time.Minute)
+	if err != nil || res.At.Port() == 40010 || !moved || !r.Contains(res.At.Port()) {
+		t.Fatalf("another target = %v, %v, %v; want another port of %s", res, moved, err, r)
+	}
+	// Another initiator shares the port: its translations are its own.
+	if res, moved, _ := p.Reserve(cliB, public, 40010, srvQ, r, time.Minute); res.At.Port() != 40010 || moved {
+		t.Fatalf("another initiator = %v, %v; want 40010 kept", res, moved)
 	}
 	// A wanted port outside the range is never used.
-	if port, moved, _ := p.Reserve(a, 30000, Range{40000, 40020}, time.Minute); !moved || port < 40000 || port > 40020 {
-		t.Fatalf("Reserve of an out-of-range port = %d, %v", port, moved)
+	if res, moved, _ := p.Reserve(cliA, public, 30000, srvP, r, time.Minute); !moved || !r.Contains(res.At.Port()) {
+		t.Fatalf("out-of-range port = %v, %v", res, moved)
 	}
 }
 
 func TestReserveExhaustionReleaseAndExpiry(t *testing.T) {
 	now := time.Unix(1000, 0)
 	p := Ports{Now: func() time.Time { return now }}
-	a := netip.MustParseAddr("198.51.100.1")
 	r := Range{50000, 50002}
-	got := map[uint16]bool{}
-	for range 3 {
-		port, _, err := p.Reserve(a, 50000, r, 5*time.Second)
+	got := map[uint16]Reservation{}
+	for i := range 3 {
+		target := netip.AddrPortFrom(srvP.Addr(), uint16(1000+i))
+		res, _, err := p.Reserve(cliA, public, 50000, target, r, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got[port] = true
+		got[res.At.Port()] = res
 	}
 	if len(got) != 3 {
 		t.Fatalf("three reservations gave %v; want three distinct ports", got)
 	}
-	if _, _, err := p.Reserve(a, 50000, r, 5*time.Second); !errors.Is(err, ErrExhausted) {
+	if _, _, err := p.Reserve(cliA, public, 50000, srvQ, r, 5*time.Second); !errors.Is(err, ErrExhausted) {
 		t.Fatalf("fourth Reserve: err = %v; want ErrExhausted", err)
 	}
-	p.Release(netip.AddrPortFrom(a, 50001))
-	if port, _, err := p.Reserve(a, 50000, r, 5*time.Second); err != nil || port != 50001 {
-		t.Fatalf("after Release: %d, %v; want 50001", port, err)
+	p.Release(got[50001])
+	if res, _, err := p.Reserve(cliA, public, 50000, srvQ, r, 5*time.Second); err != nil || res.At.Port() != 50001 {
+		t.Fatalf("after Release: %v, %v; want 50001", res, err)
 	}
 	if p.Held() != 3 {
 		t.Fatalf("Held = %d; want 3", p.Held())
@@ -62,8 +75,8 @@ func TestReserveExhaustionReleaseAndExpiry(t *testing.T) {
 	if p.Held() != 0 {
 		t.Fatalf("Held after the lifetime = %d; want 0", p.Held())
 	}
-	if port, moved, err := p.Reserve(a, 50000, r, 5*time.Second); err != nil || port != 50000 || moved {
-		t.Fatalf("after expiry: %d, %v, %v; want 50000", port, moved, err)
+	if res, moved, err := p.Reserve(cliA, public, 50000, srvQ, r, 5*time.Second); err != nil || res.At.Port() != 50000 || moved {
+		t.Fatalf("after expiry: %v, %v, %v; want 50000", res, moved, err)
 	}
 }
 
@@ -78,9 +91,9 @@ func TestReserveBindProbe(t *testing.T) {
 		t.Fatalf("BindProbe(%s) = false for a listening socket", busy)
 	}
 	p := Ports{Probe: BindProbe}
-	port, moved, err := p.Reserve(busy.Addr(), busy.Port(), Range{busy.Port(), busy.Port() + 1}, time.Minute)
-	if err != nil || !moved || port != busy.Port()+1 {
-		t.Fatalf("Reserve of a port with a local listener = %d, %v, %v; want %d, moved", port, moved, err, busy.Port()+1)
+	res, moved, err := p.Reserve(cliA, busy.Addr(), busy.Port(), srvP, Range{busy.Port(), busy.Port() + 1}, time.Minute)
+	if err != nil || !moved || res.At.Port() != busy.Port()+1 {
+		t.Fatalf("Reserve of a port with a local listener = %v, %v, %v; want %d, moved", res, moved, err, busy.Port()+1)
 	}
 }
 

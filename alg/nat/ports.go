@@ -33,13 +33,13 @@ func (r Range) String() string { return fmt.Sprintf("%d-%d", r.Min, r.Max) }
 var DefaultActiveRange = Range{Min: 50000, Max: 50999}
 
 // Ports reserves ports on the gateway's own addresses for translated data
-// connections. A port is free when no live reservation holds it and, if
-// Probe is set, Probe says no local socket uses it. Reservations end with
-// Release or when their lifetime passes, whichever is first.
-//
-// A reservation is per address and port, whoever the initiator: one public
-// port leads to one inside endpoint at a time, which keeps the audit trail
-// and the kernel maps unambiguous.
+// connections. A translation is "initiator connects to addr:port, which
+// leads to target". A port is taken for a new translation when a live
+// reservation of the same initiator holds it for another target, or when
+// Probe says a local socket uses it. The same initiator may hold one port
+// for one target at a time, different initiators may share it: the
+// kernel's translation maps are keyed by initiator too. Reservations end
+// with Release or when their lifetime passes, whichever is first.
 type Ports struct {
 	// Probe reports whether a local socket already holds ap (a listener of
 	// the gateway itself). Nil means no probe. BindProbe is the real one.
@@ -48,7 +48,19 @@ type Ports struct {
 	Now func() time.Time
 
 	mu   sync.Mutex
-	held map[netip.AddrPort]time.Time // reservation → end of life
+	held map[Reservation]held
+}
+
+// Reservation names one reserved port: its initiator and the gateway
+// address and port the initiator connects to.
+type Reservation struct {
+	Initiator netip.Addr
+	At        netip.AddrPort
+}
+
+type held struct {
+	target netip.AddrPort
+	end    time.Time
 }
 
 // BindProbe reports whether ap is in use by a local socket: it tries to
@@ -69,34 +81,35 @@ func (p *Ports) now() time.Time {
 	return time.Now()
 }
 
-// Reserve reserves a port on addr for ttl: want if it is in r and free,
-// otherwise a free port of r chosen at random (so that ports are not
-// predictable from one session to the next). It reports whether the port
-// differs from want.
-func (p *Ports) Reserve(addr netip.Addr, want uint16, r Range, ttl time.Duration) (port uint16, moved bool, err error) {
+// Reserve reserves a port on addr for initiator's connections to target,
+// for ttl: want if it is in r and free, otherwise a free port of r chosen
+// at random (so that ports are not predictable from one session to the
+// next). It reports whether the port differs from want.
+func (p *Ports) Reserve(initiator, addr netip.Addr, want uint16, target netip.AddrPort, r Range, ttl time.Duration) (res Reservation, moved bool, err error) {
 	if r.Min == 0 || r.Min > r.Max {
-		return 0, false, fmt.Errorf("invalid port range %s", r)
+		return Reservation{}, false, fmt.Errorf("invalid port range %s", r)
 	}
-	addr = addr.Unmap()
+	initiator, addr = initiator.Unmap(), addr.Unmap()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
 	if p.held == nil {
-		p.held = map[netip.AddrPort]time.Time{}
+		p.held = map[Reservation]held{}
 	}
 	free := func(port uint16) bool {
-		ap := netip.AddrPortFrom(addr, port)
-		if end, ok := p.held[ap]; ok {
-			if now.Before(end) {
+		k := Reservation{initiator, netip.AddrPortFrom(addr, port)}
+		if h, ok := p.held[k]; ok {
+			if now.Before(h.end) && h.target != target {
 				return false
 			}
-			delete(p.held, ap)
+			delete(p.held, k)
 		}
-		return p.Probe == nil || !p.Probe(ap)
+		return p.Probe == nil || !p.Probe(k.At)
 	}
-	take := func(port uint16) uint16 {
-		p.held[netip.AddrPortFrom(addr, port)] = now.Add(ttl)
-		return port
+	take := func(port uint16) Reservation {
+		k := Reservation{initiator, netip.AddrPortFrom(addr, port)}
+		p.held[k] = held{target: target, end: now.Add(ttl)}
+		return k
 	}
 	if r.Contains(want) && free(want) {
 		return take(want), false, nil
@@ -110,14 +123,13 @@ func (p *Ports) Reserve(addr netip.Addr, want uint16, r Range, ttl time.Duration
 			return take(port), true, nil
 		}
 	}
-	return 0, false, fmt.Errorf("%w %s on %s", ErrExhausted, r, addr)
+	return Reservation{}, false, fmt.Errorf("%w %s on %s", ErrExhausted, r, addr)
 }
 
-// Release ends the reservation of ap (no-op if none).
-func (p *Ports) Release(ap netip.AddrPort) {
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+// Release ends a reservation (no-op if none).
+func (p *Ports) Release(res Reservation) {
 	p.mu.Lock()
-	delete(p.held, ap)
+	delete(p.held, res)
 	p.mu.Unlock()
 }
 
@@ -127,11 +139,11 @@ func (p *Ports) Held() int {
 	defer p.mu.Unlock()
 	now := p.now()
 	n := 0
-	for ap, end := range p.held {
-		if now.Before(end) {
+	for k, h := range p.held {
+		if now.Before(h.end) {
 			n++
 		} else {
-			delete(p.held, ap)
+			delete(p.held, k)
 		}
 	}
 	return n

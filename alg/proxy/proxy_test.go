@@ -123,7 +123,7 @@ func (s *ftpsServer) session(c net.Conn) {
 		case "PBSZ", "PROT":
 			fmt.Fprintf(c, "200 ok.\r\n")
 		case "PASV":
-			fmt.Fprintf(c, "227 Entering Passive Mode (%s).\r\n", s.pasv)
+			fmt.Fprintf(c, "227 Entering Passive Mode (%s).\r\n", s.announce())
 		case "EPSV":
 			fmt.Fprintf(c, "229 Entering Extended Passive Mode (|||%d|)\r\n", s.epsvPort())
 		case "PORT", "EPRT":
@@ -137,9 +137,23 @@ func (s *ftpsServer) session(c net.Conn) {
 	}
 }
 
+// announce returns the 227 text it announces.
+func (s *ftpsServer) announce() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pasv
+}
+
+// setAnnounce changes the 227 text it announces.
+func (s *ftpsServer) setAnnounce(pasv string) {
+	s.mu.Lock()
+	s.pasv = pasv
+	s.mu.Unlock()
+}
+
 // epsvPort is the port of the 227 it announces, for EPSV.
 func (s *ftpsServer) epsvPort() int {
-	f := strings.Split(s.pasv, ",")
+	f := strings.Split(s.announce(), ",")
 	var hi, lo int
 	fmt.Sscan(f[len(f)-2], &hi)
 	fmt.Sscan(f[len(f)-1], &lo)

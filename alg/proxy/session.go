@@ -58,7 +58,7 @@ type session struct {
 	tlsOn    bool
 	audit    audit
 	pinholes []tracked
-	reserved []netip.AddrPort // gateway ports this session holds (NAT)
+	reserved []nat.Reservation // gateway ports this session holds (NAT)
 	active   *activeNAT       // the last translated PORT/EPRT/LPRT, until its reply
 
 	// Data relay (data: relay). prot is the protection level in force
@@ -610,7 +610,7 @@ func (s *session) openPinhole(ctx context.Context, d ftp.Decision) (string, erro
 	h := nft.Pinhole{Src: ph.Src, Dst: ph.Dst, DstPort: ph.DstPort, Timeout: s.pol.Pinholes.Timeout}
 	var k relayKey
 	var out string
-	var reserved netip.AddrPort
+	var reserved nat.Reservation
 	translation := []any{}
 	switch {
 	case s.srv.MITM != nil && s.srv.MITM.Data == policy.DataRelay:
@@ -627,23 +627,30 @@ func (s *session) openPinhole(ctx context.Context, d ftp.Decision) (string, erro
 			// Published server: the client connects to the public
 			// address, on the announced port if it is free there.
 			r := nat.Range{Min: s.srv.PublicPortMin, Max: s.srv.PublicPortMax}
-			port, moved, err := s.p.ports.Reserve(s.leg.Public, ph.DstPort, r, s.reservation())
+			target := netip.AddrPortFrom(ph.Dst, ph.DstPort)
+			// The server's own port first, even outside public_ports
+			// (which says where to go when it is taken).
+			res, moved, err := s.p.ports.Reserve(ph.Src, s.leg.Public, ph.DstPort, target,
+				nat.Range{Min: ph.DstPort, Max: ph.DstPort}, s.reservation())
+			if err != nil {
+				res, moved, err = s.p.ports.Reserve(ph.Src, s.leg.Public, ph.DstPort, target, r, s.reservation())
+			}
 			if err != nil {
 				s.natFailed("passive", err)
 				return "", err
 			}
-			reserved = netip.AddrPortFrom(s.leg.Public.Unmap(), port)
-			h.Dst, h.DstPort = s.leg.Public, port
-			h.DNAT = netip.AddrPortFrom(ph.Dst, ph.DstPort)
+			reserved = res
+			h.Dst, h.DstPort = res.At.Addr(), res.At.Port()
+			h.DNAT = target
 			if d.Code != 229 || moved {
-				if out, err = nat.PassiveReply(d.Code, reserved); err != nil {
+				if out, err = nat.PassiveReply(d.Code, res.At); err != nil {
 					s.p.ports.Release(reserved)
 					s.natFailed("passive", err)
 					return "", err
 				}
 			}
 			s.m.NATTranslations.WithLabelValues("passive", movedLabel(moved)).Inc()
-			translation = append(translation, "announced", h.DNAT.String(), "translated", reserved.String(), "port_moved", moved)
+			translation = append(translation, "announced", h.DNAT.String(), "translated", res.At.String(), "port_moved", moved)
 		}
 		if s.leg.ClientTranslated() {
 			// The server knows this session by the upstream's address:
@@ -675,7 +682,7 @@ func (s *session) openPinhole(ctx context.Context, d ftp.Decision) (string, erro
 		if h.Relay {
 			s.p.forget(s, k)
 		}
-		if reserved.IsValid() {
+		if reserved.At.IsValid() {
 			s.p.ports.Release(reserved)
 		}
 		s.m.PinholeErrors.Inc()
@@ -685,7 +692,7 @@ func (s *session) openPinhole(ctx context.Context, d ftp.Decision) (string, erro
 	s.m.PinholesOpened.WithLabelValues(ph.Mode.String()).Inc()
 	s.mu.Lock()
 	s.pinholes = append(s.pinholes, tracked{hole: h, mode: ph.Mode, deadline: s.p.o.Now().Add(h.Timeout)})
-	if reserved.IsValid() {
+	if reserved.At.IsValid() {
 		s.reserved = append(s.reserved, reserved)
 	}
 	s.audit.opened++
@@ -703,9 +710,10 @@ func (s *session) openPinhole(ctx context.Context, d ftp.Decision) (string, erro
 }
 
 // reservation is how long a gateway port stays reserved for one
-// announcement: the pinhole's life and a margin for the reply's round
-// trip. The session's end releases it sooner.
-func (s *session) reservation() time.Duration { return s.pol.Pinholes.Timeout + 30*time.Second }
+// announcement: as long as its translation lives in the kernel's map (the
+// pinhole's timeout) and a margin for the reply's round trip. The
+// session's end releases it sooner.
+func (s *session) reservation() time.Duration { return s.pol.Pinholes.Timeout + 5*time.Second }
 
 // isActiveVerb reports whether verb announces an active data connection.
 func isActiveVerb(verb string) bool { return verb == "PORT" || verb == "EPRT" || verb == "LPRT" }
@@ -721,21 +729,21 @@ func (s *session) translateActive(cmd ftp.Command) (line, reply string) {
 		s.natFailed("active", err)
 		return "", "501 ftpsalg: cannot translate the data address.\r\n"
 	}
-	port, moved, err := s.p.ports.Reserve(s.leg.Upstream, from.Port(), s.natPorts, s.reservation())
+	res, moved, err := s.p.ports.Reserve(s.leg.Server, s.leg.Upstream, from.Port(), from, s.natPorts, s.reservation())
 	if err != nil {
 		s.natFailed("active", err)
 		return "", "425 ftpsalg: no gateway port is free for the data connection.\r\n"
 	}
-	to := netip.AddrPortFrom(s.leg.Upstream.Unmap(), port)
+	to := res.At
 	line, err = nat.ActiveCommand(cmd.Verb, to)
 	if err != nil {
-		s.p.ports.Release(to)
+		s.p.ports.Release(res)
 		s.natFailed("active", err)
 		return "", "522 ftpsalg: cannot translate this data address; use EPRT.\r\n"
 	}
 	s.mu.Lock()
 	s.active = &activeNAT{verb: cmd.Verb, from: from, to: to}
-	s.reserved = append(s.reserved, to)
+	s.reserved = append(s.reserved, res)
 	s.mu.Unlock()
 	s.m.NATTranslations.WithLabelValues("active", movedLabel(moved)).Inc()
 	s.log.Debug("active announcement translated", "verb", cmd.Verb, "announced", from.String(), "translated", to.String())

@@ -28,10 +28,13 @@ const (
 var natPublicAddr = lab.GatewayClientAddr4
 
 // setupNATPath prepares the gateway for path and returns the address the
-// client connects to. The published policy has a wide public port range:
-// each announcement reserves a public port for the pinhole's life.
+// client connects to. The published server keeps the default public_ports
+// (its passive range): its ports are announced unchanged when free.
 func setupNATPath(b *testing.B, l *lab.Lab, path string) netip.Addr {
 	b.Helper()
+	if path == natRouted {
+		return lab.ServerAddr4 // plain routing: no firewall, no ftpsalg
+	}
 	l.InstallGatewayFirewall(harness.CtMark)
 	info := func(p string) string { return strings.Replace(p, "level: debug", "level: info", 1) }
 	switch path {
@@ -39,7 +42,7 @@ func setupNATPath(b *testing.B, l *lab.Lab, path string) netip.Addr {
 		harness.Start(b, l, binary, info(harness.Policy([]int{21}, "", "")))
 	case natStreamPath:
 		harness.Start(b, l, binary, info(harness.Policy([]int{21},
-			fmt.Sprintf("    public: [%s]\n    public_ports: \"20000-39999\"\n", natPublicAddr), "")))
+			fmt.Sprintf("    public: [%s]\n", natPublicAddr), "")))
 		return natPublicAddr
 	}
 	return lab.ServerAddr4
