@@ -59,7 +59,7 @@ type session struct {
 	audit    audit
 	pinholes []tracked
 	reserved []nat.Reservation // gateway ports this session holds (NAT)
-	active   *activeNAT       // the last translated PORT/EPRT/LPRT, until its reply
+	active   *activeNAT        // the last translated PORT/EPRT/LPRT, until its reply
 
 	// Data relay (data: relay). prot is the protection level in force
 	// (RFC 4217 PROT: "C" or "P"), pendingProt the one last asked for.
