@@ -198,3 +198,22 @@ func TestParseNATErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestExampleNAT(t *testing.T) {
+	t.Parallel()
+	cfg, err := policy.Load("../../examples/nat.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Servers) != 2 || len(cfg.Clients) != 1 {
+		t.Fatalf("servers %d, clients %d", len(cfg.Servers), len(cfg.Clients))
+	}
+	s := cfg.Servers[0]
+	if a, ok := s.Private(netip.MustParseAddr("192.0.2.1")); !ok || a != netip.MustParseAddr("198.51.100.2") || s.PublicPortMin != 50000 || s.PublicPortMax != 50100 {
+		t.Errorf("files: %+v", s)
+	}
+	c := cfg.Clients[0]
+	if c.Name != "office" || c.PortMin != 61000 || c.PortMax != 61999 || len(c.NAT) != 1 || c.NAT[0] != netip.MustParseAddr("198.51.100.1") {
+		t.Errorf("office: %+v", c)
+	}
+}

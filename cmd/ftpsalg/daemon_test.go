@@ -41,3 +41,43 @@ func TestSpecRelayPort(t *testing.T) {
 		}
 	}
 }
+
+// TestSpecNAT: published addresses are diverted like mitm endpoints, the
+// clients' prefixes are masqueraded, and the table applies.
+func TestSpecNAT(t *testing.T) {
+	t.Parallel()
+	cfg, err := policy.Load("../../examples/nat.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := spec(cfg, nft.QueueCompat)
+	want := []netip.AddrPort{
+		netip.MustParseAddrPort("192.0.2.1:21"),
+		netip.MustParseAddrPort("192.0.2.20:21"),
+		netip.MustParseAddrPort("198.51.100.20:21"),
+	}
+	if len(s.MITM) != len(want) {
+		t.Fatalf("MITM %v, want %v", s.MITM, want)
+	}
+	for _, ap := range want {
+		found := false
+		for _, got := range s.MITM {
+			found = found || got == ap
+		}
+		if !found {
+			t.Errorf("MITM %v lacks %s", s.MITM, ap)
+		}
+	}
+	if len(s.Control) != 1 || s.Control[0] != netip.MustParseAddrPort("198.51.100.2:21") {
+		t.Errorf("Control %v, want the inspect server's own endpoint", s.Control)
+	}
+	if len(s.Masqueraded) != 1 || s.Masqueraded[0] != netip.MustParsePrefix("203.0.113.0/25") {
+		t.Errorf("Masqueraded %v", s.Masqueraded)
+	}
+	if err := nft.NewFake().Apply(t.Context(), s); err != nil {
+		t.Errorf("Apply: %v", err)
+	}
+	if !cfg.Stream() {
+		t.Error("Stream() = false")
+	}
+}

@@ -52,6 +52,19 @@ func TestCheckConfig(t *testing.T) {
 		t.Errorf("check-config bad: exit %d, stdout %q, stderr %q; want %q", code, out, errOut, want)
 	}
 
+	// A NAT policy names gateway addresses this host does not have: refused
+	// with the address named, unless told it is for another machine.
+	nat := filepath.Join("..", "..", "examples", "nat.yaml")
+	code, out, errOut = runCmd(t, "check-config", "--config", nat)
+	if code != 1 || out != "" || !strings.Contains(errOut, `server "files": public address 192.0.2.1`) ||
+		!strings.Contains(errOut, `clients "office": nat address 198.51.100.1`) || !strings.Contains(errOut, "--skip-host-check") {
+		t.Errorf("check-config nat.yaml: exit %d, stdout %q, stderr %q; want the missing addresses named", code, out, errOut)
+	}
+	code, out, errOut = runCmd(t, "check-config", "--skip-host-check", "--config", nat)
+	if want := nat + ": ok (2 servers)\n"; code != 0 || out != want {
+		t.Errorf("check-config --skip-host-check nat.yaml: exit %d, stdout %q, stderr %q; want %q", code, out, errOut, want)
+	}
+
 	code, _, errOut = runCmd(t, "check-config", "--config", filepath.Join(t.TempDir(), "missing.yaml"))
 	if code != 1 || !strings.HasPrefix(errOut, "failed to read policy: ") {
 		t.Errorf("check-config missing: exit %d, stderr %q", code, errOut)
