@@ -210,6 +210,10 @@ func (d *decoder) natContradictions(cfg *Config, csrcs []clientSrc) {
 					at("%s overlaps %s of clients %q (line %d): a client must belong to one entry", p, q, o.Name, csrcs[j].prefixLine[m])
 				}
 			}
+			if !slices.ContainsFunc(c.NAT, func(a netip.Addr) bool { return a.Is4() == p.Addr().Is4() }) {
+				fam := map[bool]string{true: "IPv4", false: "IPv6"}[p.Addr().Is4()]
+				at("%s is %s but clients %q has no %s NAT address to translate it to", p, fam, c.Name, fam)
+			}
 			for si, s := range cfg.Servers {
 				for _, a := range slices.Concat(s.Addresses, s.Public) {
 					if p.Contains(a) {

@@ -29,7 +29,7 @@ func TestParseNAT(t *testing.T) {
 		"clients:",
 		"  - name: office",
 		"    prefixes: [\"203.0.113.0/25\", \"2001:db8:c::/64\"]",
-		"    nat_addresses: [198.51.100.1]",
+		"    nat_addresses: [198.51.100.1, \"2001:db8:5::1\"]",
 		"    nat_ports: \"52000-52099\"",
 		"  - name: lab",
 		"    prefixes: [\"203.0.113.128/25\"]",
@@ -73,8 +73,8 @@ func TestParseNAT(t *testing.T) {
 	if a, ok := c.Address(netip.MustParseAddr("203.0.113.100")); !ok || a != netip.MustParseAddr("198.51.100.1") {
 		t.Errorf("Address(v4) = %s, %v", a, ok)
 	}
-	if _, ok := c.Address(netip.MustParseAddr("2001:db8:c::2")); ok {
-		t.Error("Address(v6) found a v4-only entry's address")
+	if a, ok := c.Address(netip.MustParseAddr("2001:db8:c::2")); !ok || a != netip.MustParseAddr("2001:db8:5::1") {
+		t.Errorf("Address(v6) = %s, %v", a, ok)
 	}
 	if c, _ := cfg.ClientNAT(netip.MustParseAddr("203.0.113.200")); c == nil || c.PortMin != 61000 || c.PortMax != 61999 {
 		t.Errorf("nat_ports default = %+v; want 61000-61999", c)
@@ -85,10 +85,10 @@ func TestParseNAT(t *testing.T) {
 	if !cfg.Stream() {
 		t.Error("Stream() = false with public servers and clients")
 	}
-	if err := policy.CheckHost(cfg, []netip.Addr{pub, netip.MustParseAddr("198.51.100.1")}); err != nil {
+	if err := policy.CheckHost(cfg, []netip.Addr{pub, netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("2001:db8:5::1")}); err != nil {
 		t.Errorf("CheckHost with both addresses: %v", err)
 	}
-	err = policy.CheckHost(cfg, []netip.Addr{netip.MustParseAddr("198.51.100.1")})
+	err = policy.CheckHost(cfg, []netip.Addr{netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("2001:db8:5::1")})
 	if err == nil || !strings.Contains(err.Error(), `server "ftp": public address 192.0.2.1`) {
 		t.Errorf("CheckHost without the public address: %v", err)
 	}
@@ -168,6 +168,9 @@ func TestParseNATErrors(t *testing.T) {
 		{"NAT address of a family without prefixes", srv("clients:",
 			"  - name: a", "    prefixes: [\"192.0.2.0/24\"]", "    nat_addresses: [198.51.100.1, \"2001:db8:5::1\"]"),
 			[]natErr{{8, "clients[0].nat_addresses[1]", "has no IPv6 prefix"}}},
+		{"prefix of a family without a NAT address", srv("clients:",
+			"  - name: a", "    prefixes: [\"192.0.2.0/24\", \"2001:db8:c::/64\"]", "    nat_addresses: [198.51.100.1]"),
+			[]natErr{{7, "clients[0].prefixes[1]", "has no IPv6 NAT address"}}},
 		{"clients entry without nat_addresses", srv("clients:", "  - name: a", "    prefixes: [\"192.0.2.0/24\"]"),
 			[]natErr{{6, "clients[0].nat_addresses", "missing"}}},
 		{"unknown key in a clients entry", srv("clients:", "  - name: a", "    prefixes: [\"192.0.2.0/24\"]",
