@@ -29,8 +29,9 @@ func (r Range) String() string { return fmt.Sprintf("%d-%d", r.Min, r.Max) }
 
 // DefaultActiveRange is where active-mode (PORT/EPRT) translations reserve
 // gateway ports when the policy names no range (a mitm server whose
-// upstream connection leaves from the gateway, without a clients entry).
-var DefaultActiveRange = Range{Min: 50000, Max: 50999}
+// upstream connection leaves from the gateway, without a clients entry):
+// the policy's default nat_ports, above Linux's ephemeral range.
+var DefaultActiveRange = Range{Min: 61000, Max: 61999}
 
 // Ports reserves ports on the gateway's own addresses for translated data
 // connections. A translation is "initiator connects to addr:port, which

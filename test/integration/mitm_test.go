@@ -332,9 +332,10 @@ func TestMITMRefusals(t *testing.T) {
 }
 
 // TestMITMGatewaySource: with upstream_source: gateway the server sees the
-// gateway's address on the control connection, and passive data
-// connections are source-NATed to it, so vsftpd (which checks that data
-// comes from the control connection's address) accepts them.
+// gateway's address on the control connection; passive data connections
+// are source-NATed to it, so vsftpd (which checks that data comes from the
+// control connection's address) accepts them, and active announcements are
+// translated to it (vsftpd refuses a PORT naming another address).
 func TestMITMGatewaySource(t *testing.T) {
 	lab.RequirePrivileged(t)
 	t.Parallel()
@@ -353,6 +354,30 @@ func TestMITMGatewaySource(t *testing.T) {
 		if tr.SHA256 != want {
 			t.Fatal("sha256 mismatch")
 		}
+	}
+	// Active mode: the client's PORT/EPRT name its own address, which the
+	// server (which knows the session by the gateway's address, and
+	// vsftpd refuses a PORT to another) is never told: ftpsalg announces
+	// the gateway's address and a reserved port, and translates the
+	// server's connection to the client.
+	for _, fam := range []netip.Addr{lab.ServerAddr4, lab.ServerAddr6} {
+		for _, mode := range []ftpc.Mode{ftpc.PORT, ftpc.EPRT} {
+			if fam.Is6() && mode == ftpc.PORT {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			c := ml.goTLSClient(t, ctx, fam, false)
+			sum, _, err := c.Retrieve(ctx, mode, "f.bin")
+			cancel()
+			if err != nil || sum != want {
+				t.Fatalf("%s %s: %v (sha256 %s, want %s)\n%s", fam, mode, err, sum, want, ml.d.Proc.Log())
+			}
+			c.Quit()
+		}
+	}
+	if m := ml.d.Metrics(); m[`ftpsalg_nat_translations_total{data_mode="active",port="kept"}`]+
+		m[`ftpsalg_nat_translations_total{data_mode="active",port="moved"}`] != 3 {
+		t.Fatalf("active translations: %v", m)
 	}
 	log := ml.v.ProtocolLog()
 	if !strings.Contains(log, lab.GatewayServerAddr4.String()) || strings.Contains(log, `Client "192.0.2.2"`) || strings.Contains(log, `"::ffff:192.0.2.2"`) {
