@@ -149,3 +149,34 @@ func TestKernelLabDNAT(t *testing.T) {
 		}
 	})
 }
+
+// TestFakeMasqueradedFailClosed: without fail-open, a masqueraded client's
+// control connection that was not diverted (no listener yet, or the daemon
+// gone) is dropped before the queue rules could hand it to the packet
+// path untranslated; with fail-open there is no such rule.
+func TestFakeMasqueradedFailClosed(t *testing.T) {
+	t.Parallel()
+	for _, failOpen := range []bool{false, true} {
+		s := mitmSpec(QueueCompat)
+		s.FailOpen = failOpen
+		s.Masqueraded = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/25"), netip.MustParsePrefix("2001:db8:3::/64")}
+		f := NewFake()
+		if err := f.Apply(ctxT(t), s); err != nil {
+			t.Fatal(err)
+		}
+		d, err := f.Dump(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fwd := d[strings.Index(d, "chain forward"):]
+		drop4 := strings.Index(fwd, "ip saddr 203.0.113.0/25 ip daddr . tcp dport @ctl4 counter drop")
+		drop6 := strings.Index(fwd, "ip6 saddr 2001:db8:3::/64 ip6 daddr . tcp dport @ctl6 counter drop")
+		queue := strings.Index(fwd, "NFQUEUE")
+		switch {
+		case failOpen && (drop4 >= 0 || drop6 >= 0):
+			t.Errorf("fail-open table drops masqueraded control connections:\n%s", fwd)
+		case !failOpen && (drop4 < 0 || drop6 < 0 || drop4 > queue || drop6 > queue):
+			t.Errorf("fail-closed table: drop rules at %d, %d, queue at %d; want both drops before the queue:\n%s", drop4, drop6, queue, fwd)
+		}
+	}
+}

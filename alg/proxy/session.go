@@ -1066,6 +1066,12 @@ func (s *session) finish(reason string) {
 			case now.Before(t.deadline):
 				s.m.PinholesUsed.Inc()
 				s.audit.used++
+				if t.hole.DNAT.IsValid() || t.hole.SNAT.IsValid() {
+					// Used: its translations are still in the maps until
+					// they time out. They go with the session (the
+					// connection keeps its own NAT binding in conntrack).
+					del = append(del, t.hole)
+				}
 			default:
 				s.m.PinholesExpired.Inc()
 			}

@@ -35,23 +35,27 @@ const (
 // masqueraded clients' NAT address.
 var (
 	natPublic  = lab.GatewayClientAddr4
+	natPublic6 = lab.GatewayClientAddr6 // NAT66: the published server's IPv6 public address
 	natAddress = lab.GatewayServerAddr4
 )
 
 // natServerYAML is what the layout adds to the lab server's policy.
 func natServerYAML(layout natLayout) string {
 	if layout == published {
-		return fmt.Sprintf("    public: [%s]\n    public_ports: \"40000-40099\"\n", natPublic)
+		return fmt.Sprintf("    public: [%s, \"%s\"]\n    public_ports: \"40000-40099\"\n", natPublic, natPublic6)
 	}
 	return ""
 }
 
-// natTopYAML is what the layout adds at the policy's top level.
+// natTopYAML is what the layout adds at the policy's top level: the
+// clients entry, and a pinhole timeout long enough that a translation
+// still there after its session is a bug, not a leftover about to expire.
 func natTopYAML(layout natLayout) string {
+	s := "pinholes:\n  timeout: 60s\n"
 	if layout == masqueraded {
-		return fmt.Sprintf("clients:\n  - name: lab-office\n    prefixes: [\"192.0.2.0/24\"]\n    nat_addresses: [%s]\n    nat_ports: \"51000-51099\"\n", natAddress)
+		s += fmt.Sprintf("clients:\n  - name: lab-office\n    prefixes: [\"192.0.2.0/24\"]\n    nat_addresses: [%s]\n    nat_ports: \"51000-51099\"\n", natAddress)
 	}
-	return ""
+	return s
 }
 
 // cutRoutes removes the IPv4 route that would let the layout work without
@@ -227,6 +231,33 @@ func natTransfers(t *testing.T, l *lab.Lab, d *harness.Daemon, v *lab.Vsftpd, la
 			t.Fatalf("IPv6 download: %v", err)
 		}
 	})
+	if layout == published {
+		// NAT66: the same server through its IPv6 public address.
+		for _, mode := range []lab.Mode{lab.EPSV, lab.EPRT} {
+			if tls != nil && mode == lab.EPRT {
+				continue // curl 7.88 cannot do active FTPS
+			}
+			t.Run("v6-nat66/"+mode.String()+"/curl", func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				var extra []string
+				if tls != nil {
+					extra = tls.curl
+				}
+				tr, err := l.DownloadCurl(ctx, v.URL(natPublic6, "down.bin"), mode, extra...)
+				if err != nil || tr.SHA256 != want {
+					out := ""
+					if tr != nil {
+						out = tr.Output
+					}
+					t.Fatalf("NAT66 download: %v\n%s\n%s", err, out, d.Proc.Log())
+				}
+			})
+			if mode == lab.EPSV {
+				passive++
+			}
+		}
+	}
 	m := d.Metrics()
 	count := func(mode string) float64 {
 		return m[`ftpsalg_nat_translations_total{data_mode="`+mode+`",port="kept"}`] +
@@ -253,7 +284,25 @@ func natTransfers(t *testing.T, l *lab.Lab, d *harness.Daemon, v *lab.Vsftpd, la
 	if els := d.PinholeElements(); els != "" {
 		t.Fatalf("pinholes left open:\n%s", els)
 	}
-	t.Logf("%d IPv4 transfers (%d passive, %d active), all through translations", translated, passive, active)
+	// Every translation goes with its session, long before its timeout
+	// (natTopYAML sets 60 s).
+	deadline := time.Now().Add(10 * time.Second)
+	for _, m := range []string{"dnat4", "dnat6", "snat4", "snat6"} {
+		for {
+			out, err := l.Nft(lab.Gateway, "list", "map", "inet", "ftpsalg", m)
+			if err != nil {
+				t.Fatalf("nft list map %s: %v", m, err)
+			}
+			if !strings.Contains(out, "elements") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("translations left in %s after their sessions ended:\n%s", m, out)
+			}
+			time.Sleep(100 * time.Millisecond) // poll interval
+		}
+	}
+	t.Logf("%d transfers; translated as expected: %d passive, %d active announcements", translated, passive, active)
 }
 
 // natTLS are the FTPS settings of a mitm run.
@@ -309,7 +358,7 @@ func TestNATMITM(t *testing.T) {
 			t.Parallel()
 			l := lab.New(t, lab.Options{})
 			l.InstallGatewayFirewall(ctMark)
-			pki := harness.NewPKI(t, l.Dir(), harness.PKIOptions{ExtraIPs: []netip.Addr{natPublic}})
+			pki := harness.NewPKI(t, l.Dir(), harness.PKIOptions{ExtraIPs: []netip.Addr{natPublic, natPublic6}})
 			v := l.StartVsftpd(lab.VsftpdOptions{TLS: &lab.VsftpdTLS{CertFile: pki.ServerCert, KeyFile: pki.Server}})
 			pol := pki.MITMPolicy("debug", natServerYAML(layout)+"    active_mode: true\n") + natTopYAML(layout)
 			d := startDaemon(t, l, pol)
