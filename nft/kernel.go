@@ -448,42 +448,24 @@ func (k *Kernel) Pinholes(ctx context.Context) ([]Element, error) {
 	var out []Element
 	err = k.do(ctx, func(c *nftables.Conn) error {
 		nat := map[key]netip.Addr{}
-		for _, m := range []*nftables.Set{tpl.snat4, tpl.snat6} {
-			if m == nil {
-				continue
-			}
-			elems, err := c.GetSetElements(m)
-			if err != nil {
-				return fmt.Errorf("failed to list map %s: %w", m.Name, err)
-			}
-			for _, e := range elems {
-				p, ok := decodePinholeKey(e.Key)
-				a, ok2 := netip.AddrFromSlice(e.Val)
-				if !ok || !ok2 {
-					return fmt.Errorf("unexpected element %x : %x in map %s", e.Key, e.Val, m.Name)
-				}
-				nat[p.key()] = a
-			}
+		err := eachMapElement(c, []*nftables.Set{tpl.snat4, tpl.snat6}, func(p Pinhole, val []byte) bool {
+			a, ok := netip.AddrFromSlice(val)
+			nat[p.key()] = a
+			return ok
+		})
+		if err != nil {
+			return err
 		}
 		// Translations by initiator and target, to find the announced
 		// tuple of a translated connection's pinhole.
 		announced := map[key]key{}
-		for _, m := range []*nftables.Set{tpl.dnat4, tpl.dnat6} {
-			if m == nil {
-				continue
-			}
-			elems, err := c.GetSetElements(m)
-			if err != nil {
-				return fmt.Errorf("failed to list map %s: %w", m.Name, err)
-			}
-			for _, e := range elems {
-				p, ok := decodePinholeKey(e.Key)
-				t, ok2 := decodeTarget(e.Val)
-				if !ok || !ok2 {
-					return fmt.Errorf("unexpected element %x : %x in map %s", e.Key, e.Val, m.Name)
-				}
-				announced[key{p.Src, t.Addr(), t.Port()}] = p.key()
-			}
+		err = eachMapElement(c, []*nftables.Set{tpl.dnat4, tpl.dnat6}, func(p Pinhole, val []byte) bool {
+			t, ok := decodeTarget(val)
+			announced[key{p.Src, t.Addr(), t.Port()}] = p.key()
+			return ok
+		})
+		if err != nil {
+			return err
 		}
 		for _, s := range []*nftables.Set{tpl.ph4, tpl.ph6, tpl.relay4, tpl.relay6, tpl.dph4, tpl.dph6} {
 			if s == nil {
@@ -517,6 +499,27 @@ func (k *Kernel) Pinholes(ctx context.Context) ([]Element, error) {
 	}
 	sortElements(out)
 	return out, nil
+}
+
+// eachMapElement lists the maps (nil ones skipped) and calls fn with each
+// element's key, decoded, and value; fn reports whether the value decoded.
+func eachMapElement(c *nftables.Conn, maps []*nftables.Set, fn func(key Pinhole, val []byte) bool) error {
+	for _, m := range maps {
+		if m == nil {
+			continue
+		}
+		elems, err := c.GetSetElements(m)
+		if err != nil {
+			return fmt.Errorf("failed to list map %s: %w", m.Name, err)
+		}
+		for _, e := range elems {
+			p, ok := decodePinholeKey(e.Key)
+			if !ok || !fn(p, e.Val) {
+				return fmt.Errorf("unexpected element %x : %x in map %s", e.Key, e.Val, m.Name)
+			}
+		}
+	}
+	return nil
 }
 
 // Delete implements Table. It removes the table last applied; before any

@@ -35,6 +35,16 @@ func TestReserveWantedPortFirst(t *testing.T) {
 	if err != nil || res.At.Port() == 40010 || !moved || !r.Contains(res.At.Port()) {
 		t.Fatalf("another target = %v, %v, %v; want another port of %s", res, moved, err, r)
 	}
+	// Shared: two holders, the port stays reserved until both released.
+	first := Reservation{cliA, netip.AddrPortFrom(public, 40010)}
+	p.Release(first)
+	if _, moved, _ := p.Reserve(cliA, public, 40010, srvQ, r, time.Minute); !moved {
+		t.Fatal("a port with one holder left was given to another target")
+	}
+	p.Release(first)
+	if res, moved, _ := p.Reserve(cliA, public, 40010, srvQ, r, time.Minute); moved || res.At.Port() != 40010 {
+		t.Fatalf("after both holders released: %v, %v; want 40010 for the new target", res, moved)
+	}
 	// Another initiator shares the port: its translations are its own.
 	if res, moved, _ := p.Reserve(cliB, public, 40010, srvQ, r, time.Minute); res.At.Port() != 40010 || moved {
 		t.Fatalf("another initiator = %v, %v; want 40010 kept", res, moved)

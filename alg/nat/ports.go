@@ -39,8 +39,10 @@ var DefaultActiveRange = Range{Min: 61000, Max: 61999}
 // reservation of the same initiator holds it for another target, or when
 // Probe says a local socket uses it. The same initiator may hold one port
 // for one target at a time, different initiators may share it: the
-// kernel's translation maps are keyed by initiator too. Reservations end
-// with Release or when their lifetime passes, whichever is first.
+// kernel's translation maps are keyed by initiator too. Reserving a port
+// the same initiator holds for the same target shares it (two sessions of
+// one client announced the same server port in turn); a reservation ends
+// when every holder has released it or its lifetime has passed.
 type Ports struct {
 	// Probe reports whether a local socket already holds ap (a listener of
 	// the gateway itself). Nil means no probe. BindProbe is the real one.
@@ -62,6 +64,7 @@ type Reservation struct {
 type held struct {
 	target netip.AddrPort
 	end    time.Time
+	refs   int // holders that have not released it
 }
 
 // BindProbe reports whether ap is in use by a local socket: it tries to
@@ -99,17 +102,20 @@ func (p *Ports) Reserve(initiator, addr netip.Addr, want uint16, target netip.Ad
 	}
 	free := func(port uint16) bool {
 		k := Reservation{initiator, netip.AddrPortFrom(addr, port)}
-		if h, ok := p.held[k]; ok {
-			if now.Before(h.end) && h.target != target {
-				return false
-			}
-			delete(p.held, k)
+		if h, ok := p.held[k]; ok && now.Before(h.end) {
+			return h.target == target // shared, not probed: it is ours
 		}
+		delete(p.held, k)
 		return p.Probe == nil || !p.Probe(k.At)
 	}
 	take := func(port uint16) Reservation {
 		k := Reservation{initiator, netip.AddrPortFrom(addr, port)}
-		p.held[k] = held{target: target, end: now.Add(ttl)}
+		h := p.held[k]
+		h.target, h.refs = target, h.refs+1
+		if end := now.Add(ttl); end.After(h.end) {
+			h.end = end
+		}
+		p.held[k] = h
 		return k
 	}
 	if r.Contains(want) && free(want) {
@@ -127,11 +133,20 @@ func (p *Ports) Reserve(initiator, addr netip.Addr, want uint16, target netip.Ad
 	return Reservation{}, false, fmt.Errorf("%w %s on %s", ErrExhausted, r, addr)
 }
 
-// Release ends a reservation (no-op if none).
+// Release gives up one hold of a reservation (no-op if none); the port is
+// free again when no holder is left.
 func (p *Ports) Release(res Reservation) {
 	p.mu.Lock()
-	delete(p.held, res)
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	h, ok := p.held[res]
+	if !ok {
+		return
+	}
+	if h.refs--; h.refs <= 0 {
+		delete(p.held, res)
+		return
+	}
+	p.held[res] = h
 }
 
 // Held returns the number of live reservations.

@@ -26,6 +26,7 @@ import (
 // client connects from 127.0.0.5.
 type natRig struct {
 	t      *testing.T
+	p      *Proxy
 	proxy  string
 	srv    *ftpsServer
 	tbl    *fakeTable
@@ -118,7 +119,7 @@ func newNATRig(t *testing.T, o natOpts) *natRig {
 	})
 	pool := x509.NewCertPool()
 	pool.AddCert(upCA)
-	return &natRig{t: t, proxy: pln.Addr().String(), srv: fs, tbl: tbl, m: m, upCA: pool, client: natClient}
+	return &natRig{t: t, p: p, proxy: pln.Addr().String(), srv: fs, tbl: tbl, m: m, upCA: pool, client: natClient}
 }
 
 func (rg *natRig) dial() *client {
@@ -287,5 +288,59 @@ func TestNATInspectSessionTurnsOpaqueAfterAUTH(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(rg.m.NATOpaque); got != 1 {
 		t.Fatalf("opaque sessions = %v; want 1", got)
+	}
+}
+
+// waitSessions polls until n sessions are in progress (a session's cleanup
+// is done when it no longer counts).
+func (rg *natRig) waitSessions(n int64) {
+	rg.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for rg.p.Sessions() != n {
+		if time.Now().After(deadline) {
+			rg.t.Fatalf("sessions %d; want %d", rg.p.Sessions(), n)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+}
+
+func (rg *natRig) deleted() []nft.Pinhole {
+	rg.tbl.mu.Lock()
+	defer rg.tbl.mu.Unlock()
+	return append([]nft.Pinhole(nil), rg.tbl.deleted...)
+}
+
+// TestNATSessionCleanupOwnership: two sessions of one client are told the
+// same translated endpoint in turn (the server reused its port); when the
+// first ends it must not delete the element the second now relies on, and
+// the second deletes it when it ends.
+func TestNATSessionCleanupOwnership(t *testing.T) {
+	t.Parallel()
+	rg := newNATRig(t, natOpts{published: true})
+	a, b := rg.dial(), rg.dial()
+	for _, c := range []*client{a, b} {
+		if r := c.cmd("PASV"); r != "227 Entering Passive Mode (127,0,0,1,195,80)." {
+			t.Fatalf("PASV: %q", r)
+		}
+	}
+	if r := a.cmd("QUIT"); !strings.HasPrefix(r, "221") {
+		t.Fatalf("QUIT: %q", r)
+	}
+	a.c.Close()
+	rg.waitSessions(1)
+	if d := rg.deleted(); len(d) != 0 {
+		t.Fatalf("the first session's end deleted %v, which the second session owns", d)
+	}
+	if r := b.cmd("QUIT"); !strings.HasPrefix(r, "221") {
+		t.Fatalf("QUIT: %q", r)
+	}
+	b.c.Close()
+	rg.waitSessions(0)
+	want := nft.Pinhole{Src: natClient, Dst: natPublic, DstPort: 50000, DNAT: netip.MustParseAddrPort("127.0.0.9:50000")}
+	if d := rg.deleted(); len(d) != 1 || pinholeKey(d[0]) != pinholeKey(want) || d[0].DNAT != want.DNAT {
+		t.Fatalf("deleted %v; want the translation %v once", d, want)
+	}
+	if n := rg.p.ports.Held(); n != 0 {
+		t.Fatalf("%d reservations left after both sessions", n)
 	}
 }

@@ -62,7 +62,15 @@ type Proxy struct {
 
 	relayMu sync.Mutex
 	relays  map[relayKey]expectation // announced data connections, by exact tuple
-	bufs    sync.Pool                // *[]byte of relayBufSize, for relay copies
+
+	// owners says which session last committed each pinhole key: a session
+	// of the same client announcing the same endpoint later re-adds the same
+	// kernel element, and the first session's cleanup must then leave it.
+	// ownMu is held across the commit (or the deletion) and the ownership
+	// change, so a cleanup cannot delete an element re-added meanwhile.
+	ownMu  sync.Mutex
+	owners map[nft.Pinhole]*session
+	bufs   sync.Pool // *[]byte of relayBufSize, for relay copies
 }
 
 // New returns a Proxy.
@@ -82,13 +90,41 @@ func New(o Options) *Proxy {
 	if o.Ports == nil {
 		o.Ports = &nat.Ports{Probe: nat.BindProbe, Now: o.Now}
 	}
-	p := &Proxy{o: o, ports: o.Ports, relays: map[relayKey]expectation{}}
+	p := &Proxy{o: o, ports: o.Ports, relays: map[relayKey]expectation{}, owners: map[nft.Pinhole]*session{}}
 	p.bufs.New = func() any {
 		b := make([]byte, relayBufSize)
 		return &b
 	}
 	p.pol.Store(o.Policy)
 	return p
+}
+
+// commitOwned adds h to the table and records s as its owner, atomically
+// with respect to other sessions' cleanups (cleanupOwned).
+func (p *Proxy) commitOwned(ctx context.Context, s *session, h nft.Pinhole) error {
+	p.ownMu.Lock()
+	defer p.ownMu.Unlock()
+	if err := p.o.Table.AddPinholes(ctx, h); err != nil {
+		return err
+	}
+	p.owners[pinholeKey(h)] = s
+	return nil
+}
+
+// cleanupOwned calls del with the subset of keys s still owns and forgets
+// them, under the same lock as commitOwned: del's deletions cannot race a
+// later session re-adding one of them.
+func (p *Proxy) cleanupOwned(s *session, keys []nft.Pinhole, del func(owned map[nft.Pinhole]bool)) {
+	p.ownMu.Lock()
+	defer p.ownMu.Unlock()
+	owned := map[nft.Pinhole]bool{}
+	for _, k := range keys {
+		if p.owners[k] == s {
+			owned[k] = true
+			delete(p.owners, k)
+		}
+	}
+	del(owned)
 }
 
 // SetPolicy switches to a new policy for new sessions.

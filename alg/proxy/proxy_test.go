@@ -49,10 +49,11 @@ func issue(t *testing.T, cn string, ips []net.IP, dns []string, isCA bool, paren
 	return c, key, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: c}
 }
 
-// fakeTable records pinholes.
+// fakeTable records pinholes added and deleted.
 type fakeTable struct {
-	mu    sync.Mutex
-	holes []nft.Pinhole
+	mu      sync.Mutex
+	holes   []nft.Pinhole
+	deleted []nft.Pinhole
 }
 
 func (f *fakeTable) AddPinholes(_ context.Context, p ...nft.Pinhole) error {
@@ -61,9 +62,14 @@ func (f *fakeTable) AddPinholes(_ context.Context, p ...nft.Pinhole) error {
 	f.holes = append(f.holes, p...)
 	return nil
 }
-func (f *fakeTable) DeletePinholes(context.Context, ...nft.Pinhole) error { return nil }
-func (f *fakeTable) Pinholes(context.Context) ([]nft.Element, error)      { return nil, nil }
-func (f *fakeTable) count() int                                           { f.mu.Lock(); defer f.mu.Unlock(); return len(f.holes) }
+func (f *fakeTable) DeletePinholes(_ context.Context, p ...nft.Pinhole) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deleted = append(f.deleted, p...)
+	return nil
+}
+func (f *fakeTable) Pinholes(context.Context) ([]nft.Element, error) { return nil, nil }
+func (f *fakeTable) count() int                                      { f.mu.Lock(); defer f.mu.Unlock(); return len(f.holes) }
 
 // ftpsServer is a scripted explicit/implicit FTPS server on loopback.
 type ftpsServer struct {

@@ -676,7 +676,7 @@ func (s *session) openPinhole(ctx context.Context, d ftp.Decision) (string, erro
 		}
 	}
 	start := time.Now()
-	err := s.p.o.Table.AddPinholes(ctx, h)
+	err := s.p.commitOwned(ctx, s, h)
 	s.m.PinholeCommit.Observe(time.Since(start).Seconds())
 	if err != nil {
 		if h.Relay {
@@ -1050,6 +1050,10 @@ func (s *session) finish(reason string) {
 	s.pinholes = nil
 	s.mu.Unlock()
 	if len(hs) > 0 {
+		keys := make([]nft.Pinhole, len(hs))
+		for i, t := range hs {
+			keys[i] = pinholeKey(t.hole)
+		}
 		live := map[nft.Pinhole]bool{}
 		if els, err := s.p.o.Table.Pinholes(ctx); err == nil {
 			for _, el := range els {
@@ -1057,31 +1061,38 @@ func (s *session) finish(reason string) {
 			}
 		}
 		now := s.p.o.Now()
-		var del []nft.Pinhole
-		for _, t := range hs {
-			switch {
-			case live[pinholeKey(t.hole)]:
-				del = append(del, t.hole)
-				s.m.PinholesRemoved.Inc()
-			case now.Before(t.deadline):
-				s.m.PinholesUsed.Inc()
-				s.audit.used++
-				if t.hole.DNAT.IsValid() || t.hole.SNAT.IsValid() {
-					// Used: its translations are still in the maps until
-					// they time out. They go with the session (the
-					// connection keeps its own NAT binding in conntrack).
+		s.p.cleanupOwned(s, keys, func(owned map[nft.Pinhole]bool) {
+			var del []nft.Pinhole
+			for _, t := range hs {
+				switch {
+				case !owned[pinholeKey(t.hole)]:
+					// A later session (of the same client, announcing
+					// the same endpoint) re-added this element: it is
+					// not ours to remove or to count as used.
+					s.m.PinholesRemoved.Inc()
+				case live[pinholeKey(t.hole)]:
 					del = append(del, t.hole)
+					s.m.PinholesRemoved.Inc()
+				case now.Before(t.deadline):
+					s.m.PinholesUsed.Inc()
+					s.audit.used++
+					if t.hole.DNAT.IsValid() || t.hole.SNAT.IsValid() {
+						// Used: its translations stay in the maps until
+						// they time out. They go with the session (the
+						// connection keeps its NAT binding in conntrack).
+						del = append(del, t.hole)
+					}
+				default:
+					s.m.PinholesExpired.Inc()
 				}
-			default:
-				s.m.PinholesExpired.Inc()
 			}
-		}
-		if len(del) > 0 {
-			if err := s.p.o.Table.DeletePinholes(ctx, del...); err != nil {
-				s.m.PinholeErrors.Inc()
-				s.log.Warn("failed to remove pinholes; they expire on their own", "err", err)
+			if len(del) > 0 {
+				if err := s.p.o.Table.DeletePinholes(ctx, del...); err != nil {
+					s.m.PinholeErrors.Inc()
+					s.log.Warn("failed to remove pinholes; they expire on their own", "err", err)
+				}
 			}
-		}
+		})
 	}
 	s.mu.Lock()
 	keys := s.relayed

@@ -137,48 +137,60 @@ func BenchmarkSessions(b *testing.B) {
 				PassiveMin: lab.DefaultPasvMinPort, PassiveMax: lab.DefaultPasvMaxPort,
 				Logger: nil})
 			d := setupPath(b, l, path)
-			var done, failed atomic.Int64
-			var firstErr atomic.Value
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			start := time.Now()
-			stop := start.Add(duration)
-			for range workers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for time.Now().Before(stop) {
-						ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-						err := session(ctx, l)
-						cancel()
-						if err != nil {
-							failed.Add(1)
-							firstErr.CompareAndSwap(nil, err)
-							continue
-						}
-						done.Add(1)
-					}
-				}()
-			}
-			wg.Wait()
-			elapsed := time.Since(start)
-			b.StopTimer()
-			if f := failed.Load(); f > 0 {
-				if d != nil {
-					for k, v := range d.Metrics() {
-						if strings.Contains(k, "queue") || strings.Contains(k, "refusals") || strings.Contains(k, "evictions") {
-							b.Logf("%s %v", k, v)
-						}
+			rate := sessionRate(b, workers, duration, func(ctx context.Context) error { return session(ctx, l) }, func() {
+				if d == nil {
+					return
+				}
+				for k, v := range d.Metrics() {
+					if strings.Contains(k, "queue") || strings.Contains(k, "refusals") || strings.Contains(k, "evictions") {
+						b.Logf("%s %v", k, v)
 					}
 				}
-				b.Fatalf("%d sessions failed; first: %v", f, firstErr.Load())
-			}
-			rate := float64(done.Load()) / elapsed.Seconds()
+			})
 			rates[path] = rate
 			b.ReportMetric(rate, "sessions/s")
 		})
 	}
 	b.Logf("control sessions per second (4 clients, %v): ftpsalg %.0f, kernel helper %.0f", duration, rates[pathFtpsalg], rates[pathHelper])
+}
+
+// sessionRate runs fn from workers goroutines, over and over, for
+// duration (each call with a 10 s deadline), and returns the completed calls
+// per second. Any failed call fails the benchmark, after report (which may
+// be nil) has logged what helps explain it.
+func sessionRate(b *testing.B, workers int, duration time.Duration, fn func(context.Context) error, report func()) float64 {
+	b.Helper()
+	var done, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	stop := start.Add(duration)
+	for range workers {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err := fn(ctx)
+				cancel()
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				done.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if f := failed.Load(); f > 0 {
+		if report != nil {
+			report()
+		}
+		b.Fatalf("%d sessions failed; first: %v", f, firstErr.Load())
+	}
+	return float64(done.Load()) / elapsed.Seconds()
 }
 
 func session(ctx context.Context, l *lab.Lab) error {

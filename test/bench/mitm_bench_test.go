@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -162,45 +161,17 @@ func BenchmarkMITMHandshakes(b *testing.B) {
 	l.InstallGatewayFirewall(harness.CtMark)
 	harness.Start(b, l, binary, pki.MITMPolicy("warn", ""))
 	nd := harness.NSDialer{L: l, NS: lab.Client}
-	var done, failed atomic.Int64
-	var first atomic.Value
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start := time.Now()
-	stop := start.Add(duration)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(stop) {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				err := func() error {
-					c, err := ftpc.Dial(ctx, nd, nd, netip.AddrPortFrom(lab.ServerAddr4, 21).String())
-					if err != nil {
-						return err
-					}
-					defer c.Close()
-					if err := c.AuthTLS(ctx, pki.ClientTLS()); err != nil {
-						return err
-					}
-					return c.Quit()
-				}()
-				cancel()
-				if err != nil {
-					failed.Add(1)
-					first.CompareAndSwap(nil, err)
-					continue
-				}
-				done.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	b.StopTimer()
-	if f := failed.Load(); f > 0 {
-		b.Fatalf("%d sessions failed; first: %v", f, first.Load())
-	}
-	rate := float64(done.Load()) / time.Since(start).Seconds()
+	rate := sessionRate(b, workers, duration, func(ctx context.Context) error {
+		c, err := ftpc.Dial(ctx, nd, nd, netip.AddrPortFrom(lab.ServerAddr4, 21).String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := c.AuthTLS(ctx, pki.ClientTLS()); err != nil {
+			return err
+		}
+		return c.Quit()
+	}, nil)
 	b.ReportMetric(rate, "handshakes/s")
 	b.Logf("mitm TLS handshakes per second (client leg, each with its upstream handshake; %d clients, %v): %.0f", workers, duration, rate)
 }

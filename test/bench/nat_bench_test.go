@@ -6,8 +6,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -123,36 +121,7 @@ func BenchmarkNATSessions(b *testing.B) {
 				Files:      map[string][]byte{"a.txt": []byte("a\n")},
 				PassiveMin: lab.DefaultPasvMinPort, PassiveMax: lab.DefaultPasvMaxPort})
 			target := setupNATPath(b, l, path)
-			var done, failed atomic.Int64
-			var firstErr atomic.Value
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			start := time.Now()
-			stop := start.Add(duration)
-			for range workers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for time.Now().Before(stop) {
-						ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-						err := natSession(ctx, l, target)
-						cancel()
-						if err != nil {
-							failed.Add(1)
-							firstErr.CompareAndSwap(nil, err)
-							continue
-						}
-						done.Add(1)
-					}
-				}()
-			}
-			wg.Wait()
-			elapsed := time.Since(start)
-			b.StopTimer()
-			if f := failed.Load(); f > 0 {
-				b.Fatalf("%d sessions failed; first: %v", f, firstErr.Load())
-			}
-			rate := float64(done.Load()) / elapsed.Seconds()
+			rate := sessionRate(b, workers, duration, func(ctx context.Context) error { return natSession(ctx, l, target) }, nil)
 			rates[path] = rate
 			b.ReportMetric(rate, "sessions/s")
 		})
