@@ -254,6 +254,31 @@ func (f *Fake) Pinholes(ctx context.Context) ([]Element, error) {
 	return out, nil
 }
 
+// Live implements Table.
+func (f *Fake) Live(ctx context.Context, p ...Pinhole) ([]bool, error) {
+	norm, err := normalizeAll(p, Pinhole.normalize)
+	if err != nil {
+		return nil, fmt.Errorf("nft: failed to look pinholes up: %w", err)
+	}
+	if err := f.begin(ctx); err != nil {
+		return nil, fmt.Errorf("nft: failed to look pinholes up: %w", err)
+	}
+	defer f.mu.Unlock()
+	if f.rs == nil {
+		return nil, fmt.Errorf("nft: failed to look pinholes up: %w", ErrNoTable)
+	}
+	out := make([]bool, len(norm))
+	for i, p := range norm {
+		if p.Relay {
+			_, out[i] = f.relays[p.key()]
+		} else {
+			e, ok := f.pinholes[p.key()]
+			out[i] = ok && e.p.DNAT == p.DNAT
+		}
+	}
+	return out, nil
+}
+
 // Delete implements Table.
 func (f *Fake) Delete(ctx context.Context) error {
 	if err := f.begin(ctx); err != nil {

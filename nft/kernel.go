@@ -334,7 +334,36 @@ func (k *Kernel) AddPinholes(ctx context.Context, p ...Pinhole) error {
 		return fmt.Errorf("nft: failed to add pinholes: %w", ErrNoRelay)
 	}
 	el := split(norm)
-	err = k.do(ctx, func(c *nftables.Conn) error {
+	// EBUSY: the kernel sometimes refuses a batch that re-adds a key whose
+	// previous element it is still removing (used from the packet path, or
+	// expired and being collected), seen at a few hundred sessions per
+	// second when one client keeps being told the same endpoint. The batch
+	// is atomic, so trying it again is safe; the refusal clears within a
+	// millisecond or two.
+	for attempt := 0; ; attempt++ {
+		err = k.addBatch(ctx, tpl, el)
+		if !errors.Is(err, unix.EBUSY) || attempt == busyRetries {
+			break
+		}
+		k.log.Debug("pinhole batch refused with EBUSY; retrying", slog.Int("attempt", attempt+1))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("nft: failed to add pinholes: %w", ctx.Err())
+		case <-time.After(time.Duration(attempt+1) * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("nft: failed to add pinholes: %w", classify(err))
+	}
+	return nil
+}
+
+// busyRetries bounds how often AddPinholes tries a batch again after EBUSY.
+const busyRetries = 5
+
+// addBatch sends one AddPinholes transaction.
+func (k *Kernel) addBatch(ctx context.Context, tpl templates, el elements) error {
+	return k.do(ctx, func(c *nftables.Conn) error {
 		if tpl.relay4 != nil {
 			// A key is one kind or the other: a pinhole replaces a relay
 			// element with its key and vice versa, in this transaction.
@@ -384,10 +413,6 @@ func (k *Kernel) AddPinholes(ctx context.Context, p ...Pinhole) error {
 		}
 		return c.Flush()
 	})
-	if err != nil {
-		return fmt.Errorf("nft: failed to add pinholes: %w", classify(err))
-	}
-	return nil
 }
 
 // DeletePinholes implements Table, with destroy semantics: elements that
@@ -498,6 +523,55 @@ func (k *Kernel) Pinholes(ctx context.Context) ([]Element, error) {
 		return nil, fmt.Errorf("nft: failed to list pinholes: %w", classify(err))
 	}
 	sortElements(out)
+	return out, nil
+}
+
+// Live implements Table.
+func (k *Kernel) Live(ctx context.Context, p ...Pinhole) ([]bool, error) {
+	norm, err := normalizeAll(p, Pinhole.normalize)
+	if err != nil {
+		return nil, fmt.Errorf("nft: failed to look pinholes up: %w", err)
+	}
+	tpl, err := k.templates()
+	if err != nil {
+		return nil, fmt.Errorf("nft: failed to look pinholes up: %w", err)
+	}
+	out := make([]bool, len(norm))
+	err = k.do(ctx, func(c *nftables.Conn) error {
+		for i, p := range norm {
+			v6 := !p.Src.Is4()
+			set, key := tpl.ph4, pinholeKey(p)
+			switch {
+			case p.Relay:
+				set = tpl.relay4
+				if v6 {
+					set = tpl.relay6
+				}
+			case p.DNAT.IsValid():
+				set, key = tpl.dph4, forwardKey(p)
+				if v6 {
+					set = tpl.dph6
+				}
+			case v6:
+				set = tpl.ph6
+			}
+			if set == nil {
+				continue // the table has no such set: nothing of the kind is live
+			}
+			els, err := c.FindSetElements(set, []nftables.SetElement{{Key: key}})
+			switch {
+			case errors.Is(err, unix.ENOENT):
+			case err != nil:
+				return fmt.Errorf("failed to look %s up in set %s: %w", p, set.Name, err)
+			default:
+				out[i] = len(els) > 0
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("nft: failed to look pinholes up: %w", classify(err))
+	}
 	return out, nil
 }
 

@@ -64,8 +64,14 @@ func TestKernelLabDNAT(t *testing.T) {
 		if err := roundTrip(l.client, "198.51.100.2:50010", blocked); !isTimeout(err) {
 			t.Fatalf("direct connection to the translation target: %v, want a timeout", err)
 		}
+		if live, err := k.Live(ctx, p); err != nil || !live[0] {
+			t.Fatalf("Live before use = %v, %v; want true", live, err)
+		}
 		if err := roundTrip(l.client, "192.0.2.1:40000", 2*time.Second); err != nil {
 			t.Fatalf("connection to the announced endpoint: %v", err)
+		}
+		if live, err := k.Live(ctx, p); err != nil || live[0] {
+			t.Fatalf("Live after use = %v, %v; want false", live, err)
 		}
 		if got := recv(t, seen4); got.Addr() != cli4 {
 			t.Errorf("server saw %s, want the client %s", got, cli4)
@@ -179,4 +185,49 @@ func TestFakeMasqueradedFailClosed(t *testing.T) {
 			t.Errorf("fail-closed table: drop rules at %d, %d, queue at %d; want both drops before the queue:\n%s", drop4, drop6, queue, fwd)
 		}
 	}
+}
+
+// liveScenario: Live reports exactly the admissions still there, for plain
+// and translated pinholes, on the fake and the kernel.
+func liveScenario(t *testing.T, tbl Table) {
+	ctx := ctxT(t)
+	if err := tbl.Apply(ctx, mitmSpec(QueueCompat)); err != nil {
+		t.Fatal(err)
+	}
+	cli := netip.MustParseAddr("192.0.2.2")
+	plain := Pinhole{Src: cli, Dst: netip.MustParseAddr("198.51.100.4"), DstPort: 50000, Timeout: time.Minute}
+	dnat := Pinhole{Src: cli, Dst: netip.MustParseAddr("192.0.2.1"), DstPort: 40000, Timeout: time.Minute,
+		DNAT: netip.MustParseAddrPort("198.51.100.4:50001")}
+	v6 := Pinhole{Src: netip.MustParseAddr("2001:db8:c::2"), Dst: netip.MustParseAddr("2001:db8:5::4"), DstPort: 50002, Timeout: time.Minute}
+	absent := Pinhole{Src: cli, Dst: netip.MustParseAddr("198.51.100.4"), DstPort: 50009}
+	if err := tbl.AddPinholes(ctx, plain, dnat, v6); err != nil {
+		t.Fatal(err)
+	}
+	check := func(want ...bool) {
+		t.Helper()
+		got, err := tbl.Live(ctx, plain, dnat, v6, absent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("Live = %v; want %v", got, want)
+			}
+		}
+	}
+	check(true, true, true, false)
+	if err := tbl.DeletePinholes(ctx, dnat, v6); err != nil {
+		t.Fatal(err)
+	}
+	check(true, false, false, false)
+}
+
+func TestFakeLive(t *testing.T) {
+	t.Parallel()
+	liveScenario(t, NewFake())
+}
+
+func TestKernelLive(t *testing.T) {
+	t.Parallel()
+	liveScenario(t, newKernel(t, newNetns(t)))
 }

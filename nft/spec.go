@@ -185,6 +185,11 @@ type Table interface {
 	// included (Relay set), sorted, with SNAT set for those that have a
 	// source NAT element.
 	Pinholes(ctx context.Context) ([]Element, error)
+	// Live reports, for each pinhole, whether its admission element (the
+	// pinhole, relay or translated-pinhole set element) is still there:
+	// neither used nor expired. One lookup per pinhole, so it is cheaper
+	// than Pinholes for a session's few.
+	Live(ctx context.Context, p ...Pinhole) ([]bool, error)
 	// Delete removes the table; a missing table is not an error.
 	Delete(ctx context.Context) error
 	// Dump renders the table as normalised nft-like text (no handles,

@@ -23,6 +23,7 @@ type Table interface {
 	AddPinholes(ctx context.Context, p ...nft.Pinhole) error
 	DeletePinholes(ctx context.Context, p ...nft.Pinhole) error
 	Pinholes(ctx context.Context) ([]nft.Element, error)
+	Live(ctx context.Context, p ...nft.Pinhole) ([]bool, error)
 }
 
 // Dialer opens the upstream connection from laddr (invalid: the host's own

@@ -69,7 +69,10 @@ func (f *fakeTable) DeletePinholes(_ context.Context, p ...nft.Pinhole) error {
 	return nil
 }
 func (f *fakeTable) Pinholes(context.Context) ([]nft.Element, error) { return nil, nil }
-func (f *fakeTable) count() int                                      { f.mu.Lock(); defer f.mu.Unlock(); return len(f.holes) }
+func (f *fakeTable) Live(_ context.Context, p ...nft.Pinhole) ([]bool, error) {
+	return make([]bool, len(p)), nil
+}
+func (f *fakeTable) count() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.holes) }
 
 // ftpsServer is a scripted explicit/implicit FTPS server on loopback.
 type ftpsServer struct {

@@ -1054,10 +1054,19 @@ func (s *session) finish(reason string) {
 		for i, t := range hs {
 			keys[i] = pinholeKey(t.hole)
 		}
+		// Which admissions are still there (unused): one lookup per
+		// distinct pinhole, not a listing of the whole table.
 		live := map[nft.Pinhole]bool{}
-		if els, err := s.p.o.Table.Pinholes(ctx); err == nil {
-			for _, el := range els {
-				live[pinholeKey(el.Pinhole)] = true
+		var uniq []nft.Pinhole
+		for _, t := range hs {
+			if _, seen := live[pinholeKey(t.hole)]; !seen {
+				live[pinholeKey(t.hole)] = false
+				uniq = append(uniq, t.hole)
+			}
+		}
+		if l, err := s.p.o.Table.Live(ctx, uniq...); err == nil {
+			for i, h := range uniq {
+				live[pinholeKey(h)] = l[i]
 			}
 		}
 		now := s.p.o.Now()
