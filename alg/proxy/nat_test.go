@@ -108,15 +108,7 @@ func newNATRig(t *testing.T, o natOpts) *natRig {
 			}
 			return d.DialContext(ctx, network, sln.Addr().String())
 		}})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ctx, pln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	serveUntilCleanup(t, p, pln)
 	pool := x509.NewCertPool()
 	pool.AddCert(upCA)
 	return &natRig{t: t, p: p, proxy: pln.Addr().String(), srv: fs, tbl: tbl, m: m, upCA: pool, client: natClient}

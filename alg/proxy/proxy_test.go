@@ -251,16 +251,23 @@ func newRig(t *testing.T, o rigOpts) *rig {
 			var d net.Dialer
 			return d.DialContext(ctx, network, sln.Addr().String())
 		}})
+	serveUntilCleanup(t, p, pln)
+	return &rig{t: t, proxy: pln.Addr().String(), caPool: ca.Pool(), srv: fs, tbl: tbl, m: m}
+}
+
+// serveUntilCleanup runs p.Serve on ln until the test ends, and checks it
+// returns cleanly.
+func serveUntilCleanup(t *testing.T, p *Proxy, ln net.Listener) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- p.Serve(ctx, pln) }()
+	go func() { done <- p.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &rig{t: t, proxy: pln.Addr().String(), caPool: ca.Pool(), srv: fs, tbl: tbl, m: m}
 }
 
 // client is a control connection to the proxy that trusts only the

@@ -95,21 +95,12 @@ func BenchmarkControlRTT(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			rtts := make([]time.Duration, 0, n)
-			b.ResetTimer()
-			for range n {
-				start := time.Now()
-				rep, err := c.Cmd("NOOP")
-				if err != nil || rep.Code != 200 {
-					b.Fatalf("NOOP: %v %v", rep, err)
+			results[path] = roundTrips(b, c, n, "NOOP", "rtt", func(rep ftpc.Reply) error {
+				if rep.Code != 200 {
+					return fmt.Errorf("NOOP: %v", rep)
 				}
-				rtts = append(rtts, time.Since(start))
-			}
-			b.StopTimer()
-			slices.Sort(rtts)
-			results[path] = rtts
-			b.ReportMetric(float64(percentile(rtts, 0.5).Microseconds()), "p50-µs/rtt")
-			b.ReportMetric(float64(percentile(rtts, 0.99).Microseconds()), "p99-µs/rtt")
+				return nil
+			})
 		})
 	}
 	if r, f := results[pathRouted], results[pathFtpsalg]; r != nil && f != nil {
@@ -152,6 +143,31 @@ func BenchmarkSessions(b *testing.B) {
 		})
 	}
 	b.Logf("control sessions per second (4 clients, %v): ftpsalg %.0f, kernel helper %.0f", duration, rates[pathFtpsalg], rates[pathHelper])
+}
+
+// roundTrips times n commands cmd on c, each checked by check, and
+// reports the p50 and p99 as "p50-µs/<unit>" and "p99-µs/<unit>". It
+// returns the sorted durations.
+func roundTrips(b *testing.B, c *ftpc.Client, n int, cmd, unit string, check func(ftpc.Reply) error) []time.Duration {
+	b.Helper()
+	rtts := make([]time.Duration, 0, n)
+	b.ResetTimer()
+	for range n {
+		start := time.Now()
+		rep, err := c.Cmd(cmd)
+		if err != nil {
+			b.Fatalf("%s: %v", cmd, err)
+		}
+		rtts = append(rtts, time.Since(start))
+		if err := check(rep); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	slices.Sort(rtts)
+	b.ReportMetric(float64(percentile(rtts, 0.5).Microseconds()), "p50-µs/"+unit)
+	b.ReportMetric(float64(percentile(rtts, 0.99).Microseconds()), "p99-µs/"+unit)
+	return rtts
 }
 
 // sessionRate runs fn from workers goroutines, over and over, for

@@ -72,24 +72,15 @@ func BenchmarkNATAnnouncement(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			rtts := make([]time.Duration, 0, n)
-			b.ResetTimer()
-			for range n {
-				start := time.Now()
-				rep, err := c.Cmd("PASV")
-				if err != nil || rep.Code != 227 {
-					b.Fatalf("PASV: %v %v", rep, err)
+			results[path] = roundTrips(b, c, n, "PASV", "pasv", func(rep ftpc.Reply) error {
+				if rep.Code != 227 {
+					return fmt.Errorf("PASV: %v", rep)
 				}
-				rtts = append(rtts, time.Since(start))
 				if a, err := ftpc.ParsePASV(rep.Text); err != nil || a.Addr() != target {
-					b.Fatalf("227 %q names %s (%v); want %s", rep.Text, a, err, target)
+					return fmt.Errorf("227 %q names %s (%v); want %s", rep.Text, a, err, target)
 				}
-			}
-			b.StopTimer()
-			slices.Sort(rtts)
-			results[path] = rtts
-			b.ReportMetric(float64(percentile(rtts, 0.5).Microseconds()), "p50-µs/pasv")
-			b.ReportMetric(float64(percentile(rtts, 0.99).Microseconds()), "p99-µs/pasv")
+				return nil
+			})
 		})
 	}
 	r := results[natRouted]
