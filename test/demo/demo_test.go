@@ -35,7 +35,8 @@ func TestDemoEmbedded(t *testing.T) {
 		t.Fatalf("demo failed: %v\n%s", err, out)
 	}
 	for _, want := range []string{"via go client", "demo: ok", "reason=third_party_address", "pinhole used",
-		"FTPS through mitm mode", "implicit", "tls started", "client_tls_version=TLS 1.3"} {
+		"FTPS through mitm mode", "implicit", "tls started", "client_tls_version=TLS 1.3",
+		"NAT: the same server published", "227 Entering Passive Mode (192,0,2,1,"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}

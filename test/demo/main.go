@@ -129,6 +129,7 @@ servers:
     control_ports: [21, 2121]
     passive_ports: "50000-50100"
     mode: inspect
+    public: [%[5]s]
   - name: secure
     addresses: [%[1]s, "%[2]s"]
     control_ports: [2100]
@@ -138,7 +139,7 @@ servers:
     tls:
       verify: ca
       ca_file: %[4]s
-`, lab.ServerAddr4, lab.ServerAddr6, pki.CADir, pki.CAFile)
+`, lab.ServerAddr4, lab.ServerAddr6, pki.CADir, pki.CAFile, lab.GatewayClientAddr4)
 	step("ftpsalg policy")
 	printIndented(policy)
 	d := harness.Start(tb, l, bin, policy).Proc
@@ -199,6 +200,23 @@ servers:
 		}
 		fmt.Printf("   %-4s %-8s %-13s via %-9s %8d bytes  sha256 %.16s…  %6.0f ms  %s\n",
 			tc.mode, kind, tc.addr, tool, n, sum, float64(time.Since(start).Microseconds())/1000, status)
+	}
+
+	step("NAT: the same server published at the gateway's address %s (public: in the policy)", lab.GatewayClientAddr4)
+	for _, mode := range []lab.Mode{lab.PASV, lab.EPSV} {
+		start := time.Now()
+		reply, sum, n, err := publishedDownload(ctx, l, netip.AddrPortFrom(lab.GatewayClientAddr4, 21), user, pass, file, mode)
+		status := "ok"
+		if err != nil {
+			status, ok = "FAILED: "+err.Error(), false
+		}
+		fmt.Printf("   %-4s %-13s via %-9s %8d bytes  sha256 %.16s…  %6.0f ms  %s\n",
+			mode, lab.GatewayClientAddr4, "go client", n, sum, float64(time.Since(start).Microseconds())/1000, status)
+		if mode == lab.PASV {
+			fmt.Printf("        the server announced its own address %s; the client was told %q\n", lab.ServerAddr4, reply)
+		} else {
+			fmt.Printf("        EPSV names only a port, reachable at the control address: %q\n", reply)
+		}
 	}
 
 	step("a hostile server (port 2121) announces a third party, 203.0.113.2")
@@ -264,6 +282,28 @@ func goDownload(ctx context.Context, l *lab.Lab, addr netip.AddrPort, user, pass
 	}
 	_ = c.Quit()
 	return sum, n, nil
+}
+
+// publishedDownload downloads file from a published server with a client
+// that trusts the address the 227 names, and returns the announcement it
+// was given (the rewritten one).
+func publishedDownload(ctx context.Context, l *lab.Lab, addr netip.AddrPort, user, pass, file string, mode lab.Mode) (string, string, int64, error) {
+	c, err := harness.Client(ctx, l, addr, user, pass)
+	if err != nil {
+		return "", "", 0, err
+	}
+	defer c.Close()
+	c.TrustPASV = true
+	rep, err := c.Cmd(mode.String())
+	if err != nil {
+		return "", "", 0, err
+	}
+	sum, n, err := c.Retrieve(ctx, ftpc.Mode(mode.String()), file)
+	if err != nil {
+		return rep.String(), "", n, err
+	}
+	_ = c.Quit()
+	return rep.String(), sum, n, nil
 }
 
 func printIndented(s string) {
