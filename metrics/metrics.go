@@ -45,6 +45,7 @@ const (
 	NameNATTranslations    = "ftpsalg_nat_translations_total"
 	NameNATFailures        = "ftpsalg_nat_failures_total"
 	NameNATOpaque          = "ftpsalg_nat_opaque_sessions_total"
+	NameNATReserved        = "ftpsalg_nat_ports_reserved"
 )
 
 // Label values used across packages.
@@ -242,6 +243,15 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
+}
+
+// NewNATReserved returns the gauge of gateway ports held for NAT
+// translations, read from held at each scrape; register it with the
+// registry New was given.
+func NewNATReserved(held func() int) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: NameNATReserved,
+		Help: "Gateway ports reserved for live NAT translations (public ports of published servers, NAT-address ports of translated active announcements); compare with the size of public_ports and nat_ports."},
+		func() float64 { return float64(held()) })
 }
 
 // NewDiscard returns metrics registered with a throw-away registry, for

@@ -21,6 +21,7 @@ import (
 
 	"github.com/ftpsalg/ftpsalg/alg/certs"
 	"github.com/ftpsalg/ftpsalg/alg/inspect"
+	"github.com/ftpsalg/ftpsalg/alg/nat"
 	"github.com/ftpsalg/ftpsalg/alg/policy"
 	"github.com/ftpsalg/ftpsalg/alg/proxy"
 	"github.com/ftpsalg/ftpsalg/conntrack"
@@ -272,7 +273,9 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 			}
 			relayListeners = append(relayListeners, rln)
 		}
-		o := proxy.Options{Policy: cfg, Table: tbl, Metrics: m, Log: log}
+		ports := &nat.Ports{Probe: nat.BindProbe}
+		reg.MustRegister(metrics.NewNATReserved(ports.Held))
+		o := proxy.Options{Policy: cfg, Table: tbl, Metrics: m, Log: log, Ports: ports}
 		if mitm != nil {
 			o.Leaf = mitm.minter.Leaf
 			o.Static = func(name string) *tls.Certificate { return mitm.static[name] }

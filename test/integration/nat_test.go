@@ -284,8 +284,12 @@ func natTransfers(t *testing.T, l *lab.Lab, d *harness.Daemon, v *lab.Vsftpd, la
 	if els := d.PinholeElements(); els != "" {
 		t.Fatalf("pinholes left open:\n%s", els)
 	}
-	// Every translation goes with its session, long before its timeout
-	// (natTopYAML sets 60 s).
+	// Every reservation and every translation goes with its session, long
+	// before its timeout (natTopYAML sets 60 s).
+	if _, ok := d.Metrics()["ftpsalg_nat_ports_reserved"]; !ok {
+		t.Fatal("no ftpsalg_nat_ports_reserved metric")
+	}
+	d.WaitMetric("ftpsalg_nat_ports_reserved", 0)
 	deadline := time.Now().Add(10 * time.Second)
 	for _, m := range []string{"dnat4", "dnat6", "snat4", "snat6"} {
 		for {
@@ -470,9 +474,14 @@ func TestNATLongPipelinedSession(t *testing.T) {
 			}
 		}
 	}
+	// The session holds its public ports until it ends.
+	if got := d.Metrics()["ftpsalg_nat_ports_reserved"]; got < 1 {
+		t.Fatalf("ftpsalg_nat_ports_reserved = %v during the session; want at least 1", got)
+	}
 	if err := c.Quit(); err != nil {
 		t.Fatalf("QUIT after 50 transfers: %v", err)
 	}
+	d.WaitMetric("ftpsalg_nat_ports_reserved", 0)
 	m := d.Metrics()
 	if got := m[`ftpsalg_nat_translations_total{data_mode="passive",port="kept"}`] + m[`ftpsalg_nat_translations_total{data_mode="passive",port="moved"}`]; got != 50 {
 		t.Fatalf("passive translations = %v; want 50", got)
