@@ -335,11 +335,12 @@ func (k *Kernel) AddPinholes(ctx context.Context, p ...Pinhole) error {
 	}
 	el := split(norm)
 	// EBUSY: the kernel refuses, now and then, a batch that re-adds a key
-	// whose previous element has expired (or was removed from the packet
-	// path) while its garbage collection is under way — measured: 271 of
-	// 3,000 batches re-adding a key 1 ms after expiry, none with this retry
+	// whose previous element has just expired (or was removed from the
+	// packet path), with another value, while that element is being
+	// collected — measured: 271 of 3,000 batches re-adding a translation
+	// key 1 ms after expiry with another target, none with this retry
 	// (TestKernelReaddExpired); the NAT session benchmark met it with one
-	// client told the same endpoint again and again. The batch is atomic,
+	// client told the same endpoints again and again. The batch is atomic,
 	// so trying it again is safe; the refusal clears within milliseconds.
 	for attempt := 0; ; attempt++ {
 		err = k.addBatch(ctx, tpl, el)
