@@ -26,6 +26,7 @@ func usage(w io.Writer) {
 commands:
   run --config FILE            run the gateway daemon (as root, on the gateway)
   check-config --config FILE   validate a policy file; exit 1 with one error per line
+               [--skip-host-check]  (public and NAT addresses need not be this host's)
   status [--metrics ADDR]      print a running daemon's sessions, pinholes and refusals
   ca init|show [--dir DIR]     create or inspect the operator CA for mitm mode (ftpsalg ca help)
   version                      print the version
