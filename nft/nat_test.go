@@ -252,8 +252,20 @@ func TestKernelReaddExpired(t *testing.T) {
 		if err := k.AddPinholes(ctx, p); err != nil {
 			t.Fatalf("batch %d: %v", i, err)
 		}
-		// The scenario itself, not synchronisation: let the element
-		// expire before its key is added again.
-		time.Sleep(time.Millisecond)
+		// Re-add the key as soon as the element has expired: its
+		// admission is no longer live (collection may still be under way).
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			live, err := k.Live(ctx, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !live[0] {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("batch %d: element still live 5 s after a 1 ms timeout", i)
+			}
+		}
 	}
 }

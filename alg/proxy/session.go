@@ -90,7 +90,6 @@ type finalReply struct {
 // activeNAT is one translated active announcement: the client listens on
 // from, the server was told to connect to to.
 type activeNAT struct {
-	verb     string
 	from, to netip.AddrPort
 }
 
@@ -742,7 +741,7 @@ func (s *session) translateActive(cmd ftp.Command) (line, reply string) {
 		return "", "522 ftpsalg: cannot translate this data address; use EPRT.\r\n"
 	}
 	s.mu.Lock()
-	s.active = &activeNAT{verb: cmd.Verb, from: from, to: to}
+	s.active = &activeNAT{from: from, to: to}
 	s.reserved = append(s.reserved, res)
 	s.mu.Unlock()
 	s.m.NATTranslations.WithLabelValues("active", movedLabel(moved)).Inc()
