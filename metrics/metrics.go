@@ -46,6 +46,12 @@ const (
 	NameNATFailures        = "ftpsalg_nat_failures_total"
 	NameNATOpaque          = "ftpsalg_nat_opaque_sessions_total"
 	NameNATReserved        = "ftpsalg_nat_ports_reserved"
+
+	// The table's health (gateway.Reconciler) and restoration.
+	NameReconciles           = "ftpsalg_nft_reconciles_total"
+	NameReconcileSeconds     = "ftpsalg_nft_reconcile_duration_seconds"
+	NameReconcileLastSuccess = "ftpsalg_nft_reconcile_last_success_timestamp_seconds"
+	NamePinholesRestored     = "ftpsalg_pinholes_restored_total"
 )
 
 // Label values used across packages.
@@ -123,6 +129,11 @@ type Metrics struct {
 	RelayBytes       *prometheus.CounterVec // direction
 	RelayDuration    prometheus.Histogram
 	RelayHandshakes  *prometheus.CounterVec // leg (client|upstream), resumed (true|false)
+
+	Reconciles           *prometheus.CounterVec // result (intact|rebuilt|error)
+	ReconcileSeconds     prometheus.Histogram
+	ReconcileLastSuccess prometheus.Gauge
+	PinholesRestored     prometheus.Counter
 }
 
 // VerbLabel maps a command verb to a bounded label value: unknown verbs
@@ -184,7 +195,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help:    "Time from a packet's arrival in the daemon to its verdict, including pinhole commits.",
 			Buckets: prometheus.ExponentialBuckets(5e-6, 2, 16)}),
 		FlowsActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameFlowsActive,
-			Help: "Control flows tracked by the inspect path."}),
+			Help: "Control connections the gateway holds, both paths (limits.max_flows bounds it; the name is kept from when only the inspect path counted)."}),
 		FlowEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameFlowEvictions,
 			Help: "Control flows dropped from the inspect path, by reason (fin, rst, conntrack, limit, idle)."}, []string{"reason"}),
 		ConntrackEvent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameConntrackEvents,
@@ -227,6 +238,16 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		RelayHandshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRelayHandshakes,
 			Help: "Completed TLS handshakes of relayed data connections, by leg (client or upstream) and whether they resumed the control connection's session."}, []string{"leg", "resumed"}),
 	}
+	m.Reconciles = prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameReconciles,
+		Help: "Checks of the nftables table by the reconcile task, by result: intact, rebuilt (it was missing or incomplete and was rebuilt with the live sessions' pinholes), error (the rebuild failed and is retried)."}, []string{"result"})
+	m.ReconcileSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: NameReconcileSeconds,
+		Help: "Time a check of the nftables table took, including a rebuild and the restoration of pinholes when one was needed.",
+		Buckets: prometheus.ExponentialBuckets(1e-4, 4, 8)})
+	m.ReconcileLastSuccess = prometheus.NewGauge(prometheus.GaugeOpts{Name: NameReconcileLastSuccess,
+		Help: "Unix time of the last check that found the nftables table intact or rebuilt it."})
+	m.PinholesRestored = prometheus.NewCounter(prometheus.CounterOpts{Name: NamePinholesRestored,
+		Help: "Pinholes, relay elements and translations committed again after a rebuild of the table (reload, repair) emptied it."})
+	reg.MustRegister(m.Reconciles, m.ReconcileSeconds, m.ReconcileLastSuccess, m.PinholesRestored)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: NameBuildInfo,
 		Help: "Build information; the value is always 1.", ConstLabels: prometheus.Labels{"version": version}})
 	build.Set(1)

@@ -14,8 +14,9 @@ import (
 func BenchmarkProcessSession(b *testing.B) {
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
 	tbl := newFakeTable(clk.now)
-	e := New(Options{Policy: testPolicy(), Table: tbl, Now: clk.now})
-	e.pol.Limits.MaxFlows = 1 << 20
+	pol := testPolicy()
+	pol.Limits.MaxFlows = 1 << 20
+	e := newTestEngine(pol, tbl, clk)
 	ctx := context.Background()
 	type step struct {
 		fromClient bool
@@ -57,11 +58,7 @@ func BenchmarkProcessSession(b *testing.B) {
 				b.Fatalf("dropped: %s", v.Reason)
 			}
 		}
-		select {
-		case rs := <-e.cleanup:
-			e.settle(ctx, rs)
-		default:
-		}
+		e.gw.Drain(ctx)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(script)), "ns/packet")
 }

@@ -11,38 +11,24 @@ import (
 	"time"
 
 	"github.com/ftpsalg/ftpsalg/alg/ftp"
-	"github.com/ftpsalg/ftpsalg/alg/policy"
+	"github.com/ftpsalg/ftpsalg/alg/gateway"
 	"github.com/ftpsalg/ftpsalg/conntrack"
 	"github.com/ftpsalg/ftpsalg/metrics"
-	"github.com/ftpsalg/ftpsalg/nft"
 )
-
-// Table is the part of the nft package the packet path needs.
-type Table interface {
-	AddPinholes(ctx context.Context, p ...nft.Pinhole) error
-	DeletePinholes(ctx context.Context, p ...nft.Pinhole) error
-	Pinholes(ctx context.Context) ([]nft.Element, error)
-}
 
 // Options configure an Engine.
 type Options struct {
-	Policy  *policy.Config
-	Table   Table
-	Metrics *metrics.Metrics // nil: discarded
+	// Gateway admits sessions and owns what they put into the kernel.
+	Gateway *gateway.Gateway
+	Metrics *metrics.Metrics // nil: the gateway's
 	Log     *slog.Logger     // nil: discarded
 	Now     func() time.Time // nil: time.Now
 
 	// IdleTimeout evicts control flows that carried no packet for this
 	// long (default 1h; servers usually close idle sessions much sooner).
 	IdleTimeout time.Duration
-	// PollInterval is how often pinholes are compared with the kernel's
-	// set to count them used or expired (default 500ms).
+	// PollInterval is how often idle flows are looked for (default 500ms).
 	PollInterval time.Duration
-
-	// Rebuild recreates the kernel table from the current policy. It is
-	// called when the table turns out to be missing (someone flushed the
-	// ruleset); nil disables self-repair.
-	Rebuild func(ctx context.Context) error
 }
 
 // Verdict is the engine's decision on one packet.
@@ -61,80 +47,46 @@ type Verdict struct {
 // Process is called from the queue's goroutine; ConntrackEvent and Run from
 // others.
 type Engine struct {
-	pol     *policy.Config
-	tbl     Table
-	m       *metrics.Metrics
-	log     *slog.Logger
-	now     func() time.Time
-	idle    time.Duration
-	every   time.Duration
-	rebuild func(ctx context.Context) error
+	gw    *gateway.Gateway
+	m     *metrics.Metrics
+	log   *slog.Logger
+	now   func() time.Time
+	idle  time.Duration
+	every time.Duration
 
-	mu       sync.Mutex
-	flows    map[flowKey]*flow
-	pinholes map[pinholeKey]*pinholeRec
-	cleanup  chan []retired
-}
-
-// retired is a pinhole whose session no longer wants it: the cleanup task
-// checks the kernel set to tell used or expired ones from those it removes.
-type retired struct {
-	key pinholeKey
-	rec *pinholeRec
+	mu    sync.Mutex
+	flows map[flowKey]*flow
 }
 
 type flowKey struct{ client, server netip.AddrPort }
 
-type pinholeKey struct {
-	src, dst netip.Addr
-	port     uint16
-}
-
-type pinholeRec struct {
-	flow     *flow
-	mode     ftp.DataMode
-	opened   time.Time
-	deadline time.Time
-}
-
 type flow struct {
 	key      flowKey
-	server   *policy.Server
+	gw       *gateway.Session
 	sess     *ftp.Session
 	dirs     [2]stream
 	fin      [2]bool
-	started  time.Time
 	lastSeen time.Time
-	log      *slog.Logger
 
-	blocked  bool             // a line could not be checked: drop all further data
-	ctID     uint32           // conntrack ID, learned from its NEW event
-	pinholes []pinholeKey     // opened in the kernel, not yet known gone
-	pending  []pendingPinhole // decided but not committed: the line is held
-	stats    struct{ cmds, pinholes, refusals int }
+	blocked bool             // a line could not be checked: drop all further data
+	ctID    uint32           // conntrack ID, learned from its NEW event
+	pending []pendingPinhole // decided but not committed: the line is held
 }
 
 // pendingPinhole is a pinhole whose commit failed. The packet that carried
 // its announcement was dropped; its retransmission retries the commit.
 type pendingPinhole struct {
-	dir  ftp.Direction
-	end  uint64 // stream offset just past the announcing line
-	hole nft.Pinhole
-	mode ftp.DataMode
+	dir ftp.Direction
+	end uint64 // stream offset just past the announcing line
+	d   ftp.Decision
 }
-
-// maxPinholesPerFlow bounds what one control session can hold open; the
-// oldest is closed first. A client needs one data connection at a time.
-const maxPinholesPerFlow = 16
 
 // New returns an Engine.
 func New(o Options) *Engine {
-	e := &Engine{pol: o.Policy, tbl: o.Table, m: o.Metrics, log: o.Log, now: o.Now,
-		idle: o.IdleTimeout, every: o.PollInterval, rebuild: o.Rebuild,
-		flows: map[flowKey]*flow{}, pinholes: map[pinholeKey]*pinholeRec{},
-		cleanup: make(chan []retired, 1024)}
+	e := &Engine{gw: o.Gateway, m: o.Metrics, log: o.Log, now: o.Now,
+		idle: o.IdleTimeout, every: o.PollInterval, flows: map[flowKey]*flow{}}
 	if e.m == nil {
-		e.m = metrics.NewDiscard()
+		e.m = o.Gateway.Metrics()
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -247,7 +199,7 @@ func (e *Engine) noFlow(p *packet, now time.Time) Verdict {
 	// Data of a connection opened before the daemon started: pick it up
 	// midstream. Which end is the server follows from the policy.
 	key := flowKey{client: p.Src, server: p.Dst}
-	if _, ok := e.pol.ServerFor(p.Dst.Addr(), p.Dst.Port()); !ok {
+	if _, ok := e.gw.Policy().ServerFor(p.Dst.Addr(), p.Dst.Port()); !ok {
 		key = flowKey{client: p.Dst, server: p.Src}
 	}
 	e.m.QueuePackets.WithLabelValues("other").Inc()
@@ -265,47 +217,25 @@ func (e *Engine) noFlow(p *packet, now time.Time) Verdict {
 }
 
 func (e *Engine) newFlow(p *packet, key flowKey, now time.Time, midstream bool) Verdict {
-	log := e.log.With("client", key.client.String(), "server", key.server.String())
-	srv, ok := e.pol.ServerFor(key.server.Addr(), key.server.Port())
-	if !ok || srv.Mode != policy.ModeInspect {
-		e.refuse("not_in_policy")
-		log.Warn("connection refused", "reason", "not_in_policy")
-		return Verdict{Reason: "not_in_policy"}
-	}
-	if !srv.ClientAllowed(key.client.Addr()) {
-		e.refuse("client_not_allowed")
-		log.Warn("connection refused", "reason", "client_not_allowed", "server_name", srv.Name)
-		return Verdict{Reason: "client_not_allowed"}
-	}
-	if len(e.flows) >= e.pol.Limits.MaxFlows {
-		e.refuse("flow_limit")
-		log.Warn("connection refused", "reason", "flow_limit", "limit", e.pol.Limits.MaxFlows)
-		return Verdict{Reason: "flow_limit"}
+	gs, refused := e.gw.Admit(gateway.Packet, key.client, key.server)
+	if refused != nil {
+		// Fail closed: the connection does not reach the server.
+		return Verdict{Reason: refused.Reason}
 	}
 	f := &flow{
-		key:    key,
-		server: srv,
-		sess: ftp.NewSession(ftp.Config{
-			Client: key.client, Server: key.server,
-			PassiveMin: srv.PassiveMin, PassiveMax: srv.PassiveMax,
-			AllowActive: srv.ActiveMode, AllowThirdParty: srv.ThirdParty,
-			MaxLine: e.pol.Limits.MaxLine,
-		}),
-		started:  now,
+		key:      key,
+		gw:       gs,
+		sess:     ftp.NewSession(gs.CoreConfig(gateway.Packet, midstream)),
 		lastSeen: now,
-		log:      log.With("server_name", srv.Name),
 	}
 	if !midstream {
 		f.dirs[ftp.FromClient].syncSYN(p.Seq)
 	}
-	if slices.Contains(srv.ImplicitTLSPorts, key.server.Port()) {
+	if gs.Implicit() {
 		f.sess.StartImplicitTLS()
 	}
 	e.flows[key] = f
-	e.m.SessionsActive.WithLabelValues(metrics.ModeInspect).Inc()
-	e.m.SessionsTotal.WithLabelValues(metrics.ModeInspect).Inc()
-	e.m.FlowsActive.Set(float64(len(e.flows)))
-	f.log.Info("session start", "mode", metrics.ModeInspect, "midstream", midstream)
+	gs.Start("midstream", midstream)
 	return Verdict{Accept: true}
 }
 
@@ -349,30 +279,19 @@ func (e *Engine) payload(ctx context.Context, f *flow, dir ftp.Direction, p *pac
 	accept := true
 	for _, d := range decisions {
 		switch d.Action {
-		case ftp.ActionCommand:
-			f.stats.cmds++
-			e.m.Commands.WithLabelValues(metrics.VerbLabel(d.Verb)).Inc()
-			f.log.Debug("command", "verb", d.Verb, "arg", d.Arg)
-		case ftp.ActionReply:
-			e.m.Replies.WithLabelValues(metrics.ReplyClassLabel(d.Code)).Inc()
-			f.log.Debug("reply", "code", d.Code, "verb", d.Verb)
 		case ftp.ActionOpenPinhole:
-			if !e.openPinhole(ctx, f, d) {
-				f.pending = append(f.pending, pendingPinhole{dir: dir, end: d.Line.End(),
-					hole: e.nftPinhole(d.Pinhole), mode: d.Pinhole.Mode})
+			if _, err := f.gw.OpenPinhole(ctx, d, false); err != nil {
+				f.pending = append(f.pending, pendingPinhole{dir: dir, end: d.Line.End(), d: d})
 				accept = false
 			}
 		case ftp.ActionRefuse:
-			f.stats.refusals++
-			e.refuse(string(d.Reason))
-			f.log.Warn("refused", "direction", dir.String(), "verb", d.Verb, "code", d.Code,
-				"reason", string(d.Reason), "detail", d.Detail)
+			f.gw.RefusedDecision(d)
 			if d.Reason == ftp.ReasonLineTooLong {
 				// The rest of an over-long line is never checked: let
 				// nothing more through on this control connection.
 				f.blocked = true
 				accept = false
-				f.log.Warn("control connection blocked", "reason", string(d.Reason))
+				f.gw.Log.Warn("control connection blocked", "reason", string(d.Reason))
 				continue
 			}
 			if len(d.Replacement) == d.Line.Len && len(d.Replacement) > 0 {
@@ -387,8 +306,8 @@ func (e *Engine) payload(ctx context.Context, f *flow, dir ftp.Direction, p *pac
 			if len(d.Replacement) != d.Line.Len {
 				// Length-changing edits need sequence adjustment, which
 				// this path does not do: refuse rather than corrupt.
-				e.refuse("rewrite_length")
-				f.log.Error("rewrite refused", "reason", "length change not supported on the packet path")
+				f.gw.Refused("rewrite_length", "direction", dir.String(), "verb", d.Verb,
+					"detail", "length change not supported on the packet path")
 				accept = false
 				continue
 			}
@@ -396,12 +315,8 @@ func (e *Engine) payload(ctx context.Context, f *flow, dir ftp.Direction, p *pac
 				changed = true
 			}
 			st.remember(d.Line.Start, d.Replacement)
-		case ftp.ActionTLSStarted:
-			f.log.Info("tls started", "direction", dir.String())
-		case ftp.ActionTLSCleared:
-			f.log.Info("tls cleared", "direction", dir.String())
-		case ftp.ActionSessionEnd:
-			f.log.Debug("session quit")
+		default:
+			f.gw.Observe(d)
 		}
 	}
 	if f.blocked {
@@ -415,73 +330,6 @@ func (e *Engine) payload(ctx context.Context, f *flow, dir ftp.Direction, p *pac
 		return Verdict{Accept: true, Payload: p.Raw}
 	}
 	return Verdict{Accept: true}
-}
-
-func (e *Engine) nftPinhole(ph ftp.Pinhole) nft.Pinhole {
-	return nft.Pinhole{Src: ph.Src, Dst: ph.Dst, DstPort: ph.DstPort, Timeout: e.pol.Pinholes.Timeout}
-}
-
-// openPinhole commits a pinhole to the kernel. It returns false if the
-// commit failed: the caller must not release the announcement.
-func (e *Engine) openPinhole(ctx context.Context, f *flow, d ftp.Decision) bool {
-	h := e.nftPinhole(d.Pinhole)
-	start := time.Now()
-	err := e.tbl.AddPinholes(ctx, h)
-	if errors.Is(err, nft.ErrNoTable) && e.rebuild != nil {
-		f.log.Warn("nftables table missing; rebuilding it")
-		if rerr := e.repairLocked(ctx); rerr == nil {
-			err = e.tbl.AddPinholes(ctx, h)
-		}
-	}
-	e.m.PinholeCommit.Observe(time.Since(start).Seconds())
-	if err != nil {
-		e.m.PinholeErrors.Inc()
-		f.log.Error("pinhole commit failed", "err", err, "src", h.Src.String(),
-			"dst", h.Dst.String(), "port", h.DstPort)
-		return false
-	}
-	e.track(f, h, d.Pinhole.Mode)
-	return true
-}
-
-func (e *Engine) track(f *flow, h nft.Pinhole, mode ftp.DataMode) {
-	k := pinholeKey{src: h.Src, dst: h.Dst, port: h.DstPort}
-	if old, ok := e.pinholes[k]; ok && old.flow != f {
-		old.flow.pinholes = slices.DeleteFunc(old.flow.pinholes, func(x pinholeKey) bool { return x == k })
-	}
-	now := e.now()
-	e.pinholes[k] = &pinholeRec{flow: f, mode: mode, opened: now, deadline: now.Add(h.Timeout)}
-	if !slices.Contains(f.pinholes, k) {
-		f.pinholes = append(f.pinholes, k)
-	}
-	if len(f.pinholes) > maxPinholesPerFlow {
-		e.retire(f, f.pinholes[0])
-	}
-	f.stats.pinholes++
-	e.m.PinholesOpened.WithLabelValues(mode.String()).Inc()
-	f.log.Info("pinhole opened", "data_mode", mode.String(), "src", h.Src.String(),
-		"dst", h.Dst.String(), "port", h.DstPort, "timeout", h.Timeout.String())
-}
-
-// retire forgets a pinhole of f and queues its removal from the kernel.
-func (e *Engine) retire(f *flow, k pinholeKey) {
-	f.pinholes = slices.DeleteFunc(f.pinholes, func(x pinholeKey) bool { return x == k })
-	r, ok := e.pinholes[k]
-	if !ok {
-		return
-	}
-	delete(e.pinholes, k)
-	e.queueCleanup([]retired{{key: k, rec: r}})
-}
-
-func (e *Engine) queueCleanup(rs []retired) {
-	select {
-	case e.cleanup <- rs:
-	default:
-		// The kernel expires them within the pinhole timeout anyway.
-		e.m.PinholeErrors.Inc()
-		e.log.Warn("pinhole cleanup queue full; leaving pinholes to expire", "count", len(rs))
-	}
 }
 
 // retryPending commits pending pinholes whose announcing line ends within
@@ -499,43 +347,23 @@ func (e *Engine) retryPending(ctx context.Context, f *flow, dir ftp.Direction, o
 		if !ok {
 			return false
 		}
-		start := time.Now()
-		err := e.tbl.AddPinholes(ctx, pp.hole)
-		e.m.PinholeCommit.Observe(time.Since(start).Seconds())
-		if err != nil {
-			e.m.PinholeErrors.Inc()
-			f.log.Error("pinhole commit failed again", "err", err)
+		if _, err := f.gw.OpenPinhole(ctx, pp.d, false); err != nil {
 			ok = false
 			return false
 		}
-		e.track(f, pp.hole, pp.mode)
 		return true
 	})
 	return ok
 }
 
-// endFlow forgets f and removes its pinholes that are still open.
+// endFlow forgets f; the gateway removes its pinholes that are still open
+// and writes its end line.
 func (e *Engine) endFlow(f *flow, reason string) {
 	if e.flows[f.key] != f {
 		return
 	}
 	delete(e.flows, f.key)
-	var rs []retired
-	for _, k := range f.pinholes {
-		if r, ok := e.pinholes[k]; ok {
-			delete(e.pinholes, k)
-			rs = append(rs, retired{key: k, rec: r})
-		}
-	}
-	f.pinholes = nil
-	if len(rs) > 0 {
-		e.queueCleanup(rs)
-	}
-	e.m.SessionsActive.WithLabelValues(metrics.ModeInspect).Dec()
-	e.m.FlowsActive.Set(float64(len(e.flows)))
-	e.m.FlowEvictions.WithLabelValues(reason).Inc()
-	f.log.Info("session end", "reason", reason, "duration", e.now().Sub(f.started).String(),
-		"commands", f.stats.cmds, "pinholes", f.stats.pinholes, "refusals", f.stats.refusals)
+	f.gw.End(reason)
 }
 
 // ConntrackEvent follows control connections' conntrack entries: NEW
@@ -566,8 +394,7 @@ func (e *Engine) ConntrackEvent(ev conntrack.Event) {
 	}
 }
 
-// Run removes the pinholes of ended sessions, counts pinholes used or
-// expired, and evicts idle flows, until ctx is done.
+// Run evicts idle flows until ctx is done.
 func (e *Engine) Run(ctx context.Context) error {
 	t := time.NewTicker(e.every)
 	defer t.Stop()
@@ -575,115 +402,13 @@ func (e *Engine) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case rs := <-e.cleanup:
-			// Settle everything queued so far with one listing: at
-			// hundreds of sessions per second, one per session costs.
-			for more := true; more && len(rs) < 4096; {
-				select {
-				case next := <-e.cleanup:
-					rs = append(rs, next...)
-				default:
-					more = false
-				}
-			}
-			e.settle(ctx, rs)
 		case <-t.C:
-			e.poll(ctx)
+			e.evictIdle()
 		}
 	}
 }
 
-// settle removes retired pinholes that are still in the kernel and counts
-// the others as used or expired. It holds the engine's lock so that a
-// pinhole with the same key, opened again by a newer session in between, is
-// neither deleted nor miscounted.
-func (e *Engine) settle(ctx context.Context, rs []retired) {
-	live := map[pinholeKey]bool{}
-	els, err := e.tbl.Pinholes(ctx)
-	if err != nil {
-		// Unknown: try to delete them all (missing ones are no error).
-		for _, r := range rs {
-			live[r.key] = true
-		}
-	}
-	for _, el := range els {
-		live[pinholeKey{src: el.Src, dst: el.Dst, port: el.DstPort}] = true
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	now := e.now()
-	var del []nft.Pinhole
-	for _, r := range rs {
-		if _, reopened := e.pinholes[r.key]; reopened {
-			// A newer session announced the same port to the same
-			// client: the kernel element is now that session's.
-			e.m.PinholesRemoved.Inc()
-			continue
-		}
-		if live[r.key] {
-			del = append(del, nft.Pinhole{Src: r.key.src, Dst: r.key.dst, DstPort: r.key.port})
-			e.m.PinholesRemoved.Inc()
-			r.rec.flow.log.Info("pinhole removed", r.key.attrs(r.rec.mode)...)
-			continue
-		}
-		e.gone(r.key, r.rec, now)
-	}
-	if len(del) == 0 {
-		return
-	}
-	if err := e.tbl.DeletePinholes(ctx, del...); err != nil && ctx.Err() == nil {
-		e.m.PinholeErrors.Inc()
-		e.log.Warn("failed to remove pinholes; they expire on their own", "err", err, "count", len(del))
-	}
-}
-
-// gone counts a pinhole that left the kernel set: before its deadline a
-// data connection consumed it, after it it expired.
-func (e *Engine) gone(k pinholeKey, r *pinholeRec, now time.Time) {
-	if now.Before(r.deadline) {
-		e.m.PinholesUsed.Inc()
-		r.flow.log.Info("pinhole used", k.attrs(r.mode)...)
-	} else {
-		e.m.PinholesExpired.Inc()
-		r.flow.log.Info("pinhole expired", k.attrs(r.mode)...)
-	}
-}
-
-func (k pinholeKey) attrs(mode ftp.DataMode) []any {
-	return []any{"data_mode", mode.String(), "src", k.src.String(), "dst", k.dst.String(), "port", k.port}
-}
-
-// poll compares tracked pinholes with the kernel set: one that vanished
-// before its deadline was consumed by a data connection; after it, expired.
-func (e *Engine) poll(ctx context.Context) {
-	e.mu.Lock()
-	n := len(e.pinholes)
-	e.mu.Unlock()
-	if n > 0 {
-		listed := e.now()
-		els, err := e.tbl.Pinholes(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				e.log.Warn("failed to list pinholes", "err", err)
-			}
-			return
-		}
-		live := make(map[pinholeKey]bool, len(els))
-		for _, el := range els {
-			live[pinholeKey{src: el.Src, dst: el.Dst, port: el.DstPort}] = true
-		}
-		now := e.now()
-		e.mu.Lock()
-		for k, r := range e.pinholes {
-			if live[k] || r.opened.After(listed) {
-				continue
-			}
-			delete(e.pinholes, k)
-			r.flow.pinholes = slices.DeleteFunc(r.flow.pinholes, func(x pinholeKey) bool { return x == k })
-			e.gone(k, r, now)
-		}
-		e.mu.Unlock()
-	}
+func (e *Engine) evictIdle() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.now()
@@ -692,59 +417,4 @@ func (e *Engine) poll(ctx context.Context) {
 			e.endFlow(f, "idle")
 		}
 	}
-}
-
-// SetPolicy switches to a new policy. rebuild recreates the kernel table
-// (which empties the pinhole sets); the pinholes of live sessions are then
-// committed again, so a reload does not break transfers in progress.
-// Existing flows keep the server settings they started with.
-func (e *Engine) SetPolicy(ctx context.Context, p *policy.Config, rebuild func() error) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if err := rebuild(); err != nil {
-		return err
-	}
-	e.pol = p
-	return e.restoreLocked(ctx)
-}
-
-// Repair rebuilds the kernel table if it is missing, restoring live
-// pinholes. It reports whether a rebuild happened.
-func (e *Engine) Repair(ctx context.Context) (bool, error) {
-	if _, err := e.tbl.Pinholes(ctx); !errors.Is(err, nft.ErrNoTable) {
-		return false, nil
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.log.Warn("nftables table missing; rebuilding it")
-	return true, e.repairLocked(ctx)
-}
-
-func (e *Engine) repairLocked(ctx context.Context) error {
-	if e.rebuild == nil {
-		return errors.New("no rebuild function")
-	}
-	if err := e.rebuild(ctx); err != nil {
-		return err
-	}
-	return e.restoreLocked(ctx)
-}
-
-// restoreLocked commits the live sessions' pinholes again after a rebuild,
-// with what is left of their timeouts.
-func (e *Engine) restoreLocked(ctx context.Context) error {
-	now := e.now()
-	var hs []nft.Pinhole
-	for k, r := range e.pinholes {
-		if left := r.deadline.Sub(now); left > time.Second {
-			hs = append(hs, nft.Pinhole{Src: k.src, Dst: k.dst, DstPort: k.port, Timeout: left.Truncate(time.Second)})
-		}
-	}
-	if len(hs) == 0 {
-		return nil
-	}
-	if err := e.tbl.AddPinholes(ctx, hs...); err != nil {
-		return fmt.Errorf("failed to restore %d pinholes after the rebuild: %w", len(hs), err)
-	}
-	return nil
 }

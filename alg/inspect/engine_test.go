@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftpsalg/ftpsalg/alg/gateway"
 	"github.com/ftpsalg/ftpsalg/alg/policy"
 	"github.com/ftpsalg/ftpsalg/conntrack"
 	"github.com/ftpsalg/ftpsalg/nft"
@@ -60,7 +61,16 @@ func newEngine(t *testing.T) (*Engine, *fakeTable, *clock) {
 	t.Helper()
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
 	tbl := newFakeTable(clk.now)
-	return New(Options{Policy: testPolicy(), Table: tbl, Now: clk.now}), tbl, clk
+	return newTestEngine(testPolicy(), tbl, clk), tbl, clk
+}
+
+// newTestEngine returns an engine over a gateway of its own on tbl.
+func newTestEngine(pol *policy.Config, tbl *fakeTable, clk *clock) *Engine {
+	gw := gateway.New(gateway.Options{Policy: pol, Table: tbl, Now: clk.now})
+	if err := gw.Apply(context.Background(), pol); err != nil {
+		panic(err)
+	}
+	return New(Options{Gateway: gw, Now: clk.now})
 }
 
 func (cv *conv) send(fromClient bool, flags uint8, data string) Verdict {
@@ -324,7 +334,7 @@ func TestSessionEndRemovesPinholes(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan struct{})
-			go func() { defer close(done); _ = e.Run(ctx) }()
+			go func() { defer close(done); _ = e.gw.Run(ctx) }()
 			cv := open(t, e, cli4, srv4)
 			mustAccept(t, cv.client("PASV\r\n"))
 			mustAccept(t, cv.server("227 Entering Passive Mode (198,51,100,2,195,80).\r\n"))
@@ -373,9 +383,9 @@ func TestPinholeUsedAndExpiredAreCounted(t *testing.T) {
 	if !tbl.use(hole(cli4.Addr(), srv4.Addr(), 50000)) {
 		t.Fatal("pinhole not usable")
 	}
-	e.poll(context.Background())
+	e.gw.Poll(context.Background())
 	clk.add(6 * time.Second)
-	e.poll(context.Background())
+	e.gw.Poll(context.Background())
 	if u, x := counterValue(e.m.PinholesUsed), counterValue(e.m.PinholesExpired); u != 1 || x != 1 {
 		t.Fatalf("used %v expired %v, want 1 and 1", u, x)
 	}
@@ -415,7 +425,7 @@ func TestEndedSessionDoesNotRemoveSuccessorsPinhole(t *testing.T) {
 	b := open(t, e, netip.AddrPortFrom(cli4.Addr(), 40001), srv4)
 	mustAccept(t, b.client("EPSV\r\n"))
 	mustAccept(t, b.server("229 Entering Extended Passive Mode (|||50028|)\r\n"))
-	e.settle(context.Background(), <-e.cleanup)
+	e.gw.Drain(context.Background())
 	if !tbl.has(h) {
 		t.Fatal("the ended session's cleanup removed the new session's pinhole")
 	}

@@ -107,6 +107,20 @@ func (t *fakeTable) Pinholes(context.Context) ([]nft.Element, error) {
 	return out, nil
 }
 
+func (t *fakeTable) Apply(context.Context, nft.Spec) error { return nil }
+
+func (t *fakeTable) Live(_ context.Context, ps ...nft.Pinhole) ([]bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]bool, len(ps))
+	for i, p := range ps {
+		p.Timeout = 0
+		exp, ok := t.holes[p]
+		out[i] = ok && t.now().Before(exp)
+	}
+	return out, nil
+}
+
 // use consumes a pinhole as the kernel's rule does for a new connection.
 func (t *fakeTable) use(p nft.Pinhole) bool {
 	t.mu.Lock()

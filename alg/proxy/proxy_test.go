@@ -72,6 +72,7 @@ func (f *fakeTable) Pinholes(context.Context) ([]nft.Element, error) { return ni
 func (f *fakeTable) Live(_ context.Context, p ...nft.Pinhole) ([]bool, error) {
 	return make([]bool, len(p)), nil
 }
+func (f *fakeTable) Apply(context.Context, nft.Spec) error { return nil }
 func (f *fakeTable) count() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.holes) }
 
 // ftpsServer is a scripted explicit/implicit FTPS server on loopback.
@@ -246,13 +247,29 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	tbl := &fakeTable{}
 	m := metrics.NewDiscard()
 	minter := certs.NewMinter(ca, 24*time.Hour, nil)
-	p := New(Options{Policy: pol, Table: tbl, Leaf: minter.Leaf, Roots: roots, Metrics: m,
+	p := New(Options{Gateway: newTestGateway(t, pol, tbl, m, nil), Leaf: minter.Leaf, Roots: roots,
 		Dial: func(ctx context.Context, network string, _, _ netip.AddrPort) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, sln.Addr().String())
 		}})
 	serveUntilCleanup(t, p, pln)
 	return &rig{t: t, proxy: pln.Addr().String(), caPool: ca.Pool(), srv: fs, tbl: tbl, m: m}
+}
+
+// newTestGateway returns a gateway over tbl with pol applied. Its ledger
+// task does not run: tests settle ended sessions with Drain.
+func newTestGateway(t *testing.T, pol *policy.Config, tbl gateway.Table, m *metrics.Metrics, ports *nat.Ports) *gateway.Gateway {
+	t.Helper()
+	gw := gateway.New(gateway.Options{Policy: pol, Table: tbl, Metrics: m, Ports: ports})
+	if err := gw.Apply(context.Background(), pol); err != nil {
+		t.Fatal(err)
+	}
+	return gw
+}
+
+// pinholeKey is what identifies a pinhole's set element.
+func pinholeKey(h nft.Pinhole) nft.Pinhole {
+	return nft.Pinhole{Src: h.Src, Dst: h.Dst, DstPort: h.DstPort, Relay: h.Relay}
 }
 
 // serveUntilCleanup runs p.Serve on ln until the test ends, and checks it

@@ -165,7 +165,7 @@ func (s *session) relayData(ctx context.Context, in net.Conn, mode ftp.DataMode,
 	srvTLS, upData, upCache := s.srvTLS, s.upData, s.upCache
 	s.mu.Unlock()
 	r := &relayRun{s: s, protP: protP}
-	log := s.log.With("data_mode", mode.String(), "src", src.String(), "dst", dst.String(),
+	log := s.gs.Log.With("data_mode", mode.String(), "src", src.String(), "dst", dst.String(),
 		"prot", map[bool]string{false: "C", true: "P"}[protP])
 	result := r.run(ctx, in, mode, src, dst, srvTLS, upData, upCache, log)
 	for _, c := range []net.Conn{in, r.clientRaw, r.serverRaw} {
@@ -176,11 +176,7 @@ func (s *session) relayData(ctx context.Context, in net.Conn, mode ftp.DataMode,
 	elapsed := time.Since(start)
 	m.RelayConnections.WithLabelValues(result).Inc()
 	m.RelayDuration.Observe(elapsed.Seconds())
-	s.mu.Lock()
-	s.audit.relayed++
-	s.audit.relayedUp += r.up
-	s.audit.relayedDown += r.down
-	s.mu.Unlock()
+	s.gs.Relayed(r.up, r.down)
 	attrs := []any{"result", result, "bytes_to_server", r.up, "bytes_to_client", r.down,
 		"duration", elapsed.String()}
 	if protP && r.clientTLS.HandshakeComplete {
@@ -225,7 +221,7 @@ func (r *relayRun) run(ctx context.Context, in net.Conn, mode ftp.DataMode, src,
 		r.clientRaw = in
 		var laddr netip.AddrPort
 		if s.srv.MITM == nil || s.srv.MITM.UpstreamSource != policy.UpstreamGateway {
-			laddr = netip.AddrPortFrom(s.client.Addr(), 0) // as the control connection
+			laddr = netip.AddrPortFrom(s.gs.Client.Addr(), 0) // as the control connection
 		}
 		r.serverRaw, err = s.p.o.Dial(dctx, network, laddr, dst)
 	} else {
@@ -279,10 +275,7 @@ func (r *relayRun) handshakes(ctx context.Context, srvTLS, upData *tls.Config, u
 		// Noted before the server sees the connection close, so that its
 		// refusal is recognised as this one.
 		s.note(noteClientNotResumed)
-		m.Refusals.WithLabelValues("data_not_resumed").Inc()
-		s.mu.Lock()
-		s.audit.refusals++
-		s.mu.Unlock()
+		s.gs.Refused("data_not_resumed", "direction", "client", "data_mode", "relay")
 		r.detail = "the client did not resume the control connection's TLS session on the data connection (tls.require_client_reuse)"
 		r.failUpstream(ctx, upData)
 		closeGracefully(tc, r.clientRaw)

@@ -203,7 +203,7 @@ func newRelayRig(t *testing.T, o relayOpts) *relayRig {
 	tbl := &fakeTable{}
 	m := metrics.NewDiscard()
 	relayPort := rs.annPort
-	p := New(Options{Policy: pol, Table: tbl, Leaf: certs.NewMinter(ca, 24*time.Hour, nil).Leaf, Roots: roots, Metrics: m,
+	p := New(Options{Gateway: newTestGateway(t, pol, tbl, m, nil), Leaf: certs.NewMinter(ca, 24*time.Hour, nil).Leaf, Roots: roots,
 		// The "kernel": the control connection goes to the server's
 		// control listener, the relay's data connection (to the
 		// announced port) to its data listener.

@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"slices"
 	"syscall"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ftpsalg/ftpsalg/alg/certs"
+	"github.com/ftpsalg/ftpsalg/alg/gateway"
 	"github.com/ftpsalg/ftpsalg/alg/inspect"
 	"github.com/ftpsalg/ftpsalg/alg/nat"
 	"github.com/ftpsalg/ftpsalg/alg/policy"
@@ -56,52 +56,6 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// spec derives the nftables table's desired state from the policy.
-func spec(cfg *policy.Config, kind nft.QueueKind) nft.Spec {
-	s := nft.Spec{
-		Table:      cfg.NFTables.Table,
-		Queue:      cfg.Queue.Number,
-		QueueKind:  kind,
-		FailOpen:   cfg.Queue.FailOpen,
-		CtMark:     cfg.NFTables.CtMark,
-		PacketMark: cfg.NFTables.PacketMark,
-		TProxyPort: cfg.MITM.ListenPort,
-		TProxyMark: cfg.MITM.TProxyMark,
-	}
-	for _, srv := range cfg.Servers {
-		var eps []netip.AddrPort
-		for _, a := range srv.Addresses {
-			for _, p := range srv.ControlPorts {
-				eps = append(eps, netip.AddrPortFrom(a, p))
-			}
-			for _, p := range srv.ImplicitTLSPorts {
-				eps = append(eps, netip.AddrPortFrom(a, p))
-			}
-		}
-		// Published addresses: their control connections always go to
-		// the transparent listener, which translates them (docs/nat.md).
-		for _, a := range srv.Public {
-			for _, p := range append(slices.Clone(srv.ControlPorts), srv.ImplicitTLSPorts...) {
-				s.MITM = append(s.MITM, netip.AddrPortFrom(a, p))
-			}
-		}
-		if srv.Mode == policy.ModeMITM {
-			s.MITM = append(s.MITM, eps...)
-			if srv.MITM.Data == policy.DataRelay {
-				// The relay objects exist only when a server uses them,
-				// so that the table is otherwise the plain mitm table.
-				s.RelayPort = cfg.MITM.RelayPort
-			}
-		} else {
-			s.Control = append(s.Control, eps...)
-		}
-	}
-	for _, c := range cfg.Clients {
-		s.Masqueraded = append(s.Masqueraded, c.Prefixes...)
-	}
-	return s
-}
-
 // hostAddrs returns the host's addresses, for policy.CheckHost.
 func hostAddrs() ([]netip.Addr, error) {
 	as, err := net.InterfaceAddrs()
@@ -115,15 +69,6 @@ func hostAddrs() ([]netip.Addr, error) {
 		}
 	}
 	return out, nil
-}
-
-func hasMITM(cfg *policy.Config) bool {
-	for _, srv := range cfg.Servers {
-		if srv.Mode == policy.ModeMITM {
-			return true
-		}
-	}
-	return false
 }
 
 // mitmState is what mitm mode loads at start: the operator CA, the leaf
@@ -177,20 +122,16 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	reg.MustRegister(metrics.NewQueueStats(cfg.Queue.Number))
 
 	var mitm *mitmState
-	if hasMITM(cfg) {
+	if gateway.HasMITM(cfg) {
 		var err error
 		if mitm, err = loadMITM(cfg, log); err != nil {
 			return err
 		}
 		reg.MustRegister(certs.NewExpiryCollector(mitm.expiries))
 	}
-
-	if local, err := hostAddrs(); err != nil {
-		return err
-	} else if err := policy.CheckHost(cfg, local); err != nil {
+	if err := checkHost(cfg); err != nil {
 		return err
 	}
-
 	msrv := &metrics.Server{Addr: cfg.Metrics.Listen, Gath: reg, Log: log}
 	if err := msrv.Listen(); err != nil {
 		return err
@@ -201,26 +142,14 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 		return fmt.Errorf("failed to probe the kernel's queue support: %w", err)
 	}
 	log.Info("kernel queue support probed", "queue_expression", kind.String())
-
 	tbl, err := nft.New(nft.WithLogger(log))
 	if err != nil {
 		return err
 	}
-	var current *policy.Config
-	apply := func(c *policy.Config) error {
-		start := time.Now()
-		err := tbl.Apply(ctx, spec(c, kind))
-		m.NFTSyncSeconds.Observe(time.Since(start).Seconds())
-		if err != nil {
-			m.NFTSyncs.WithLabelValues("error").Inc()
-			return err
-		}
-		m.NFTSyncs.WithLabelValues("ok").Inc()
-		m.NFTLastSuccess.SetToCurrentTime()
-		current = c
-		return nil
-	}
-	if err := apply(cfg); err != nil {
+	ports := &nat.Ports{Probe: nat.BindProbe}
+	reg.MustRegister(metrics.NewNATReserved(ports.Held))
+	gw := gateway.New(gateway.Options{Policy: cfg, Table: tbl, QueueKind: kind, Metrics: m, Log: log, Ports: ports})
+	if err := gw.Apply(ctx, cfg); err != nil {
 		return err
 	}
 	log.Info("nftables table built", "table", "inet "+cfg.NFTables.Table, "queue", cfg.Queue.Number,
@@ -228,89 +157,34 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	if cfg.Queue.FailOpen {
 		log.Warn("fail-open: while the daemon is absent or its queue is full, control traffic passes uninspected")
 	}
-	defer func() {
-		// Clean exit: our table goes, pinholes with it.
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := tbl.Delete(dctx); err != nil {
-			log.Error("failed to delete the nftables table", "err", err)
-			return
-		}
-		log.Info("nftables table deleted", "table", "inet "+cfg.NFTables.Table)
-	}()
+	defer deleteTable(tbl, cfg, log)
 
-	var proxies []*proxy.Proxy
-	var listeners, relayListeners []net.Listener
+	g, gctx := errgroup.WithContext(ctx)
 	if cfg.Stream() {
-		// Policy routing first: diverted connections and the server's
-		// replies to spoofed upstream connections reach local sockets.
-		rt, err := nft.NewRouter(cfg.MITM.TProxyMark, cfg.MITM.RouteTable, cfg.MITM.RulePriority, nft.WithLogger(log))
+		stop, err := startStream(gctx, g, cfg, gw, mitm, m, log)
 		if err != nil {
 			return err
 		}
-		if err := rt.Ensure(ctx); err != nil {
-			return err
-		}
-		defer func() {
-			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := rt.Remove(dctx); err != nil {
-				log.Error("failed to remove the policy routing", "err", err)
-			}
-		}()
-		for _, network := range []string{"tcp4", "tcp6"} {
-			ln, err := proxy.ListenTransparent(ctx, network, cfg.MITM.ListenPort)
-			if err != nil {
-				return err
-			}
-			listeners = append(listeners, ln)
-			// The relay listener is open with any mitm server, so that a
-			// reload can switch a server to data: relay; the kernel
-			// diverts nothing to it until then.
-			rln, err := proxy.ListenTransparent(ctx, network, cfg.MITM.RelayPort)
-			if err != nil {
-				return err
-			}
-			relayListeners = append(relayListeners, rln)
-		}
-		ports := &nat.Ports{Probe: nat.BindProbe}
-		reg.MustRegister(metrics.NewNATReserved(ports.Held))
-		o := proxy.Options{Policy: cfg, Table: tbl, Metrics: m, Log: log, Ports: ports}
-		if mitm != nil {
-			o.Leaf = mitm.minter.Leaf
-			o.Static = func(name string) *tls.Certificate { return mitm.static[name] }
-		}
-		p := proxy.New(o)
-		proxies = append(proxies, p)
-		log.Info("transparent stream listener up (mitm servers, published servers, masqueraded clients)", "port", cfg.MITM.ListenPort, "relay_port", cfg.MITM.RelayPort, "route_table", cfg.MITM.RouteTable,
-			"tproxy_mark", fmt.Sprintf("%#x", cfg.MITM.TProxyMark))
+		defer stop()
 	}
-
-	eng := inspect.New(inspect.Options{Policy: cfg, Table: tbl, Metrics: m, Log: log,
-		Rebuild: func(context.Context) error { return apply(current) }})
+	eng := inspect.New(inspect.Options{Gateway: gw, Metrics: m, Log: log})
 	q := &inspect.Queue{Num: cfg.Queue.Number, MaxLen: cfg.Queue.Length, FailOpen: cfg.Queue.FailOpen,
 		PacketMark: cfg.NFTables.PacketMark, Engine: eng, Metrics: m, Log: log}
 	ct := &conntrack.Listener{Log: log, OnRestart: func(error) { m.ConntrackRest.Inc() },
 		Types: []conntrack.EventType{conntrack.EventNew, conntrack.EventDestroy}}
+	rec := &gateway.Reconciler{G: gw}
 	msrv.Ready = func() error {
 		if !q.Ready() {
 			return errors.New("queue not bound")
 		}
-		return nil
+		return gw.Ready()
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return msrv.Run(gctx) })
+	g.Go(func() error { return gw.Run(gctx) })
+	g.Go(func() error { return rec.Run(gctx) })
 	g.Go(func() error { return eng.Run(gctx) })
 	g.Go(func() error { return q.Run(gctx) })
-	for _, p := range proxies {
-		for _, ln := range listeners {
-			g.Go(func() error { return p.Serve(gctx, ln) })
-		}
-		for _, ln := range relayListeners {
-			g.Go(func() error { return p.ServeRelay(gctx, ln) })
-		}
-	}
 	g.Go(func() error {
 		if err := ct.Run(gctx, eng.ConntrackEvent); err != nil {
 			// Without ctnetlink the daemon still works: flows end on
@@ -319,64 +193,122 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 		}
 		return nil
 	})
-	g.Go(func() error {
-		// Someone may flush the whole ruleset (Debian's nftables.service
-		// does on restart): notice and rebuild our table.
-		t := time.NewTicker(5 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-t.C:
-				if rebuilt, err := eng.Repair(gctx); err != nil {
-					log.Error("failed to rebuild the missing nftables table", "err", err)
-				} else if rebuilt {
-					log.Warn("nftables table was missing and has been rebuilt")
-				}
-			}
-		}
-	})
-	g.Go(func() error {
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-hup:
-				ncfg, err := policy.Load(path)
-				if err == nil {
-					var local []netip.Addr
-					if local, err = hostAddrs(); err == nil {
-						err = policy.CheckHost(ncfg, local)
-					}
-				}
-				if err != nil {
-					log.Error("reload refused: policy invalid; keeping the running policy", "err", err)
-					continue
-				}
-				if ncfg.NFTables != cfg.NFTables || ncfg.Queue != cfg.Queue || ncfg.Metrics != cfg.Metrics ||
-					ncfg.MITM != cfg.MITM || hasMITM(ncfg) != hasMITM(cfg) || ncfg.Stream() != cfg.Stream() {
-					log.Error("reload refused: nftables, queue, metrics and mitm settings, and adding the first (or removing the last) mitm server, published server or clients entry, need a restart")
-					continue
-				}
-				if err := eng.SetPolicy(gctx, ncfg, func() error { return apply(ncfg) }); err != nil {
-					log.Error("reload failed", "err", err)
-					continue
-				}
-				for _, p := range proxies {
-					p.SetPolicy(ncfg)
-				}
-				level.Set(ncfg.Log.Level)
-				cfg = ncfg
-				log.Info("policy reloaded", "servers", len(ncfg.Servers))
-			}
-		}
-	})
+	g.Go(func() error { return reloads(gctx, path, cfg, gw, level, log) })
 	log.Info("ftpsalg running", "version", version, "config", path, "servers", len(cfg.Servers))
 	err = g.Wait()
 	log.Info("ftpsalg stopping")
 	return err
+}
+
+// checkHost refuses a policy whose public and NAT addresses are not this
+// host's.
+func checkHost(cfg *policy.Config) error {
+	local, err := hostAddrs()
+	if err != nil {
+		return err
+	}
+	return policy.CheckHost(cfg, local)
+}
+
+// deleteTable removes our table on a clean exit, pinholes with it.
+func deleteTable(tbl *nft.Kernel, cfg *policy.Config, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := tbl.Delete(ctx); err != nil {
+		log.Error("failed to delete the nftables table", "err", err)
+		return
+	}
+	log.Info("nftables table deleted", "table", "inet "+cfg.NFTables.Table)
+}
+
+// startStream sets up the stream path: policy routing for diverted
+// connections, the transparent control and relay listeners, and the proxy
+// serving them as tasks of g. stop removes the policy routing.
+func startStream(ctx context.Context, g *errgroup.Group, cfg *policy.Config, gw *gateway.Gateway, mitm *mitmState,
+	m *metrics.Metrics, log *slog.Logger) (stop func(), err error) {
+	// Policy routing first: diverted connections and the server's replies
+	// to spoofed upstream connections reach local sockets.
+	rt, err := nft.NewRouter(cfg.MITM.TProxyMark, cfg.MITM.RouteTable, cfg.MITM.RulePriority, nft.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.Ensure(ctx); err != nil {
+		return nil, err
+	}
+	stop = func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := rt.Remove(dctx); err != nil {
+			log.Error("failed to remove the policy routing", "err", err)
+		}
+	}
+	var listeners, relayListeners []net.Listener
+	for _, network := range []string{"tcp4", "tcp6"} {
+		ln, err := proxy.ListenTransparent(ctx, network, cfg.MITM.ListenPort)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		listeners = append(listeners, ln)
+		// The relay listener is open with any mitm server, so that a
+		// reload can switch a server to data: relay; the kernel diverts
+		// nothing to it until then.
+		rln, err := proxy.ListenTransparent(ctx, network, cfg.MITM.RelayPort)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		relayListeners = append(relayListeners, rln)
+	}
+	o := proxy.Options{Gateway: gw, Metrics: m, Log: log}
+	if mitm != nil {
+		o.Leaf = mitm.minter.Leaf
+		o.Static = func(name string) *tls.Certificate { return mitm.static[name] }
+	}
+	p := proxy.New(o)
+	for _, ln := range listeners {
+		g.Go(func() error { return p.Serve(ctx, ln) })
+	}
+	for _, ln := range relayListeners {
+		g.Go(func() error { return p.ServeRelay(ctx, ln) })
+	}
+	log.Info("transparent stream listener up (mitm servers, published servers, masqueraded clients)", "port", cfg.MITM.ListenPort,
+		"relay_port", cfg.MITM.RelayPort, "route_table", cfg.MITM.RouteTable, "tproxy_mark", fmt.Sprintf("%#x", cfg.MITM.TProxyMark))
+	return stop, nil
+}
+
+// reloads applies the policy file again on each SIGHUP: a valid policy
+// rebuilds the table and restores every live session's pinholes, relay
+// elements and translations; an invalid one changes nothing.
+func reloads(ctx context.Context, path string, cfg *policy.Config, gw *gateway.Gateway, level *slog.LevelVar, log *slog.Logger) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+		}
+		ncfg, err := policy.Load(path)
+		if err == nil {
+			err = checkHost(ncfg)
+		}
+		if err != nil {
+			log.Error("reload refused: policy invalid; keeping the running policy", "err", err)
+			continue
+		}
+		if ncfg.NFTables != cfg.NFTables || ncfg.Queue != cfg.Queue || ncfg.Metrics != cfg.Metrics ||
+			ncfg.MITM != cfg.MITM || gateway.HasMITM(ncfg) != gateway.HasMITM(cfg) || ncfg.Stream() != cfg.Stream() {
+			log.Error("reload refused: nftables, queue, metrics and mitm settings, and adding the first (or removing the last) mitm server, published server or clients entry, need a restart")
+			continue
+		}
+		if err := gw.Apply(ctx, ncfg); err != nil {
+			log.Error("reload failed", "err", err)
+			continue
+		}
+		level.Set(ncfg.Log.Level)
+		cfg = ncfg
+		log.Info("policy reloaded", "servers", len(ncfg.Servers))
+	}
 }

@@ -1,4 +1,4 @@
-package main
+package gateway
 
 import (
 	"net/netip"
@@ -29,7 +29,7 @@ func TestSpecRelayPort(t *testing.T) {
 		{"    data: passthrough\n", 0},
 		{"    data: relay\n", 15022},
 	} {
-		s := spec(pol(tc.data), nft.QueueCompat)
+		s := Spec(pol(tc.data), nft.QueueCompat)
 		if s.RelayPort != tc.want {
 			t.Errorf("with %q: RelayPort %d, want %d", tc.data, s.RelayPort, tc.want)
 		}
@@ -50,7 +50,7 @@ func TestSpecNAT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := spec(cfg, nft.QueueCompat)
+	s := Spec(cfg, nft.QueueCompat)
 	want := []netip.AddrPort{
 		netip.MustParseAddrPort("192.0.2.1:21"),
 		netip.MustParseAddrPort("192.0.2.20:21"),

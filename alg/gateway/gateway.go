@@ -1,0 +1,122 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ftpsalg/ftpsalg/alg/nat"
+	"github.com/ftpsalg/ftpsalg/alg/policy"
+	"github.com/ftpsalg/ftpsalg/metrics"
+	"github.com/ftpsalg/ftpsalg/nft"
+)
+
+// Table is the part of the nft package the gateway needs.
+type Table interface {
+	Apply(ctx context.Context, s nft.Spec) error
+	AddPinholes(ctx context.Context, p ...nft.Pinhole) error
+	DeletePinholes(ctx context.Context, p ...nft.Pinhole) error
+	Pinholes(ctx context.Context) ([]nft.Element, error)
+	Live(ctx context.Context, p ...nft.Pinhole) ([]bool, error)
+}
+
+// Options configure a Gateway.
+type Options struct {
+	Policy *policy.Config
+	Table  Table
+	// QueueKind is the kernel's queue support (nft.ProbeQueue), for the
+	// table's spec.
+	QueueKind nft.QueueKind
+	Metrics   *metrics.Metrics // nil: discarded
+	Log       *slog.Logger     // nil: discarded
+	Now       func() time.Time // nil: time.Now
+	// Ports reserves the gateway ports of NAT translations; nil means one
+	// that probes for local listeners (nat.BindProbe).
+	Ports *nat.Ports
+	// PollInterval is how often the ledger compares live sessions'
+	// pinholes with the kernel's sets to count them used or expired
+	// (default 500ms).
+	PollInterval time.Duration
+	// MaxPinholes bounds the pinholes one session holds open at once; the
+	// oldest is retired first (default 16: a client needs one data
+	// connection at a time).
+	MaxPinholes int
+}
+
+// Gateway is the state shared by both transports: the policy in force,
+// the live sessions and the ledger of what they put into the kernel.
+type Gateway struct {
+	tbl   Table
+	kind  nft.QueueKind
+	m     *metrics.Metrics
+	log   *slog.Logger
+	now   func() time.Time
+	ports *nat.Ports
+	every time.Duration
+	maxPH int
+
+	pol    atomic.Pointer[policy.Config]
+	nextID atomic.Uint64
+	active atomic.Int64 // admitted sessions, both transports
+
+	// mu guards the ledger: who owns each kernel element, and every
+	// commit, deletion and restoration, so that a session's cleanup never
+	// deletes an element another session re-added meanwhile and a
+	// restoration never races a commit.
+	mu       sync.Mutex
+	sessions map[*Session]struct{}
+	owners   map[nft.Pinhole]*hole // by element key (see key)
+	gen      uint64                // table generation: bumped by every Apply
+	applied  bool                  // the table has been built at least once
+
+	settleq chan settleJob
+
+	// ready is false while the table is known to be missing or broken.
+	ready     atomic.Bool
+	readyWhy  atomic.Pointer[string]
+	reconcile chan struct{}
+}
+
+// New returns a Gateway. Nothing touches the kernel until Apply.
+func New(o Options) *Gateway {
+	g := &Gateway{tbl: o.Table, kind: o.QueueKind, m: o.Metrics, log: o.Log, now: o.Now, ports: o.Ports,
+		every: o.PollInterval, maxPH: o.MaxPinholes,
+		sessions: map[*Session]struct{}{}, owners: map[nft.Pinhole]*hole{},
+		settleq: make(chan settleJob, 4096), reconcile: make(chan struct{}, 1)}
+	if g.m == nil {
+		g.m = metrics.NewDiscard()
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.ports == nil {
+		g.ports = &nat.Ports{Probe: nat.BindProbe, Now: g.now}
+	}
+	if g.every == 0 {
+		g.every = 500 * time.Millisecond
+	}
+	if g.maxPH == 0 {
+		g.maxPH = 16
+	}
+	g.pol.Store(o.Policy)
+	why := "the nftables table is not built yet"
+	g.readyWhy.Store(&why)
+	return g
+}
+
+// Policy returns the policy in force for new sessions.
+func (g *Gateway) Policy() *policy.Config { return g.pol.Load() }
+
+// Sessions returns the number of admitted sessions that have not ended.
+func (g *Gateway) Sessions() int { return int(g.active.Load()) }
+
+// Ports returns the gateway port reservations (for the metrics collector).
+func (g *Gateway) Ports() *nat.Ports { return g.ports }
+
+// Metrics returns the gateway's metrics.
+func (g *Gateway) Metrics() *metrics.Metrics { return g.m }

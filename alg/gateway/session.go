@@ -1,0 +1,208 @@
+package gateway
+
+import (
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ftpsalg/ftpsalg/alg/ftp"
+	"github.com/ftpsalg/ftpsalg/alg/nat"
+	"github.com/ftpsalg/ftpsalg/alg/policy"
+	"github.com/ftpsalg/ftpsalg/metrics"
+)
+
+// Transport says which path carries a control connection.
+type Transport uint8
+
+const (
+	// Packet is the NFQUEUE packet path (inspect mode, untranslated).
+	Packet Transport = iota + 1
+	// Stream is the transparent stream path: mitm servers, and inspect
+	// sessions that need translating (published servers, masqueraded
+	// clients).
+	Stream
+)
+
+// Refusal is why a new control connection was not admitted. Reason is a
+// bounded metric label.
+type Refusal struct {
+	Reason string
+	// Reply is the FTP reply a stream transport sends before closing.
+	Reply string
+}
+
+// Refusal reasons of Admit.
+const (
+	RefuseNotInPolicy      = "not_in_policy"
+	RefuseClientNotAllowed = "client_not_allowed"
+	RefuseFlowLimit        = "flow_limit"
+)
+
+// Session is one admitted control connection: its policy, addresses,
+// ledger entries, reservations and audit. Transports hold it as an opaque
+// handle and report to it; it is safe for concurrent use.
+type Session struct {
+	g  *Gateway
+	id uint64
+
+	// Server is the policy entry the session was admitted under; it keeps
+	// it across reloads.
+	Server *policy.Server
+	Policy *policy.Config
+	// Mode is metrics.ModeInspect or metrics.ModeMITM.
+	Mode string
+	// Client is the client as it connected, Orig the server address it
+	// connected to.
+	Client, Orig netip.AddrPort
+	// Upstream is where the stream path's upstream connection goes: Orig,
+	// or the server's own address when Orig is a public address of it.
+	Upstream netip.AddrPort
+	// Source is the upstream connection's local address when the policy
+	// fixes it (a masqueraded client's NAT address); invalid otherwise.
+	Source netip.Addr
+	// NATPorts is where active translations reserve gateway ports.
+	NATPorts nat.Range
+	// Log carries the session's identity (session_id, client, server,
+	// server_name) on every line.
+	Log *slog.Logger
+
+	mu       sync.Mutex
+	leg      nat.Leg
+	holes    []*hole // committed, not yet known gone, oldest first
+	reserved []nat.Reservation
+	active   *activeNAT // the last translated active announcement
+	audit    audit
+	ended    bool
+}
+
+// activeNAT is one translated active announcement: the client listens on
+// from, the server was told to connect to to.
+type activeNAT struct{ from, to netip.AddrPort }
+
+// Admit decides whether a new control connection from client to orig is
+// let in on transport t, and returns its session. A refusal is counted
+// and logged here; the packet path drops the packet, the stream path
+// sends Refusal.Reply and closes.
+func (g *Gateway) Admit(t Transport, client, orig netip.AddrPort) (*Session, *Refusal) {
+	pol := g.pol.Load()
+	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+	orig = netip.AddrPortFrom(orig.Addr().Unmap(), orig.Port())
+	log := g.log.With("client", client.String(), "server", orig.String())
+	srv, ok := pol.ServerFor(orig.Addr(), orig.Port())
+	upstream, source, natPorts := orig, netip.Addr{}, nat.DefaultActiveRange
+	if ok && t == Stream {
+		if priv, pub := srv.Private(orig.Addr()); pub {
+			upstream = netip.AddrPortFrom(priv, orig.Port())
+		}
+		if cn, masq := pol.ClientNAT(client.Addr()); masq {
+			if a, fam := cn.Address(client.Addr()); fam {
+				source, natPorts = a, nat.Range{Min: cn.PortMin, Max: cn.PortMax}
+			}
+		}
+	}
+	refuse := func(reason, reply string, attrs ...any) (*Session, *Refusal) {
+		g.m.Refusals.WithLabelValues(reason).Inc()
+		if t == Stream {
+			g.m.MITMConnections.WithLabelValues("refused").Inc()
+		}
+		log.Warn("connection refused", append([]any{"reason", reason}, attrs...)...)
+		return nil, &Refusal{Reason: reason, Reply: reply}
+	}
+	// Inspect-mode servers reach the stream path only when the session
+	// needs translating: the packet path cannot resize payloads.
+	translated := upstream != orig || source.IsValid()
+	switch {
+	case !ok,
+		t == Packet && srv.Mode != policy.ModeInspect,
+		t == Stream && srv.Mode != policy.ModeMITM && !translated:
+		return refuse(RefuseNotInPolicy, "421 ftpsalg: this server is not in the gateway's policy.\r\n")
+	case !srv.ClientAllowed(client.Addr()):
+		return refuse(RefuseClientNotAllowed, "421 ftpsalg: this client may not use this server.\r\n", "server_name", srv.Name)
+	}
+	// One count for both transports: max_flows bounds what the gateway
+	// holds, whichever path carries it.
+	if n := g.active.Add(1); n > int64(pol.Limits.MaxFlows) {
+		g.active.Add(-1)
+		return refuse(RefuseFlowLimit, "421 ftpsalg: too many sessions; try again later.\r\n",
+			"server_name", srv.Name, "limit", pol.Limits.MaxFlows)
+	}
+	mode := metrics.ModeInspect
+	if srv.Mode == policy.ModeMITM {
+		mode = metrics.ModeMITM
+	}
+	s := &Session{g: g, id: g.nextID.Add(1), Server: srv, Policy: pol, Mode: mode,
+		Client: client, Orig: orig, Upstream: upstream, Source: source, NATPorts: natPorts}
+	s.Log = log.With("session_id", s.id, "server_name", srv.Name)
+	if upstream != orig {
+		s.Log = s.Log.With("upstream", upstream.String())
+	}
+	s.audit.start = g.now()
+	g.mu.Lock()
+	g.sessions[s] = struct{}{}
+	g.mu.Unlock()
+	g.m.SessionsActive.WithLabelValues(mode).Inc()
+	g.m.SessionsTotal.WithLabelValues(mode).Inc()
+	g.m.FlowsActive.Set(float64(g.active.Load()))
+	return s, nil
+}
+
+// ID is the session's number, unique for the daemon's life; it is the
+// session_id of every log line.
+func (s *Session) ID() uint64 { return s.id }
+
+// Implicit reports whether the client connected to an implicit-TLS port.
+func (s *Session) Implicit() bool { return slices.Contains(s.Server.ImplicitTLSPorts, s.Orig.Port()) }
+
+// Translated reports whether the stream path translates this session
+// (published server or masqueraded client).
+func (s *Session) Translated() bool { return s.Upstream != s.Orig || s.Source.IsValid() }
+
+// CoreConfig returns the FTP core's configuration for this session on
+// transport t. The core sees the server by the address the bytes really
+// travel to (the upstream), and midstream says the packet path joined a
+// connection already established (no greeting will be seen).
+func (s *Session) CoreConfig(t Transport, midstream bool) ftp.Config {
+	return ftp.Config{
+		Client: s.Client, Server: s.Upstream,
+		PassiveMin: s.Server.PassiveMin, PassiveMax: s.Server.PassiveMax,
+		AllowActive: s.Server.ActiveMode, AllowThirdParty: s.Server.ThirdParty,
+		MaxLine:           s.Policy.Limits.MaxLine,
+		TransportDecrypts: t == Stream && s.Server.Mode == policy.ModeMITM,
+		InjectsReplies:    t == Stream,
+		Midstream:         midstream,
+	}
+}
+
+// MaxLine is the longest control line the session accepts.
+func (s *Session) MaxLine() int {
+	if s.Policy.Limits.MaxLine > 0 {
+		return s.Policy.Limits.MaxLine
+	}
+	return ftp.DefaultMaxLine
+}
+
+// SetLeg records the session's addresses once the stream path's upstream
+// connection is up (what translations are computed from).
+func (s *Session) SetLeg(l nat.Leg) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.leg = l
+}
+
+// Leg returns the session's addresses (zero on the packet path).
+func (s *Session) Leg() nat.Leg {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.leg
+}
+
+// Start writes the session's first audit line.
+func (s *Session) Start(attrs ...any) {
+	s.Log.Info("session start", append([]any{"mode", s.Mode, "implicit_tls", s.Implicit()}, attrs...)...)
+}
+
+// pinholeTimeout is how long the session's pinholes wait for their data
+// connection.
+func (s *Session) pinholeTimeout() time.Duration { return s.Policy.Pinholes.Timeout }

@@ -1,0 +1,395 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/ftpsalg/ftpsalg/alg/ftp"
+	"github.com/ftpsalg/ftpsalg/alg/nat"
+	"github.com/ftpsalg/ftpsalg/alg/policy"
+	"github.com/ftpsalg/ftpsalg/metrics"
+)
+
+// The control loop: one goroutine per direction, lines through the FTP
+// core, its decisions applied by the gateway session, the bytes written
+// here.
+
+// run relays the session and returns why it ended.
+func (s *session) run(ctx context.Context) string {
+	s.gs.Start()
+	var laddr netip.AddrPort
+	switch {
+	case s.gs.Source.IsValid():
+		laddr = netip.AddrPortFrom(s.gs.Source, 0) // a masqueraded client: the NAT address
+	case s.srv.MITM == nil || s.srv.MITM.UpstreamSource != policy.UpstreamGateway:
+		laddr = netip.AddrPortFrom(s.gs.Client.Addr(), 0) // transparent: the server sees the client
+	}
+	network := "tcp4"
+	if s.gs.Upstream.Addr().Is6() {
+		network = "tcp6"
+	}
+	dctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
+	up, err := s.p.o.Dial(dctx, network, laddr, s.gs.Upstream)
+	cancel()
+	if err != nil {
+		s.m.MITMConnections.WithLabelValues("upstream_failed").Inc()
+		s.gs.Log.Warn("upstream connection failed", "err", err)
+		if s.implicit() && s.terminatesTLS() {
+			// The client speaks TLS first: finish its handshake with a
+			// certificate for the name it asked, then answer 421.
+			if terr := s.upgrade(ctx, false); terr == nil {
+				s.writeClient("421 ftpsalg: the server cannot be reached.\r\n")
+			}
+		} else {
+			s.writeClient("421 ftpsalg: the server cannot be reached.\r\n")
+		}
+		return "upstream_unreachable"
+	}
+	s.rawU, s.uconn = up, up
+	leg := nat.Leg{Client: s.gs.Client.Addr(), Server: s.gs.Upstream.Addr(), Upstream: addrPort(up.LocalAddr()).Addr()}
+	if s.gs.Source.IsValid() {
+		leg.Upstream = s.gs.Source // as bound (a test dialer may not bind)
+	}
+	if s.gs.Upstream != s.gs.Orig {
+		leg.Public = s.gs.Orig.Addr()
+	}
+	s.gs.SetLeg(leg)
+	s.m.MITMConnections.WithLabelValues("accepted").Inc()
+	s.cr = bufio.NewReaderSize(s.cconn, s.maxLine())
+	s.ur = bufio.NewReaderSize(s.uconn, s.maxLine())
+	opaque := false
+	if s.implicit() {
+		if s.terminatesTLS() {
+			if err := s.upgrade(ctx, true); err != nil {
+				return "tls_failed"
+			}
+			s.core.StartImplicitTLS()
+		} else {
+			opaque = true
+			s.opaqueNotice("implicit TLS")
+		}
+	}
+	stop := context.AfterFunc(ctx, s.closeAll)
+	defer stop()
+	errs := make(chan string, 2)
+	if opaque {
+		go func() { errs <- s.opaqueCopy(s.uconn, s.cr, "client_closed") }()
+		go func() { errs <- s.opaqueCopy(s.cconn, s.ur, "server_closed") }()
+	} else {
+		go func() { errs <- s.clientToServer(ctx) }()
+		go func() { errs <- s.serverToClient(ctx) }()
+	}
+	reason := <-errs
+	pending := 1
+	if reason == "client_closed" {
+		// Half-close: the server may still have replies in flight that
+		// explain the end (a refused data connection, say). Let them be
+		// read, briefly, before tearing down.
+		s.closeUpstreamWrite()
+		t := time.NewTimer(2 * time.Second)
+		select {
+		case <-errs:
+			pending = 0
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	s.closeAll()
+	if pending > 0 {
+		<-errs
+	}
+	return reason
+}
+
+// precheck applies the proxy's own per-server rules to a client command
+// before the FTP core sees it. It returns the reply to send instead of
+// forwarding, or "".
+func (s *session) precheck(cmd ftp.Command) (reply, reason string) {
+	mitm := s.srv.MITM
+	switch cmd.Verb {
+	case "USER", "PASS", "ACCT":
+		if mitm != nil && mitm.RequireTLS && !s.tlsOn {
+			return "530 ftpsalg: this server requires TLS: send AUTH TLS first.\r\n", "tls_required"
+		}
+		if cmd.Verb == "USER" && mitm != nil && !mitm.AllowAnonymous {
+			if u := strings.ToLower(strings.TrimSpace(cmd.Arg)); u == "anonymous" || u == "ftp" {
+				return "530 ftpsalg: anonymous login is not allowed.\r\n", "anonymous"
+			}
+		}
+	case "AUTH":
+		if s.tlsOn {
+			return "503 ftpsalg: TLS is already active.\r\n", "bad_state"
+		}
+	}
+	return "", ""
+}
+
+// clientToServer relays commands. It alone writes to the server, and it
+// performs the TLS upgrade after AUTH while serverToClient waits.
+func (s *session) clientToServer(ctx context.Context) string {
+	for {
+		line, err := readLine(s.cr)
+		if err != nil {
+			if errors.Is(err, errLineTooLong) {
+				s.gs.Refused(string(ftp.ReasonLineTooLong), "direction", "client")
+				s.writeClient("500 ftpsalg: command line too long.\r\n")
+				return "line_too_long"
+			}
+			return "client_closed"
+		}
+		text := strings.TrimRight(string(line), "\r\n")
+		cmd, perr := ftp.ParseCommand(text)
+		if perr == nil {
+			if reply, reason := s.precheck(cmd); reply != "" {
+				s.gs.Refused(reason, "direction", "client", "verb", cmd.Verb)
+				if err := s.writeClient(reply); err != nil {
+					return "client_closed"
+				}
+				continue
+			}
+		}
+		s.mu.Lock()
+		ds := s.core.Feed(ftp.FromClient, line)
+		s.mu.Unlock()
+		forward := true
+		for _, d := range ds {
+			switch d.Action {
+			case ftp.ActionCommand:
+				s.gs.Observe(d)
+				if d.Verb == "PROT" {
+					s.mu.Lock()
+					s.pendingProt = strings.ToUpper(strings.TrimSpace(d.Arg))
+					s.mu.Unlock()
+				}
+				if s.gs.NeedsActiveTranslation(d) {
+					// The server knows the client by another address:
+					// the core rewrites the announcement to a gateway
+					// port reserved for it.
+					rw, reply := s.gs.TranslateActive(d)
+					if reply != "" {
+						forward = false
+						if err := s.writeClient(reply); err != nil {
+							return "client_closed"
+						}
+						continue
+					}
+					line = rw.Replacement
+				}
+			case ftp.ActionRefuse:
+				forward = false
+				s.gs.RefusedDecision(d)
+				if err := s.writeClient(d.Reply); err != nil {
+					return "client_closed"
+				}
+			}
+		}
+		if !forward {
+			continue
+		}
+		if err := s.writeUp(line); err != nil {
+			return "server_closed"
+		}
+		if perr == nil && (cmd.Verb == "AUTH" || cmd.Verb == "CCC") {
+			// Read nothing more from the client until the server has
+			// answered: after a 234 the client's next bytes are TLS,
+			// after CCC's 200 they are a close_notify, then clear text.
+			select {
+			case r := <-s.transition:
+				var err error
+				switch {
+				case r.verb == "AUTH" && r.code == 234 && !s.terminatesTLS():
+					// A translated inspect session cannot read TLS:
+					// from here on it relays bytes.
+					s.opaqueNotice("AUTH TLS")
+					s.resume <- errOpaque
+					return s.opaqueCopy(s.uconn, s.cr, "client_closed")
+				case r.verb == "AUTH" && r.code == 234:
+					err = s.upgrade(ctx, true)
+				case r.verb == "CCC" && r.code == 200:
+					err = s.downgrade()
+				default:
+					continue
+				}
+				s.resume <- err
+				if err != nil {
+					return "tls_failed"
+				}
+			case <-ctx.Done():
+				return "shutdown"
+			}
+		}
+	}
+}
+
+// serverToClient relays replies, committing pinholes before the reply that
+// announces them leaves.
+func (s *session) serverToClient(ctx context.Context) string {
+	for {
+		line, err := readLine(s.ur)
+		if err != nil {
+			if errors.Is(err, errLineTooLong) {
+				s.gs.Refused(string(ftp.ReasonLineTooLong), "direction", "server")
+				s.writeClient("421 ftpsalg: the server sent an over-long line.\r\n")
+				return "line_too_long"
+			}
+			return "server_closed"
+		}
+		s.mu.Lock()
+		ds := s.core.Feed(ftp.FromServer, line)
+		s.mu.Unlock()
+		forward := true
+		var final *finalReply
+		for _, d := range ds {
+			switch d.Action {
+			case ftp.ActionOpenPinhole:
+				out, err := s.openPinhole(ctx, d)
+				if err != nil {
+					forward = false
+					s.writeClient("425 ftpsalg: cannot open the data connection.\r\n")
+				} else if out != nil {
+					line = out
+				}
+			case ftp.ActionRefuse:
+				forward = false
+				s.gs.RefusedDecision(d)
+				if err := s.writeClient(d.Reply); err != nil {
+					return "client_closed"
+				}
+			case ftp.ActionReply:
+				s.gs.Observe(d)
+				if r := s.reply(d); r != "" {
+					line = []byte(r)
+				}
+				if d.Verb == "AUTH" || d.Verb == "CCC" {
+					final = &finalReply{verb: d.Verb, code: d.Code}
+				}
+			default:
+				s.gs.Observe(d)
+			}
+		}
+		if forward {
+			if err := s.writeClient(string(line)); err != nil {
+				return "client_closed"
+			}
+		}
+		if final != nil {
+			s.transition <- *final
+			if final.verb == "AUTH" && final.code == 234 || final.verb == "CCC" && final.code == 200 {
+				select {
+				case err := <-s.resume:
+					if errors.Is(err, errOpaque) {
+						return s.opaqueCopy(s.cconn, s.ur, "server_closed")
+					}
+					if err != nil {
+						return "tls_failed"
+					}
+				case <-ctx.Done():
+					return "shutdown"
+				}
+			}
+		}
+	}
+}
+
+// reply records the protection
+// level and recognises a server refusing a data connection that did not
+// resume the control connection's TLS session (vsftpd: "522 SSL
+// connection failed: session reuse required"; proftpd: 425 with a reuse
+// message). It returns the line to send the client instead of the
+// server's, or "": with data: relay, a refusal the relay knows the cause
+// of (dataNote) is replaced by a reply that names it.
+func (s *session) reply(d ftp.Decision) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case d.Verb == "PROT" && d.Code/100 == 2:
+		s.prot = s.pendingProt
+	case d.Verb == "REIN" && d.Code/100 == 2:
+		s.prot = "C"
+	}
+	var note dataNote
+	if ftp.UsesDataConnection(d.Verb) && d.Code >= 200 {
+		// The transfer is over: its note, if any, is used up.
+		note, s.dataNote = s.dataNote, dataNote{}
+	}
+	refused := d.Code >= 400 && note.reply != ""
+	low := strings.ToLower(d.Text)
+	reuse := (d.Code == 522 || d.Code == 425 || d.Code == 450) && strings.Contains(low, "reuse")
+	relay := s.srv.MITM != nil && s.srv.MITM.Data == policy.DataRelay
+	switch {
+	case refused:
+		if note.reason != metrics.RelayClientNotResumed {
+			s.m.DataRefused.WithLabelValues(note.reason).Inc()
+		}
+		s.gs.Log.Warn("data connection refused", "reason", note.reason, "code", d.Code, "text", d.Text,
+			"reply", strings.TrimRight(note.reply, "\r\n"))
+		return note.reply
+	case reuse && relay:
+		s.m.DataRefused.WithLabelValues("tls_session_reuse").Inc()
+		s.gs.Log.Warn("server refused a relayed data connection: it requires TLS session reuse",
+			"code", d.Code, "text", d.Text)
+	case reuse:
+		s.m.DataRefused.WithLabelValues("tls_session_reuse").Inc()
+		s.gs.Log.Warn("server refused a data connection: it requires TLS session reuse",
+			"code", d.Code, "text", d.Text,
+			"hint", "set data: relay for this server (docs/relay.md), or require_ssl_reuse=NO on the server")
+	}
+	return ""
+}
+
+// openPinhole has the gateway commit the admission the core asks for —
+// a relay element for a server with data: relay, its expectation
+// registered first, since the connection may arrive as soon as the element
+// is committed — and returns the line to send the client instead of the
+// server's (a translated announcement), or nil.
+func (s *session) openPinhole(ctx context.Context, d ftp.Decision) ([]byte, error) {
+	relay := s.srv.MITM != nil && s.srv.MITM.Data == policy.DataRelay
+	var k relayKey
+	if relay {
+		ph := d.Pinhole
+		k = relayKey{src: ph.Src.Unmap(), dst: netip.AddrPortFrom(ph.Dst.Unmap(), ph.DstPort)}
+		s.p.expect(k, expectation{s: s, mode: ph.Mode, deadline: s.p.o.Now().Add(s.gs.Policy.Pinholes.Timeout)})
+		s.mu.Lock()
+		s.relayed = append(s.relayed, k)
+		s.mu.Unlock()
+	}
+	op, err := s.gs.OpenPinhole(ctx, d, relay)
+	if err != nil {
+		if relay {
+			s.p.forget(s, k)
+		}
+		return nil, err
+	}
+	if op.Rewrite != nil {
+		return op.Rewrite.Replacement, nil
+	}
+	return nil, nil
+}
+
+// errOpaque tells serverToClient that a translated inspect session has
+// switched to relaying bytes (TLS it does not terminate).
+var errOpaque = errors.New("control connection is now opaque")
+
+// opaqueNotice logs, once per session, that the control connection turned
+// into TLS that this inspect-mode session cannot read.
+func (s *session) opaqueNotice(what string) {
+	s.m.NATOpaque.Inc()
+	s.gs.Log.Warn("control connection encrypted: relaying it unread; its data connections cannot be opened or translated",
+		"cause", what, "hint", "use mode: mitm for FTPS servers behind NAT (docs/nat.md)")
+}
+
+// opaqueCopy relays bytes from src to dst until src ends, then half-closes
+// dst, and returns reason.
+func (s *session) opaqueCopy(dst net.Conn, src *bufio.Reader, reason string) string {
+	_, _ = io.Copy(dst, src)
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	return reason
+}
