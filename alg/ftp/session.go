@@ -253,7 +253,7 @@ func (s *Session) command(l FramedLine, out []Decision) []Decision {
 		// A control byte hidden as the option of a Telnet sequence: a
 		// server that ignores Telnet sees it, a CR maybe as a line break.
 		err = fmt.Errorf("failed to parse command: control byte inside a Telnet sequence: %w", ErrMalformed)
-	case isAddressVerb(cmd.Verb) && bytes.IndexByte(content, telnetIAC) >= 0:
+	case IsActiveVerb(cmd.Verb) && bytes.IndexByte(content, telnetIAC) >= 0:
 		// Servers that process Telnet and servers that do not would read
 		// different addresses; only the plain form is checked and allowed.
 		err = fmt.Errorf("failed to parse command: Telnet sequence in %s: %w", cmd.Verb, ErrMalformed)
@@ -279,13 +279,14 @@ func (s *Session) command(l FramedLine, out []Decision) []Decision {
 			fmt.Sprintf("more than %d commands await replies", MaxPending)))
 	}
 	e := pendingCmd{verb: cmd.Verb}
-	switch cmd.Verb {
-	case "PORT", "EPRT", "LPRT":
+	if IsActiveVerb(cmd.Verb) {
 		ap, code, reason, detail := s.checkActive(cmd)
 		if reason != "" {
 			return append(out, s.refuseCommand(l, cmd.Verb, code, reason, detail))
 		}
 		e.kind, e.announce = kindActive, ap
+	}
+	switch cmd.Verb {
 	case "PASV", "LPSV":
 		if s.epsvAll {
 			return append(out, s.refuseCommand(l, cmd.Verb, 534, ReasonEPSVAll, cmd.Verb+" after EPSV ALL"))
@@ -683,8 +684,6 @@ func routableUnicast(a netip.Addr) bool {
 	return a.IsValid() && !a.IsUnspecified() && !a.IsLoopback() && !a.IsMulticast() &&
 		a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
-
-func isAddressVerb(verb string) bool { return verb == "PORT" || verb == "EPRT" || verb == "LPRT" }
 
 // hasControl reports a control byte (below 0x20, or DEL) in b.
 func hasControl(b []byte) bool {
