@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"github.com/ftpsalg/ftpsalg/alg/ftp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -136,15 +137,12 @@ type Metrics struct {
 	PinholesRestored     prometheus.Counter
 }
 
-// VerbLabel maps a command verb to a bounded label value: unknown verbs
-// count as "other" so a hostile client cannot grow the label set.
+// VerbLabel maps a command verb to a bounded label value: the verbs the
+// FTP core knows by name (ftp.KnownVerb, the one list of them) are their
+// own label, unknown verbs count as "other" so a hostile client cannot grow
+// the label set.
 func VerbLabel(verb string) string {
-	switch verb {
-	case "USER", "PASS", "ACCT", "AUTH", "ADAT", "PBSZ", "PROT", "CCC", "PORT", "EPRT", "LPRT",
-		"PASV", "EPSV", "LPSV", "REIN", "QUIT", "RETR", "STOR", "STOU", "APPE", "LIST", "NLST",
-		"MLSD", "MLST", "DELE", "RNFR", "RNTO", "MKD", "RMD", "CWD", "CDUP", "PWD", "TYPE", "MODE",
-		"STRU", "REST", "ABOR", "FEAT", "OPTS", "SYST", "STAT", "HELP", "NOOP", "SIZE", "MDTM",
-		"SITE", "ALLO", "XPWD", "XCWD", "XMKD", "XRMD":
+	if ftp.KnownVerb(verb) {
 		return verb
 	}
 	return "other"

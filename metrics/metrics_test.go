@@ -36,7 +36,7 @@ func TestLint(t *testing.T) {
 
 func TestLabels(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]string{"PASV": "PASV", "XYZZY": "other", "": "other"} {
+	for in, want := range map[string]string{"PASV": "PASV", "XCUP": "XCUP", "XYZZY": "other", "pasv": "other", "": "other"} {
 		if got := VerbLabel(in); got != want {
 			t.Errorf("VerbLabel(%q) = %q, want %q", in, got, want)
 		}

@@ -36,6 +36,44 @@ var knownVerbs = map[string]bool{
 // knows by name.
 func KnownVerb(verb string) bool { return knownVerbs[verb] }
 
+// The verb classes below are the one home of these lists for the whole
+// program: the transports, audit and metrics ask here. Each takes an
+// upper-case verb, as in Command.Verb and Decision.Verb.
+
+// IsActiveVerb reports whether verb announces an active-mode data
+// connection endpoint: PORT (RFC 959), EPRT (RFC 2428) or LPRT (RFC 1639).
+// The session validates their address (Decision.Endpoint) and opens the
+// pinhole on the server's 200.
+func IsActiveVerb(verb string) bool {
+	switch verb {
+	case "PORT", "EPRT", "LPRT":
+		return true
+	}
+	return false
+}
+
+// UsesDataConnection reports whether verb transfers over a data
+// connection: RETR, STOR, STOU, APPE (files) and LIST, NLST, MLSD
+// (listings; RFC 959 §4.1.3, RFC 3659 §7).
+func UsesDataConnection(verb string) bool {
+	switch verb {
+	case "RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD":
+		return true
+	}
+	return false
+}
+
+// IsTransferVerb reports whether verb is logged as a transfer, with its
+// path and final reply: the verbs of UsesDataConnection plus the file
+// system changes DELE, RNFR, RNTO, MKD and RMD.
+func IsTransferVerb(verb string) bool {
+	switch verb {
+	case "DELE", "RNFR", "RNTO", "MKD", "RMD":
+		return true
+	}
+	return UsesDataConnection(verb)
+}
+
 // ParseCommand parses the text of a client line (terminator removed, Telnet
 // processed, as in FramedLine.Text). The verb is 3 or 4 ASCII letters (which
 // covers the X-prefixed forms such as XPWD); it may be followed by one space

@@ -79,3 +79,40 @@ func TestKnownVerb(t *testing.T) {
 }
 
 func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+func TestVerbClasses(t *testing.T) {
+	t.Parallel()
+	type classes struct{ Active, Transfer, Data, Known bool }
+	tests := map[string]classes{
+		"PORT": {Active: true, Known: true},
+		"EPRT": {Active: true, Known: true},
+		"LPRT": {Active: true, Known: true},
+		"PASV": {Known: true},
+		"EPSV": {Known: true},
+		"RETR": {Transfer: true, Data: true, Known: true},
+		"STOR": {Transfer: true, Data: true, Known: true},
+		"STOU": {Transfer: true, Data: true, Known: true},
+		"APPE": {Transfer: true, Data: true, Known: true},
+		"LIST": {Transfer: true, Data: true, Known: true},
+		"NLST": {Transfer: true, Data: true, Known: true},
+		"MLSD": {Transfer: true, Data: true, Known: true},
+		"DELE": {Transfer: true, Known: true},
+		"RNFR": {Transfer: true, Known: true},
+		"RNTO": {Transfer: true, Known: true},
+		"MKD":  {Transfer: true, Known: true},
+		"RMD":  {Transfer: true, Known: true},
+		"MLST": {Known: true},
+		"XMKD": {Known: true},
+		"CWD":  {Known: true},
+		"retr": {}, // upper case only, as in Command.Verb
+		"port": {},
+		"":     {},
+		"XYZZ": {},
+	}
+	for verb, want := range tests {
+		got := classes{IsActiveVerb(verb), IsTransferVerb(verb), UsesDataConnection(verb), KnownVerb(verb)}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%q: classes mismatch (-want +got):\n%s", verb, diff)
+		}
+	}
+}

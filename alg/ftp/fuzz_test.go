@@ -272,6 +272,7 @@ func FuzzSession(f *testing.F) {
 			cl("QUIT\r\n"), sv("221 Goodbye.\r\n"),
 		},
 		{
+			sv("220 ready\r\n"),
 			cl("FEAT\r\n"), sv("211-Features:\r\n EPRT\r\n227 Entering Passive Mode (203,0,113,9,0,22).\r\n211 End\r\n"),
 			sv("227 Entering Passive Mode (203,0,113,9,0,22).\r\n"),
 			cl("PASV\r\n"), sv("227 Entering Passive Mode (198,51,100,2,0,22).\r\n"),
@@ -281,18 +282,25 @@ func FuzzSession(f *testing.F) {
 			cl("SITE " + strings.Repeat("A", 100) + "PORT 192,0,2,10,195,80\r\n"),
 		},
 		{
+			sv("220 ready\r\n"),
 			cl("AUTH TLS\r\n"), sv("234 Proceed with negotiation.\r\n"),
 			cl(string([]byte{22, 3, 1, 0, 2, 1, 1})), sv(string([]byte{22, 3, 3, 0, 1, 9, 21, 3, 3, 0, 0})),
 			cl("CCC\r\n"), sv("200 Clearing\r\n"),
 			cl("PASV\r\n"), sv("227 Entering Passive Mode (198,51,100,2,195,80)\r\n"),
 		},
+		{
+			// Commands pipelined before the greeting; a 227 in its place.
+			cl("USER a\r\nPASV\r\nEPSV\r\n"), sv("227 Entering Passive Mode (198,51,100,2,195,80).\r\n"),
+			sv("331 Password required.\r\n"), sv("227 Entering Passive Mode (198,51,100,2,195,80).\r\n"),
+		},
 	}
 	for i, s := range seeds {
-		f.Add(encodeScript(s), uint8(1|i<<2))
-		f.Add(encodeScript(s), uint8(0xff))
+		f.Add(encodeScript(s), uint8(1|i<<2), false)
+		f.Add(encodeScript(s), uint8(0xff), i == 0)
 	}
-	f.Fuzz(func(t *testing.T, script []byte, flags uint8) {
+	f.Fuzz(func(t *testing.T, script []byte, flags uint8, midstream bool) {
 		cfg, implicit := fuzzConfig(flags)
+		cfg.Midstream = midstream
 		ops := decodeScript(script)
 
 		run := func(split bool) []Decision {

@@ -77,6 +77,10 @@ type Session struct {
 	queue    []pendingCmd
 	overflow int // refused commands logically queued after queue (bounded memory)
 
+	// greeting: the server's greeting is still to come (RFC 959 §5.4).
+	// It answers the connection, so it consumes no pending command.
+	greeting bool
+
 	epsvAll bool
 	closed  bool
 }
@@ -101,7 +105,7 @@ func NewSession(cfg Config) *Session {
 	if cfg.PassiveMax == 0 {
 		cfg.PassiveMax = defaultPassiveMax
 	}
-	s := &Session{cfg: cfg, replies: ReplyAssembler{MaxLines: 2}}
+	s := &Session{cfg: cfg, replies: ReplyAssembler{MaxLines: 2}, greeting: !cfg.Midstream}
 	s.dirs[FromClient].fr.init(cfg.MaxLine)
 	s.dirs[FromServer].fr.init(cfg.MaxLine)
 	return s
@@ -121,9 +125,16 @@ func (s *Session) Closed() bool { return s.closed }
 
 // StartImplicitTLS marks both directions as TLS from their current offsets
 // (implicit FTPS, port 990). In inspect mode the session then follows TLS
-// records until clear text returns; with TransportDecrypts it only records
-// that the connection is encrypted and goes on parsing what it is fed.
-func (s *Session) StartImplicitTLS() { s.startTLS() }
+// records until clear text returns; the greeting travels inside TLS and
+// is no longer expected. With TransportDecrypts it only records that the
+// connection is encrypted and goes on parsing what it is fed, greeting
+// included.
+func (s *Session) StartImplicitTLS() {
+	if !s.cfg.TransportDecrypts {
+		s.greeting = false
+	}
+	s.startTLS()
+}
 
 func checkDir(dir Direction) Direction {
 	if dir > FromServer {
@@ -242,7 +253,7 @@ func (s *Session) command(l FramedLine, out []Decision) []Decision {
 		// A control byte hidden as the option of a Telnet sequence: a
 		// server that ignores Telnet sees it, a CR maybe as a line break.
 		err = fmt.Errorf("failed to parse command: control byte inside a Telnet sequence: %w", ErrMalformed)
-	case isAddressVerb(cmd.Verb) && bytes.IndexByte(content, telnetIAC) >= 0:
+	case IsActiveVerb(cmd.Verb) && bytes.IndexByte(content, telnetIAC) >= 0:
 		// Servers that process Telnet and servers that do not would read
 		// different addresses; only the plain form is checked and allowed.
 		err = fmt.Errorf("failed to parse command: Telnet sequence in %s: %w", cmd.Verb, ErrMalformed)
@@ -268,13 +279,14 @@ func (s *Session) command(l FramedLine, out []Decision) []Decision {
 			fmt.Sprintf("more than %d commands await replies", MaxPending)))
 	}
 	e := pendingCmd{verb: cmd.Verb}
-	switch cmd.Verb {
-	case "PORT", "EPRT", "LPRT":
+	if IsActiveVerb(cmd.Verb) {
 		ap, code, reason, detail := s.checkActive(cmd)
 		if reason != "" {
 			return append(out, s.refuseCommand(l, cmd.Verb, code, reason, detail))
 		}
 		e.kind, e.announce = kindActive, ap
+	}
+	switch cmd.Verb {
 	case "PASV", "LPSV":
 		if s.epsvAll {
 			return append(out, s.refuseCommand(l, cmd.Verb, 534, ReasonEPSVAll, cmd.Verb+" after EPSV ALL"))
@@ -409,13 +421,26 @@ func (s *Session) replyLine(l FramedLine, out []Decision) []Decision {
 func (s *Session) reply(r Reply, l FramedLine, truncated bool, out []Decision) []Decision {
 	info := Decision{Action: ActionReply, Dir: FromServer, Line: l.Ref, Code: r.Code, Text: r.Text()}
 	if r.Code < 200 {
-		// 1xx is preliminary: the command still awaits its final reply.
-		info.Verb = s.firstVerb()
+		// 1xx is preliminary: the command (or, for 120, the connection)
+		// still awaits its final reply.
+		if !s.greeting {
+			info.Verb = s.firstVerb()
+		}
 		return append(out, info)
 	}
 
-	s.skipOptional(r.Code)
-	e, has := s.pop()
+	// The first final reply is the greeting (RFC 959 §5.4): it answers
+	// the connection, and commands pipelined before it await the replies
+	// that follow.
+	greeting := s.greeting
+	var e pendingCmd
+	var has bool
+	if greeting {
+		s.greeting = false
+	} else {
+		s.skipOptional(r.Code)
+		e, has = s.pop()
+	}
 	info.Verb = e.verb
 
 	var after []Decision
@@ -426,6 +451,11 @@ func (s *Session) reply(r Reply, l FramedLine, truncated bool, out []Decision) [
 		// been searched for the address in its truncated form.
 		out = append(out, s.refuseReply(l, r.Code, e.verb, ReasonLineTooLong,
 			fmt.Sprintf("reply line longer than %d bytes", s.cfg.MaxLine)))
+	case announcement && greeting:
+		// No command asked for it: a server must not open a pinhole by
+		// answering a command the client pipelined before the greeting.
+		out = append(out, s.refuseReply(l, r.Code, "", ReasonUnsolicited,
+			fmt.Sprintf("%d reply in place of the greeting", r.Code)))
 	case announcement:
 		ph, reason, detail := s.checkPassive(r, e, has)
 		if reason != "" {
@@ -654,8 +684,6 @@ func routableUnicast(a netip.Addr) bool {
 	return a.IsValid() && !a.IsUnspecified() && !a.IsLoopback() && !a.IsMulticast() &&
 		a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
-
-func isAddressVerb(verb string) bool { return verb == "PORT" || verb == "EPRT" || verb == "LPRT" }
 
 // hasControl reports a control byte (below 0x20, or DEL) in b.
 func hasControl(b []byte) bool {

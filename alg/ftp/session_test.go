@@ -204,7 +204,9 @@ func TestSessionScenarios(t *testing.T) {
 	tests := []struct {
 		name  string
 		cfg   func(*Config)
-		steps []step
+		steps []step // fed after greet() unless ownGreeting
+		// ownGreeting: the case is about the greeting and feeds its own.
+		ownGreeting bool
 	}{
 		{
 			name: "multi-line FEAT and a 227 line inside STAT output",
@@ -227,7 +229,8 @@ func TestSessionScenarios(t *testing.T) {
 			},
 		},
 		{
-			name: "greeting with 120 and pipelined commands pair in order",
+			name:        "greeting with 120 and pipelined commands pair in order",
+			ownGreeting: true,
 			steps: []step{
 				sv("120 Service ready in 1 minute.\r\n", replyD("", 120, "Service ready in 1 minute.")),
 				sv("220 Service ready.\r\n", replyD("", 220, "Service ready.")),
@@ -312,7 +315,8 @@ func TestSessionScenarios(t *testing.T) {
 			},
 		},
 		{
-			name: "malformed server line is blanked and reading resumes",
+			name:        "malformed server line is blanked and reading resumes",
+			ownGreeting: true,
 			steps: []step{
 				sv("hello\r\n", Decision{Action: ActionRefuse, Reason: ReasonMalformed, Replacement: []byte("     \r\n")}),
 				sv("220 ready\r\n", replyD("", 220, "ready")),
@@ -323,12 +327,12 @@ func TestSessionScenarios(t *testing.T) {
 			cfg:  func(c *Config) { c.MaxLine = 64 },
 			steps: []step{
 				cl("STAT\r\n", cmdD("STAT", "")),
-				sv("211-"+strings.Repeat("x", 60), Decision{Action: ActionRefuse, Reason: ReasonLineTooLong, Line: LineRef{Start: 0, Len: 64}}),
+				sv("211-"+strings.Repeat("x", 60), Decision{Action: ActionRefuse, Reason: ReasonLineTooLong, Line: LineRef{Start: 11, Len: 64}}),
 				sv(strings.Repeat("x", 100)+"\r\n211 End\r\n", replyD("STAT", 211, "End")),
 				cl("PASV\r\n", cmdD("PASV", "")),
 				sv("227 "+strings.Repeat("y", 70)+"\r\n", Decision{Action: ActionRefuse, Verb: "PASV", Code: 227, Reason: ReasonLineTooLong,
-					Reply: "425 ftpsalg: cannot open data connection: line_too_long\r\n", Line: LineRef{Start: 175, Len: 64}},
-					Decision{Action: ActionReply, Verb: "PASV", Code: 227, Text: strings.Repeat("y", 60), Line: LineRef{Start: 175, Len: 64}}),
+					Reply: "425 ftpsalg: cannot open data connection: line_too_long\r\n", Line: LineRef{Start: 186, Len: 64}},
+					Decision{Action: ActionReply, Verb: "PASV", Code: 227, Text: strings.Repeat("y", 60), Line: LineRef{Start: 186, Len: 64}}),
 				cl("PASV\r\n", cmdD("PASV", "")),
 				sv("227 Entering Passive Mode (198,51,100,2,195,80).\r\n", passiveD("PASV", 227, 50000), replyD("PASV", 227, "Entering Passive Mode (198,51,100,2,195,80).")),
 			},
@@ -369,11 +373,11 @@ func TestSessionScenarios(t *testing.T) {
 				cl("AUTH TLS\r\n", cmdD("AUTH", "TLS")),
 				sv("234 Proceed with negotiation.\r\n", replyD("AUTH", 234, "Proceed with negotiation."), tlsStartedD()),
 				cl("CCC\r\n", cmdD("CCC", "")),
-				sv("200 Control channel cleared.\r\n", replyD("CCC", 200, "Control channel cleared."), Decision{Action: ActionTLSCleared, Verb: "CCC", Code: 200, Line: LineRef{Start: 31, Len: 30}}),
+				sv("200 Control channel cleared.\r\n", replyD("CCC", 200, "Control channel cleared."), Decision{Action: ActionTLSCleared, Verb: "CCC", Code: 200, Line: LineRef{Start: 42, Len: 30}}),
 				cl("AUTH SSL\r\n", cmdD("AUTH", "SSL")),
 				sv("234 AUTH SSL OK.\r\n", replyD("AUTH", 234, "AUTH SSL OK."), tlsStartedD()),
 				cl("REIN\r\n", cmdD("REIN", "")),
-				sv("220 Ready.\r\n", replyD("REIN", 220, "Ready."), Decision{Action: ActionTLSCleared, Verb: "REIN", Code: 220, Line: LineRef{Start: 79, Len: 12}}),
+				sv("220 Ready.\r\n", replyD("REIN", 220, "Ready."), Decision{Action: ActionTLSCleared, Verb: "REIN", Code: 220, Line: LineRef{Start: 90, Len: 12}}),
 			},
 		},
 		{
@@ -447,7 +451,11 @@ func TestSessionScenarios(t *testing.T) {
 			if tt.cfg != nil {
 				tt.cfg(&cfg)
 			}
-			runSteps(t, NewSession(cfg), tt.steps, ignoreDetail)
+			steps := tt.steps
+			if !tt.ownGreeting {
+				steps = append([]step{greet()}, steps...)
+			}
+			runSteps(t, NewSession(cfg), steps, ignoreDetail)
 		})
 	}
 }
@@ -455,7 +463,7 @@ func TestSessionScenarios(t *testing.T) {
 func TestSessionPendingBound(t *testing.T) {
 	t.Parallel()
 	sess := NewSession(baseConfig())
-	var steps []step
+	steps := []step{greet()}
 	for range MaxPending {
 		steps = append(steps, cl("NOOP\r\n", cmdD("NOOP", "")))
 	}
@@ -485,7 +493,8 @@ func TestSessionHostile(t *testing.T) {
 	tests := []struct {
 		name        string
 		cfg         func(*Config)
-		setup       []step // fed without checking decisions
+		noGreeting  bool   // setup starts before the greeting
+		setup       []step // fed after greet() without checking decisions
 		last        step   // its want is ignored; the fields below are checked
 		reason      Reason
 		detail      string
@@ -527,6 +536,36 @@ func TestSessionHostile(t *testing.T) {
 			detail:      "227 reply while no command awaits a reply",
 			reply:       "425 ftpsalg: cannot open data connection: unsolicited_reply\r\n",
 			replacement: "425 Entering Passive Mode (198,51,100,2,195,80).\r\n",
+		},
+		{
+			name:        "227 in place of the greeting",
+			noGreeting:  true,
+			setup:       []step{cl("PASV\r\n")},
+			last:        sv(fmt.Sprintf(pasv227, "198,51,100,2,195,80")),
+			reason:      ReasonUnsolicited,
+			detail:      "227 reply in place of the greeting",
+			reply:       "425 ftpsalg: cannot open data connection: unsolicited_reply\r\n",
+			replacement: "425 Entering Passive Mode (198,51,100,2,195,80).\r\n",
+		},
+		{
+			name:        "228 in place of the greeting",
+			noGreeting:  true,
+			setup:       []step{cl("LPSV\r\n")},
+			last:        sv("228 Entering Long Passive Mode (4,4,198,51,100,2,2,195,80)\r\n"),
+			reason:      ReasonUnsolicited,
+			detail:      "228 reply in place of the greeting",
+			reply:       "425 ftpsalg: cannot open data connection: unsolicited_reply\r\n",
+			replacement: "425 Entering Long Passive Mode (4,4,198,51,100,2,2,195,80)\r\n",
+		},
+		{
+			name:        "229 in place of the greeting",
+			noGreeting:  true,
+			setup:       []step{cl("EPSV\r\n")},
+			last:        sv("229 Entering Extended Passive Mode (|||50000|)\r\n"),
+			reason:      ReasonUnsolicited,
+			detail:      "229 reply in place of the greeting",
+			reply:       "425 ftpsalg: cannot open data connection: unsolicited_reply\r\n",
+			replacement: "425 Entering Extended Passive Mode (|||50000|)\r\n",
 		},
 		{
 			name:        "227 answering another command",
@@ -711,7 +750,11 @@ func TestSessionHostile(t *testing.T) {
 				tt.cfg(&cfg)
 			}
 			sess := NewSession(cfg)
-			for _, st := range tt.setup {
+			setup := tt.setup
+			if !tt.noGreeting {
+				setup = append([]step{greet()}, setup...)
+			}
+			for _, st := range setup {
 				sess.Feed(st.dir, []byte(st.data))
 			}
 			got := sess.Feed(tt.last.dir, []byte(tt.last.data))

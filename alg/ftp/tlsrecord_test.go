@@ -167,6 +167,7 @@ func TestSessionInspectTLS(t *testing.T) {
 			for _, sizes := range [][]int{{1 << 20}, {1}, {3, 7, 1, 200}} {
 				sess := NewSession(baseConfig())
 				runSteps(t, sess, []step{
+					greet(),
 					cl("AUTH TLS\r\n", cmdD("AUTH", "TLS")),
 					sv("234 Proceed with negotiation.\r\n", replyD("AUTH", 234, "Proceed with negotiation."), tlsStartedD()),
 				})
@@ -183,7 +184,7 @@ func TestSessionInspectTLS(t *testing.T) {
 					t.Fatal("Encrypted() = false inside TLS")
 				}
 				cStart := uint64(len("AUTH TLS\r\n") + len(c2s))
-				sStart := uint64(len("234 Proceed with negotiation.\r\n") + len(s2c))
+				sStart := uint64(len("220 ready\r\n") + len("234 Proceed with negotiation.\r\n") + len(s2c))
 				runSteps(t, sess, []step{
 					cl("PASV\r\n", Decision{Action: ActionTLSCleared, Line: LineRef{Start: cStart}}, cmdD("PASV", "")),
 					sv("227 Entering Passive Mode (198,51,100,2,195,80).\r\n",
@@ -278,6 +279,7 @@ func TestSessionInspectTLSClearTextReturns(t *testing.T) {
 			t.Parallel()
 			sess := NewSession(baseConfig())
 			runSteps(t, sess, append([]step{
+				greet(),
 				cl("AUTH TLS\r\n", cmdD("AUTH", "TLS")),
 				sv("234 AUTH TLS successful\r\n", replyD("AUTH", 234, "AUTH TLS successful"), tlsStartedD()),
 			}, tt.steps...), ignoreDetail)

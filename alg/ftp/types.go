@@ -79,6 +79,17 @@ type Config struct {
 	// transport) the transport forwards Decision.Replacement, the server
 	// answers the neutralised line (500) and the session pairs that answer.
 	InjectsReplies bool
+
+	// Midstream is true when the session starts on a connection that is
+	// already established, so the server's greeting has gone by unseen
+	// (the packet transport picking up a flow without its SYN). Otherwise
+	// the session expects the greeting first (RFC 959 §5.4: 220, 421, or
+	// 120 then 220): the server's first final reply, whatever its code, is
+	// the greeting and answers no command, even when the client pipelined
+	// commands before it. A 227, 228 or 229 in the greeting's place is
+	// refused with ReasonUnsolicited. With implicit TLS, see
+	// Session.StartImplicitTLS.
+	Midstream bool
 }
 
 // DefaultMaxLine is the default bound on a control line (vsftpd uses 4096).
