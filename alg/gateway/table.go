@@ -120,17 +120,6 @@ type Reconciler struct {
 
 // Run checks and repairs until ctx is done.
 func (r *Reconciler) Run(ctx context.Context) error {
-	g := r.G
-	check := r.Check
-	if check == nil {
-		check = func(ctx context.Context) (bool, error) {
-			_, err := g.tbl.Pinholes(ctx)
-			if errors.Is(err, nft.ErrNoTable) {
-				return false, nil
-			}
-			return err == nil, err
-		}
-	}
 	every := r.Interval
 	if every == 0 {
 		every = 30 * time.Second
@@ -146,40 +135,55 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-g.reconcile:
+		case <-r.G.reconcile:
 		case <-t.C:
 		case <-retry:
 			retry = nil
 		}
-		start := time.Now()
-		ok, err := check(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err == nil && ok {
-			g.m.Reconciles.WithLabelValues("intact").Inc()
-			g.m.ReconcileSeconds.Observe(time.Since(start).Seconds())
-			g.m.ReconcileLastSuccess.SetToCurrentTime()
-			g.setReady(nil)
-			backoff = 10 * time.Millisecond
-			continue
-		}
-		why := "missing or incomplete"
-		if err != nil {
-			why = "unreadable (" + err.Error() + ")"
-		}
-		g.setReady(fmt.Errorf("the nftables table is %s", why))
-		g.mu.Lock()
-		rerr := g.rebuildLocked(ctx, why)
-		g.mu.Unlock()
-		if rerr != nil {
-			g.log.Error("failed to rebuild the nftables table; retrying", "err", rerr, "backoff", backoff.String())
+		if err := r.Once(ctx); err != nil && ctx.Err() == nil {
+			r.G.log.Error("failed to rebuild the nftables table; retrying", "err", err, "backoff", backoff.String())
 			retry = time.After(backoff)
 			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
 		backoff = 10 * time.Millisecond
 	}
+}
+
+// Once checks the table and rebuilds it, with the live sessions' entries,
+// if it is missing or incomplete. It returns the rebuild's error.
+func (r *Reconciler) Once(ctx context.Context) error {
+	g := r.G
+	check := r.Check
+	if check == nil {
+		check = func(ctx context.Context) (bool, error) {
+			_, err := g.tbl.Pinholes(ctx)
+			if errors.Is(err, nft.ErrNoTable) {
+				return false, nil
+			}
+			return err == nil, err
+		}
+	}
+	start := time.Now()
+	ok, err := check(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err == nil && ok {
+		g.m.Reconciles.WithLabelValues("intact").Inc()
+		g.m.ReconcileSeconds.Observe(time.Since(start).Seconds())
+		g.m.ReconcileLastSuccess.SetToCurrentTime()
+		g.setReady(nil)
+		return nil
+	}
+	why := "missing or incomplete"
+	if err != nil {
+		why = "unreadable (" + err.Error() + ")"
+	}
+	g.setReady(fmt.Errorf("the nftables table is %s", why))
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.rebuildLocked(ctx, why)
 }
 
 // watch runs the watcher, restarting it after a failure, and checks the

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ftpsalg/ftpsalg/alg/ftp"
+	"github.com/ftpsalg/ftpsalg/alg/gateway"
 	"github.com/ftpsalg/ftpsalg/alg/nat"
 	"github.com/ftpsalg/ftpsalg/alg/policy"
 	"github.com/ftpsalg/ftpsalg/metrics"
@@ -220,7 +221,7 @@ func TestNATMasqueradedClient(t *testing.T) {
 	var ports []uint16
 	for _, l := range seen {
 		cmd, err := ftp.ParseCommand(l)
-		if err != nil || !isActiveVerb(cmd.Verb) {
+		if err != nil || !ftp.IsActiveVerb(cmd.Verb) {
 			continue
 		}
 		ap, err := nat.ParseActive(cmd.Verb, cmd.Arg)

@@ -22,6 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ftpsalg/ftpsalg/alg/certs"
+	"github.com/ftpsalg/ftpsalg/alg/gateway"
+	"github.com/ftpsalg/ftpsalg/alg/nat"
 	"github.com/ftpsalg/ftpsalg/alg/policy"
 	"github.com/ftpsalg/ftpsalg/metrics"
 	"github.com/ftpsalg/ftpsalg/nft"
@@ -73,7 +75,7 @@ func (f *fakeTable) Live(_ context.Context, p ...nft.Pinhole) ([]bool, error) {
 	return make([]bool, len(p)), nil
 }
 func (f *fakeTable) Apply(context.Context, nft.Spec) error { return nil }
-func (f *fakeTable) count() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.holes) }
+func (f *fakeTable) count() int                            { f.mu.Lock(); defer f.mu.Unlock(); return len(f.holes) }
 
 // ftpsServer is a scripted explicit/implicit FTPS server on loopback.
 type ftpsServer struct {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/ftpsalg/ftpsalg/alg/ftp"
 	"github.com/ftpsalg/ftpsalg/alg/gateway"
-	"github.com/ftpsalg/ftpsalg/alg/nat"
 	"github.com/ftpsalg/ftpsalg/alg/policy"
 	"github.com/ftpsalg/ftpsalg/metrics"
 )
@@ -139,6 +138,8 @@ func (s *session) writeUp(line []byte) error {
 	_, err := s.uconn.Write(line)
 	return err
 }
+
+var errLineTooLong = errors.New("line too long")
 
 // readLine reads one control line, terminator included, bounded by the
 // reader's size.

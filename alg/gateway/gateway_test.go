@@ -1,0 +1,371 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ftpsalg/ftpsalg/alg/ftp"
+	"github.com/ftpsalg/ftpsalg/alg/policy"
+	"github.com/ftpsalg/ftpsalg/metrics"
+	"github.com/ftpsalg/ftpsalg/nft"
+)
+
+var (
+	cli     = netip.MustParseAddrPort("192.0.2.2:40000")
+	inspSrv = netip.MustParseAddrPort("198.51.100.2:21")
+	mitmSrv = netip.MustParseAddrPort("198.51.100.10:21")
+	relaySv = netip.MustParseAddrPort("198.51.100.11:21")
+)
+
+const testPolicy = `pinholes:
+  timeout: 30s
+limits:
+  max_flows: 2
+servers:
+  - name: plain
+    mode: inspect
+    addresses: [198.51.100.2]
+    passive_ports: "50000-50100"
+  - name: secure
+    mode: mitm
+    addresses: [198.51.100.10]
+    passive_ports: "50000-50100"
+  - name: relayed
+    mode: mitm
+    addresses: [198.51.100.11]
+    passive_ports: "50000-50100"
+    data: relay
+`
+
+func parse(t *testing.T, doc string) *policy.Config {
+	t.Helper()
+	cfg, err := policy.Parse("policy.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// clock is a test clock the gateway and the fake table share.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration, f *nft.Fake) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+	f.Advance(d)
+}
+
+// logBuf collects JSON log lines.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+
+// lines returns the decoded lines whose msg is msg.
+func (l *logBuf) lines(t *testing.T, msg string) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if m["msg"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+type rig struct {
+	g   *Gateway
+	tbl *nft.Fake
+	clk *clock
+	log *logBuf
+	cfg *policy.Config
+}
+
+func newRig(t *testing.T, doc string) *rig {
+	t.Helper()
+	r := &rig{tbl: nft.NewFake(), clk: &clock{t: time.Unix(1_800_000_000, 0)}, log: &logBuf{}, cfg: parse(t, doc)}
+	r.g = New(Options{Policy: r.cfg, Table: r.tbl, QueueKind: nft.QueueCompat, Now: r.clk.now,
+		Log: slog.New(slog.NewJSONHandler(r.log, nil))})
+	if err := r.g.Ready(); err == nil {
+		t.Fatal("ready before the table is built")
+	}
+	if err := r.g.Apply(t.Context(), r.cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.g.Ready(); err != nil {
+		t.Fatalf("not ready after Apply: %v", err)
+	}
+	return r
+}
+
+func passive(port uint16, srv netip.AddrPort) ftp.Decision {
+	return ftp.Decision{Action: ftp.ActionOpenPinhole, Dir: ftp.FromServer, Verb: "EPSV", Code: 229,
+		Pinhole: ftp.Pinhole{Mode: ftp.Passive, Src: cli.Addr(), Dst: srv.Addr(), DstPort: port}}
+}
+
+func live(t *testing.T, tbl *nft.Fake, hs ...nft.Pinhole) []bool {
+	t.Helper()
+	l, err := tbl.Live(t.Context(), hs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestMaxFlowsSharedByTransports: limits.max_flows counts the sessions of
+// both paths together; the refused one is told why with a 421 and counted.
+func TestMaxFlowsSharedByTransports(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, testPolicy)
+	a, ref := r.g.Admit(Packet, cli, inspSrv)
+	if ref != nil {
+		t.Fatal(ref)
+	}
+	if _, ref := r.g.Admit(Stream, netip.AddrPortFrom(cli.Addr(), 40001), mitmSrv); ref != nil {
+		t.Fatal(ref)
+	}
+	for _, tr := range []Transport{Packet, Stream} {
+		srv := inspSrv
+		if tr == Stream {
+			srv = mitmSrv
+		}
+		_, ref := r.g.Admit(tr, netip.AddrPortFrom(cli.Addr(), 40002), srv)
+		if ref == nil || ref.Reason != RefuseFlowLimit || !strings.HasPrefix(ref.Reply, "421 ") {
+			t.Fatalf("transport %d: third session: %+v, want a flow_limit refusal with a 421", tr, ref)
+		}
+	}
+	if n := counter(t, r.g.m, RefuseFlowLimit); n != 2 {
+		t.Fatalf("flow_limit refusals counted %v, want 2", n)
+	}
+	a.End("fin")
+	if _, ref := r.g.Admit(Stream, netip.AddrPortFrom(cli.Addr(), 40003), mitmSrv); ref != nil {
+		t.Fatalf("after a session ended: %+v", ref)
+	}
+	if r.g.Sessions() != 2 {
+		t.Fatalf("sessions %d, want 2", r.g.Sessions())
+	}
+}
+
+// TestAdmitRefusals: the policy's own refusals, per transport.
+func TestAdmitRefusals(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, testPolicy)
+	for _, tc := range []struct {
+		tr     Transport
+		srv    netip.AddrPort
+		reason string
+	}{
+		{Packet, mitmSrv, RefuseNotInPolicy},                                   // a mitm server's packets are not the packet path's
+		{Stream, inspSrv, RefuseNotInPolicy},                                   // nor an untranslated inspect session the stream path's
+		{Packet, netip.MustParseAddrPort("203.0.113.9:21"), RefuseNotInPolicy}, // no such server
+	} {
+		if _, ref := r.g.Admit(tc.tr, cli, tc.srv); ref == nil || ref.Reason != tc.reason {
+			t.Errorf("%d → %s: %+v, want %s", tc.tr, tc.srv, ref, tc.reason)
+		}
+	}
+	if r.g.Sessions() != 0 {
+		t.Fatalf("sessions %d after refusals", r.g.Sessions())
+	}
+}
+
+// TestRebuildRestoresEveryKind: a reload and the loss of the table (found
+// by the reconcile task) both rebuild the table; every live session's
+// pinholes and relay elements come back with what is left of their
+// timeout, and /readyz says not ready while the rebuild fails.
+func TestRebuildRestoresEveryKind(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, strings.Replace(testPolicy, "max_flows: 2", "max_flows: 10", 1))
+	ctx := t.Context()
+	a, _ := r.g.Admit(Packet, cli, inspSrv)
+	b, _ := r.g.Admit(Stream, netip.AddrPortFrom(cli.Addr(), 40001), mitmSrv)
+	c, _ := r.g.Admit(Stream, netip.AddrPortFrom(cli.Addr(), 40002), relaySv)
+	oa, err := a.OpenPinhole(ctx, passive(50001, inspSrv), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob, err := b.OpenPinhole(ctx, passive(50002, mitmSrv), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oc, err := c.OpenPinhole(ctx, passive(50003, relaySv), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holes := []nft.Pinhole{oa.Hole, ob.Hole, oc.Hole}
+	r.clk.add(10*time.Second, r.tbl)
+
+	// A reload (the same policy applied again) rebuilds the table.
+	if err := r.g.Apply(ctx, r.cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := live(t, r.tbl, holes...); !slices.Equal(got, []bool{true, true, true}) {
+		t.Fatalf("after a reload: live %v, want all", got)
+	}
+	els, _ := r.tbl.Pinholes(ctx)
+	for _, el := range els {
+		if el.Expires > 20*time.Second {
+			t.Fatalf("restored %v with %v left, want at most the 20s that remained", el.Pinhole, el.Expires)
+		}
+	}
+
+	// The table is lost; the reconcile task's rebuild fails once, then
+	// succeeds.
+	if err := r.tbl.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec := &Reconciler{G: r.g}
+	r.tbl.FailNext(errors.New("injected: netlink busy"))
+	// The check itself consumes the failure: the table then reads as
+	// unreadable and the rebuild is attempted.
+	_ = rec.Once(ctx)
+	r.tbl.FailNext(errors.New("injected: netlink busy"))
+	if err := rec.Once(ctx); err == nil {
+		t.Fatal("rebuild with a failing kernel succeeded")
+	}
+	if err := r.g.Ready(); err == nil {
+		t.Fatal("ready while the table is missing")
+	}
+	srv := &metrics.Server{Ready: r.g.Ready}
+	if code := readyz(t, srv); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz %d while the table is missing, want 503", code)
+	}
+	if err := rec.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code := readyz(t, srv); code != http.StatusOK {
+		t.Fatalf("/readyz %d after the rebuild, want 200", code)
+	}
+	if got := live(t, r.tbl, holes...); !slices.Equal(got, []bool{true, true, true}) {
+		t.Fatalf("after the table's loss: live %v, want all", got)
+	}
+
+	// An ended session's pinholes go, and are not restored by later
+	// rebuilds.
+	a.End("fin")
+	r.g.Drain(ctx)
+	if err := r.g.Apply(ctx, r.cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := live(t, r.tbl, holes...); !slices.Equal(got, []bool{false, true, true}) {
+		t.Fatalf("after the end of one session: live %v", got)
+	}
+	if !r.tbl.Use(cli.Addr(), mitmSrv.Addr(), 50002) || !r.tbl.Divert(cli.Addr(), relaySv.Addr(), 50003) {
+		t.Fatal("restored elements do not admit their connections")
+	}
+}
+
+// TestPinholeBound: a session holds at most MaxPinholes; the oldest goes.
+func TestPinholeBound(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, testPolicy)
+	r.g.maxPH = 3
+	ctx := t.Context()
+	s, _ := r.g.Admit(Packet, cli, inspSrv)
+	var hs []nft.Pinhole
+	for p := range uint16(4) {
+		o, err := s.OpenPinhole(ctx, passive(50010+p, inspSrv), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, o.Hole)
+	}
+	r.g.Drain(ctx)
+	if got := live(t, r.tbl, hs...); !slices.Equal(got, []bool{false, true, true, true}) {
+		t.Fatalf("live %v, want the oldest retired", got)
+	}
+	if n := counter(t, r.g.m, "pinhole_limit"); n != 1 {
+		t.Fatalf("pinhole_limit counted %v", n)
+	}
+}
+
+// TestAuditSameKeys: both transports write the same session lines with the
+// same keys.
+func TestAuditSameKeys(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, testPolicy)
+	ctx := t.Context()
+	for _, tc := range []struct {
+		tr  Transport
+		srv netip.AddrPort
+	}{{Packet, inspSrv}, {Stream, mitmSrv}} {
+		s, ref := r.g.Admit(tc.tr, cli, tc.srv)
+		if ref != nil {
+			t.Fatal(ref)
+		}
+		s.Start()
+		s.Observe(ftp.Decision{Action: ftp.ActionCommand, Verb: "USER", Arg: "alice"})
+		s.Observe(ftp.Decision{Action: ftp.ActionCommand, Verb: "RETR", Arg: "f.bin"})
+		if _, err := s.OpenPinhole(ctx, passive(50020, tc.srv), false); err != nil {
+			t.Fatal(err)
+		}
+		s.Observe(ftp.Decision{Action: ftp.ActionReply, Verb: "RETR", Code: 226})
+		s.Refused("bad_port", "direction", "server")
+		s.End("fin")
+		r.g.Drain(ctx)
+	}
+	for _, msg := range []string{"session start", "transfer", "pinhole opened", "refused", "session end"} {
+		ls := r.log.lines(t, msg)
+		if len(ls) != 2 {
+			t.Fatalf("%q: %d lines, want one per transport", msg, len(ls))
+		}
+		if k0, k1 := keys(ls[0]), keys(ls[1]); !slices.Equal(k0, k1) {
+			t.Errorf("%q: keys differ between the transports:\n packet %v\n stream %v", msg, k0, k1)
+		}
+	}
+	end := r.log.lines(t, "session end")[0]
+	for _, k := range []string{"session_id", "client", "server", "server_name", "mode", "reason", "duration", "user",
+		"transfers", "pinholes_opened", "pinholes_used", "pinholes_expired", "refusals"} {
+		if _, ok := end[k]; !ok {
+			t.Errorf("session end lacks %q: %v", k, end)
+		}
+	}
+	if end["user"] != "alice" || end["transfers"] != 1.0 || end["pinholes_opened"] != 1.0 || end["refusals"] != 1.0 {
+		t.Errorf("session end %v", end)
+	}
+}
+
+func keys(m map[string]any) []string {
+	var out []string
+	for k := range m {
+		if k != "time" {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func counter(t *testing.T, m *metrics.Metrics, reason string) float64 {
+	t.Helper()
+	return testutilToFloat64(m.Refusals.WithLabelValues(reason))
+}
+
+func readyz(t *testing.T, s *metrics.Server) int {
+	t.Helper()
+	w := httptest.NewRecorder()
+	s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	return w.Code
+}
