@@ -36,9 +36,11 @@ func (l Leg) ClientTranslated() bool {
 
 // PassiveReply returns the reply line (CRLF included) that announces ap to
 // the client in place of the server's 227, 228 or 229 reply. It is a thin
-// wrapper of ftp.RewriteAnnouncement, which callers should use on the
-// ActionOpenPinhole decision itself: it also refuses a multi-line reply
-// whose address it cannot replace.
+// wrapper of ftp.RewriteAnnouncement.
+//
+// Deprecated: use ftp.RewriteAnnouncement on the ActionOpenPinhole
+// decision itself: it also refuses a multi-line reply whose address it
+// cannot replace.
 func PassiveReply(code int, ap netip.AddrPort) (string, error) {
 	rw, err := ftp.RewriteAnnouncement(ftp.Decision{
 		Action: ftp.ActionOpenPinhole, Dir: ftp.FromServer, Code: code,
@@ -53,8 +55,10 @@ func PassiveReply(code int, ap netip.AddrPort) (string, error) {
 
 // ActiveCommand returns the command line (CRLF included) that announces ap
 // to the server in place of the client's PORT, EPRT or LPRT. It is a thin
-// wrapper of ftp.RewriteAnnouncement, which callers should use on the
-// command's ActionCommand decision itself.
+// wrapper of ftp.RewriteAnnouncement.
+//
+// Deprecated: use ftp.RewriteAnnouncement on the command's ActionCommand
+// decision.
 func ActiveCommand(verb string, ap netip.AddrPort) (string, error) {
 	rw, err := ftp.RewriteAnnouncement(ftp.Decision{
 		Action: ftp.ActionCommand, Dir: ftp.FromClient, Verb: strings.ToUpper(verb),
@@ -67,8 +71,10 @@ func ActiveCommand(verb string, ap netip.AddrPort) (string, error) {
 }
 
 // ParseActive returns the endpoint a PORT, EPRT or LPRT argument announces.
-// The session's ActionCommand decision for an accepted PORT/EPRT/LPRT
-// already carries it in Decision.Endpoint.
+//
+// Deprecated: the session's ActionCommand decision for an accepted
+// PORT/EPRT/LPRT carries it in Decision.Endpoint; a transport parses no
+// FTP.
 func ParseActive(verb, arg string) (netip.AddrPort, error) {
 	switch v := strings.ToUpper(verb); {
 	case !ftp.IsActiveVerb(v):
