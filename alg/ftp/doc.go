@@ -21,6 +21,9 @@
 // (RFC 854) processing, ParseCommand and ReplyAssembler give the lines
 // meaning, the Parse* and Format* functions read and write data connection
 // addresses, and Session ties them into the control connection's state
-// machine. Design notes, including why only line starts are ever
+// machine. RewriteAnnouncement builds the line that announces a translated
+// data connection endpoint, so a translating transport applies bytes and
+// never parses FTP itself; IsActiveVerb, IsTransferVerb and
+// UsesDataConnection are the program's one list of verb classes. Design notes, including why only line starts are ever
 // interpreted and every validation rule, are in README.md beside this file.
 package ftp

@@ -19,6 +19,10 @@ var (
 	ErrFamily = errors.New("address family mismatch")
 )
 
+// ErrNotRewritable: a decision given to RewriteAnnouncement has no
+// announcement on its line to rewrite. The caller refuses the line.
+var ErrNotRewritable = errors.New("no announcement on the line")
+
 // errNoAddress wraps ErrMalformed when a reply holds no address at all, so
 // that a multi-line reply's other line may be searched.
 var errNoAddress = errors.New("no address found")

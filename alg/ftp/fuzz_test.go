@@ -2,6 +2,8 @@ package ftp
 
 import (
 	"bytes"
+	"errors"
+	"net/netip"
 	"reflect"
 	"regexp"
 	"strings"
@@ -331,7 +333,40 @@ func FuzzSession(f *testing.F) {
 		if !reflect.DeepEqual(whole, bytewise) {
 			t.Fatalf("byte-by-byte feed differs (-whole +bytewise):\n%s", cmp.Diff(whole, bytewise, equateAddr))
 		}
+		for _, d := range whole {
+			checkRewrite(t, d)
+		}
 	})
+}
+
+// checkRewrite asserts that an accepted announcement rewritten to an IPv4
+// and an IPv6 endpoint reads back as that endpoint, or fails with
+// ErrFamily exactly when the form is IPv4-only (PORT, 227).
+func checkRewrite(t *testing.T, d Decision) {
+	t.Helper()
+	if !d.EndpointOnLine {
+		return
+	}
+	port := uint16(1024 + (int(d.Endpoint.Port())*7)%64512)
+	for _, a := range []netip.Addr{to4.Addr(), to6.Addr()} {
+		to := netip.AddrPortFrom(a, port)
+		rw, err := RewriteAnnouncement(d, to)
+		if a.Is6() && (d.Verb == "PORT" || d.Code == 227) {
+			if !errors.Is(err, ErrFamily) {
+				t.Fatalf("RewriteAnnouncement(%+v, %s) = %+v, %v; want ErrFamily", d, to, rw, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("RewriteAnnouncement(%+v, %s): %v", d, to, err)
+		}
+		if rw.Line != d.Line || rw.Dir != d.Dir || rw.Endpoint != to {
+			t.Fatalf("RewriteAnnouncement(%+v, %s) = %+v", d, to, rw)
+		}
+		if back, err := reparse(rw); err != nil || back != to {
+			t.Fatalf("%+v rewritten to %q reads back as %s, %v; want %s", d, rw.Replacement, back, err, to)
+		}
+	}
 }
 
 // checkDecision asserts the policy invariants of one decision.
@@ -355,6 +390,20 @@ func checkDecision(t *testing.T, cfg Config, d Decision, dir Direction, before, 
 	}
 	if d.Action == ActionCommand && d.Verb == "PASS" && d.Arg != redacted {
 		t.Fatalf("PASS argument %q not redacted", d.Arg)
+	}
+	switch {
+	case d.Action == ActionCommand && d.Endpoint.IsValid():
+		ep := d.Endpoint
+		if !IsActiveVerb(d.Verb) || !d.EndpointOnLine || !cfg.AllowActive || ep.Port() < 1024 ||
+			ep.Addr().Is4() != cfg.Client.Addr().Is4() || (ep.Addr() != cfg.Client.Addr() && !cfg.AllowThirdParty) {
+			t.Fatalf("command endpoint breaks policy: %+v", d)
+		}
+	case d.Action == ActionOpenPinhole:
+		if d.Endpoint != netip.AddrPortFrom(d.Pinhole.Dst, d.Pinhole.DstPort) || (d.EndpointOnLine && d.Pinhole.Mode != Passive) {
+			t.Fatalf("pinhole endpoint differs from its pinhole: %+v", d)
+		}
+	case d.Endpoint.IsValid() || d.EndpointOnLine:
+		t.Fatalf("endpoint on a decision that announces none: %+v", d)
 	}
 	if d.Action != ActionOpenPinhole {
 		return

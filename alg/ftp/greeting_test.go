@@ -74,6 +74,25 @@ func TestSessionGreeting(t *testing.T) {
 			},
 		},
 		{
+			name: "234 in place of the greeting starts no TLS",
+			steps: []step{
+				cl("AUTH TLS\r\n", cmdD("AUTH", "TLS")),
+				sv("234 Proceed with negotiation.\r\n", replyD("", 234, "Proceed with negotiation.")),
+				sv("234 Proceed with negotiation.\r\n", replyD("AUTH", 234, "Proceed with negotiation."), tlsStartedD()),
+			},
+		},
+		{
+			name: "a refused line before the greeting still pairs with its 500",
+			steps: []step{
+				cl("PORT 203,0,113,9,0,25\r\n", cmdD("PORT", "203,0,113,9,0,25"),
+					refuseCmdD("PORT", 534, ReasonThirdParty, "XXXX 203,0,113,9,0,25\r\n")),
+				cl("PASV\r\n", cmdD("PASV", "")),
+				greet(),
+				sv("500 Unknown command.\r\n", replyD("PORT", 500, "Unknown command.")),
+				sv("227 Entering Passive Mode (198,51,100,2,195,80).\r\n", passiveD("PASV", 227, 50000), replyD("PASV", 227, "Entering Passive Mode (198,51,100,2,195,80).")),
+			},
+		},
+		{
 			name: "too-long greeting is refused and consumed",
 			cfg:  func(c *Config) { c.MaxLine = 64 },
 			steps: []step{

@@ -272,9 +272,9 @@ func (s *Session) command(l FramedLine, out []Decision) []Decision {
 	if cmd.Verb == "PASS" {
 		info.Arg = redacted
 	}
-	out = append(out, info)
 
 	if s.full() {
+		out = append(out, info)
 		return append(out, s.refuseCommand(l, cmd.Verb, 503, ReasonProtocolInState,
 			fmt.Sprintf("more than %d commands await replies", MaxPending)))
 	}
@@ -282,10 +282,13 @@ func (s *Session) command(l FramedLine, out []Decision) []Decision {
 	if IsActiveVerb(cmd.Verb) {
 		ap, code, reason, detail := s.checkActive(cmd)
 		if reason != "" {
+			out = append(out, info)
 			return append(out, s.refuseCommand(l, cmd.Verb, code, reason, detail))
 		}
 		e.kind, e.announce = kindActive, ap
+		info.Endpoint, info.EndpointOnLine = ap, true
 	}
+	out = append(out, info)
 	switch cmd.Verb {
 	case "PASV", "LPSV":
 		if s.epsvAll {
@@ -457,15 +460,17 @@ func (s *Session) reply(r Reply, l FramedLine, truncated bool, out []Decision) [
 		out = append(out, s.refuseReply(l, r.Code, "", ReasonUnsolicited,
 			fmt.Sprintf("%d reply in place of the greeting", r.Code)))
 	case announcement:
-		ph, reason, detail := s.checkPassive(r, e, has)
+		ph, onFinal, reason, detail := s.checkPassive(r, e, has)
 		if reason != "" {
 			out = append(out, s.refuseReply(l, r.Code, e.verb, reason, detail))
 		} else {
-			out = append(out, Decision{Action: ActionOpenPinhole, Dir: FromServer, Line: l.Ref, Verb: e.verb, Code: r.Code, Pinhole: ph})
+			out = append(out, Decision{Action: ActionOpenPinhole, Dir: FromServer, Line: l.Ref, Verb: e.verb, Code: r.Code, Pinhole: ph,
+				Endpoint: netip.AddrPortFrom(ph.Dst, ph.DstPort), EndpointOnLine: onFinal})
 		}
 	case r.Code == 200 && has && e.kind == kindActive:
 		out = append(out, Decision{Action: ActionOpenPinhole, Dir: FromServer, Line: l.Ref, Verb: e.verb, Code: r.Code,
-			Pinhole: Pinhole{Mode: Active, Src: s.cfg.Server.Addr(), Dst: e.announce.Addr(), DstPort: e.announce.Port()}})
+			Pinhole:  Pinhole{Mode: Active, Src: s.cfg.Server.Addr(), Dst: e.announce.Addr(), DstPort: e.announce.Port()},
+			Endpoint: e.announce})
 	case r.Code == 200 && has && e.kind == kindCCC:
 		// RFC 4217 §6. In inspect mode CCC is never seen in clear while
 		// TLS is on; clear text is detected from the records instead.
@@ -496,9 +501,9 @@ func (s *Session) reply(r Reply, l FramedLine, truncated bool, out []Decision) [
 }
 
 // checkPassive validates a 227, 228 or 229 reply against the pending
-// command e and the policy. It returns the pinhole, or a refusal's reason
-// and detail.
-func (s *Session) checkPassive(r Reply, e pendingCmd, has bool) (Pinhole, Reason, string) {
+// command e and the policy. It returns the pinhole and whether the address
+// was on the reply's final line, or a refusal's reason and detail.
+func (s *Session) checkPassive(r Reply, e pendingCmd, has bool) (Pinhole, bool, Reason, string) {
 	want := kindEPSV
 	switch r.Code {
 	case 227:
@@ -507,55 +512,57 @@ func (s *Session) checkPassive(r Reply, e pendingCmd, has bool) (Pinhole, Reason
 		want = kindLPSV
 	}
 	if !has {
-		return Pinhole{}, ReasonUnsolicited, fmt.Sprintf("%d reply while no command awaits a reply", r.Code)
+		return Pinhole{}, false, ReasonUnsolicited, fmt.Sprintf("%d reply while no command awaits a reply", r.Code)
 	}
 	if e.kind != want {
 		verb := e.verb
 		if verb == "" {
 			verb = "a refused line"
 		}
-		return Pinhole{}, ReasonUnsolicited, fmt.Sprintf("%d reply answers %s", r.Code, verb)
+		return Pinhole{}, false, ReasonUnsolicited, fmt.Sprintf("%d reply answers %s", r.Code, verb)
 	}
 
 	server := s.cfg.Server.Addr()
 	var ap netip.AddrPort
+	var onFinal bool
 	var err error
 	switch r.Code {
 	case 227:
-		ap, err = searchReply(r, Parse227)
+		ap, onFinal, err = searchReply(r, Parse227)
 	case 228:
-		ap, err = searchReply(r, Parse228)
+		ap, onFinal, err = searchReply(r, Parse228)
 	default:
-		ap, err = searchReply(r, func(text string) (netip.AddrPort, error) {
+		ap, onFinal, err = searchReply(r, func(text string) (netip.AddrPort, error) {
 			port, err := Parse229(text)
 			return netip.AddrPortFrom(server, port), err
 		})
 	}
 	if err != nil {
-		return Pinhole{}, reasonFor(err), err.Error()
+		return Pinhole{}, false, reasonFor(err), err.Error()
 	}
 	a, port := ap.Addr(), ap.Port()
 	switch {
 	case a.Is4() != server.Is4():
-		return Pinhole{}, ReasonFamilyMismatch, fmt.Sprintf("%d announces %s, control peer is %s", r.Code, a, server)
+		return Pinhole{}, false, ReasonFamilyMismatch, fmt.Sprintf("%d announces %s, control peer is %s", r.Code, a, server)
 	case a != server && (!s.cfg.AllowThirdParty || !routableUnicast(a)):
-		return Pinhole{}, ReasonThirdParty, fmt.Sprintf("%d announces %s, control peer is %s", r.Code, a, server)
+		return Pinhole{}, false, ReasonThirdParty, fmt.Sprintf("%d announces %s, control peer is %s", r.Code, a, server)
 	case port < 1024:
-		return Pinhole{}, ReasonPrivilegedPort, fmt.Sprintf("%d announces privileged port %d", r.Code, port)
+		return Pinhole{}, false, ReasonPrivilegedPort, fmt.Sprintf("%d announces privileged port %d", r.Code, port)
 	case port < s.cfg.PassiveMin || port > s.cfg.PassiveMax:
-		return Pinhole{}, ReasonOutsideRange, fmt.Sprintf("%d announces port %d, passive range is %d-%d",
+		return Pinhole{}, false, ReasonOutsideRange, fmt.Sprintf("%d announces port %d, passive range is %d-%d",
 			r.Code, port, s.cfg.PassiveMin, s.cfg.PassiveMax)
 	}
-	return Pinhole{Mode: Passive, Src: s.cfg.Client.Addr(), Dst: a, DstPort: port}, "", ""
+	return Pinhole{Mode: Passive, Src: s.cfg.Client.Addr(), Dst: a, DstPort: port}, onFinal, "", ""
 }
 
 // searchReply applies parse to the first line of a reply, then to its final
-// line, and returns the first address found. Intermediate lines are never
-// searched.
-func searchReply(r Reply, parse func(string) (netip.AddrPort, error)) (netip.AddrPort, error) {
+// line, and returns the first address found and whether it was on the
+// final line. Intermediate lines are never searched.
+func searchReply(r Reply, parse func(string) (netip.AddrPort, error)) (netip.AddrPort, bool, error) {
 	var err error
 	for i, line := range r.Lines {
-		if i != 0 && i != len(r.Lines)-1 {
+		final := i == len(r.Lines)-1
+		if i != 0 && !final {
 			continue
 		}
 		text := ""
@@ -565,10 +572,10 @@ func searchReply(r Reply, parse func(string) (netip.AddrPort, error)) (netip.Add
 		var ap netip.AddrPort
 		ap, err = parse(text)
 		if err == nil || !errors.Is(err, errNoAddress) {
-			return ap, err
+			return ap, final, err
 		}
 	}
-	return netip.AddrPort{}, err
+	return netip.AddrPort{}, false, err
 }
 
 // refuseReply builds the refusal of a server reply's final line.

@@ -76,14 +76,31 @@ func replyD(verb string, code int, text string) Decision {
 	return Decision{Action: ActionReply, Verb: verb, Code: code, Text: text}
 }
 
+// portCmdD is an accepted PORT/EPRT/LPRT announcing ep.
+func portCmdD(verb, arg string, ep netip.AddrPort) Decision {
+	return Decision{Action: ActionCommand, Verb: verb, Arg: arg, Endpoint: ep, EndpointOnLine: true}
+}
+
+// pinholeD opens ph for a reply with the address on its line (passive) or
+// for the 200 to an active announcement.
+func pinholeD(verb string, code int, ph Pinhole) Decision {
+	return Decision{Action: ActionOpenPinhole, Verb: verb, Code: code, Pinhole: ph,
+		Endpoint: netip.AddrPortFrom(ph.Dst, ph.DstPort), EndpointOnLine: ph.Mode == Passive}
+}
+
+// firstLine marks d's address as found on the first line of a multi-line
+// reply, not on the final line the decision refers to.
+func firstLine(d Decision) Decision {
+	d.EndpointOnLine = false
+	return d
+}
+
 func passiveD(verb string, code int, port uint16) Decision {
-	return Decision{Action: ActionOpenPinhole, Verb: verb, Code: code,
-		Pinhole: Pinhole{Mode: Passive, Src: clientAddr, Dst: serverAddr, DstPort: port}}
+	return pinholeD(verb, code, Pinhole{Mode: Passive, Src: clientAddr, Dst: serverAddr, DstPort: port})
 }
 
 func activeD(verb string, port uint16) Decision {
-	return Decision{Action: ActionOpenPinhole, Verb: verb, Code: 200,
-		Pinhole: Pinhole{Mode: Active, Src: serverAddr, Dst: clientAddr, DstPort: port}}
+	return pinholeD(verb, 200, Pinhole{Mode: Active, Src: serverAddr, Dst: clientAddr, DstPort: port})
 }
 
 func refuseCmdD(verb string, code int, reason Reason, replacement string) Decision {
@@ -181,9 +198,9 @@ func TestSessionServers(t *testing.T) {
 				sv("226 Directory send OK.\r\n", replyD("LIST", 226, "Directory send OK.")),
 				cl("EPSV\r\n", cmdD("EPSV", "")),
 				sv(srv.epsv+"\r\n", passiveD("EPSV", 229, 50000), replyD("EPSV", 229, textOf(srv.epsv))),
-				cl("PORT 192,0,2,10,195,81\r\n", cmdD("PORT", "192,0,2,10,195,81")),
+				cl("PORT 192,0,2,10,195,81\r\n", portCmdD("PORT", "192,0,2,10,195,81", netip.AddrPortFrom(clientAddr, 50001))),
 				sv(srv.port+"\r\n", activeD("PORT", 50001), replyD("PORT", 200, textOf(srv.port))),
-				cl("EPRT |1|192.0.2.10|50002|\r\n", cmdD("EPRT", "|1|192.0.2.10|50002|")),
+				cl("EPRT |1|192.0.2.10|50002|\r\n", portCmdD("EPRT", "|1|192.0.2.10|50002|", netip.AddrPortFrom(clientAddr, 50002))),
 				sv("200 EPRT command successful.\r\n", activeD("EPRT", 50002), replyD("EPRT", 200, "EPRT command successful.")),
 				cl("QUIT\r\n", cmdD("QUIT", "")),
 				sv("221 Goodbye.\r\n", replyD("QUIT", 221, "Goodbye."), Decision{Action: ActionSessionEnd, Verb: "QUIT", Code: 221}),
@@ -225,7 +242,7 @@ func TestSessionScenarios(t *testing.T) {
 			name: "multi-line 227 takes the address of its first line",
 			steps: []step{
 				cl("PASV\r\n", cmdD("PASV", "")),
-				sv("227-Entering Passive Mode (198,51,100,2,195,80)\r\n227-(203,0,113,9,0,22)\r\n227 OK\r\n", passiveD("PASV", 227, 50000), replyD("PASV", 227, "OK")),
+				sv("227-Entering Passive Mode (198,51,100,2,195,80)\r\n227-(203,0,113,9,0,22)\r\n227 OK\r\n", firstLine(passiveD("PASV", 227, 50000)), replyD("PASV", 227, "OK")),
 			},
 		},
 		{
@@ -397,22 +414,22 @@ func TestSessionScenarios(t *testing.T) {
 			steps: []step{
 				cl("EPSV\r\n", cmdD("EPSV", "")),
 				sv("229 Entering Extended Passive Mode (|||50000|)\r\n",
-					Decision{Action: ActionOpenPinhole, Verb: "EPSV", Code: 229, Pinhole: Pinhole{Mode: Passive, Src: client6AP.Addr(), Dst: server6AP.Addr(), DstPort: 50000}},
+					pinholeD("EPSV", 229, Pinhole{Mode: Passive, Src: client6AP.Addr(), Dst: server6AP.Addr(), DstPort: 50000}),
 					replyD("EPSV", 229, "Entering Extended Passive Mode (|||50000|)")),
-				cl("EPRT |2|2001:db8::10|50001|\r\n", cmdD("EPRT", "|2|2001:db8::10|50001|")),
+				cl("EPRT |2|2001:db8::10|50001|\r\n", portCmdD("EPRT", "|2|2001:db8::10|50001|", netip.AddrPortFrom(client6AP.Addr(), 50001))),
 				sv("200 EPRT command successful.\r\n",
-					Decision{Action: ActionOpenPinhole, Verb: "EPRT", Code: 200, Pinhole: Pinhole{Mode: Active, Src: server6AP.Addr(), Dst: client6AP.Addr(), DstPort: 50001}},
+					pinholeD("EPRT", 200, Pinhole{Mode: Active, Src: server6AP.Addr(), Dst: client6AP.Addr(), DstPort: 50001}),
 					replyD("EPRT", 200, "EPRT command successful.")),
 				cl("LPSV\r\n", cmdD("LPSV", "")),
 				sv("228 Entering Long Passive Mode (6,16,32,1,13,184,0,0,0,0,0,0,0,0,0,0,0,2,2,195,82)\r\n",
-					Decision{Action: ActionOpenPinhole, Verb: "LPSV", Code: 228, Pinhole: Pinhole{Mode: Passive, Src: client6AP.Addr(), Dst: server6AP.Addr(), DstPort: 50002}},
+					pinholeD("LPSV", 228, Pinhole{Mode: Passive, Src: client6AP.Addr(), Dst: server6AP.Addr(), DstPort: 50002}),
 					replyD("LPSV", 228, "Entering Long Passive Mode (6,16,32,1,13,184,0,0,0,0,0,0,0,0,0,0,0,2,2,195,82)")),
 			},
 		},
 		{
 			name: "LPRT and LPSV on IPv4",
 			steps: []step{
-				cl("LPRT 4,4,192,0,2,10,2,195,80\r\n", cmdD("LPRT", "4,4,192,0,2,10,2,195,80")),
+				cl("LPRT 4,4,192,0,2,10,2,195,80\r\n", portCmdD("LPRT", "4,4,192,0,2,10,2,195,80", netip.AddrPortFrom(clientAddr, 50000))),
 				sv("200 LPRT command successful\r\n", activeD("LPRT", 50000), replyD("LPRT", 200, "LPRT command successful")),
 				cl("LPSV\r\n", cmdD("LPSV", "")),
 				sv("228 Entering Long Passive Mode (4,4,198,51,100,2,2,195,80)\r\n", passiveD("LPSV", 228, 50000), replyD("LPSV", 228, "Entering Long Passive Mode (4,4,198,51,100,2,2,195,80)")),
@@ -424,11 +441,11 @@ func TestSessionScenarios(t *testing.T) {
 			steps: []step{
 				cl("PASV\r\n", cmdD("PASV", "")),
 				sv("227 Entering Passive Mode (203,0,113,9,195,80).\r\n",
-					Decision{Action: ActionOpenPinhole, Verb: "PASV", Code: 227, Pinhole: Pinhole{Mode: Passive, Src: clientAddr, Dst: netip.MustParseAddr("203.0.113.9"), DstPort: 50000}},
+					pinholeD("PASV", 227, Pinhole{Mode: Passive, Src: clientAddr, Dst: netip.MustParseAddr("203.0.113.9"), DstPort: 50000}),
 					replyD("PASV", 227, "Entering Passive Mode (203,0,113,9,195,80).")),
-				cl("PORT 203,0,113,10,195,81\r\n", cmdD("PORT", "203,0,113,10,195,81")),
+				cl("PORT 203,0,113,10,195,81\r\n", portCmdD("PORT", "203,0,113,10,195,81", netip.MustParseAddrPort("203.0.113.10:50001"))),
 				sv("200 PORT command successful\r\n",
-					Decision{Action: ActionOpenPinhole, Verb: "PORT", Code: 200, Pinhole: Pinhole{Mode: Active, Src: serverAddr, Dst: netip.MustParseAddr("203.0.113.10"), DstPort: 50001}},
+					pinholeD("PORT", 200, Pinhole{Mode: Active, Src: serverAddr, Dst: netip.MustParseAddr("203.0.113.10"), DstPort: 50001}),
 					replyD("PORT", 200, "PORT command successful")),
 			},
 		},

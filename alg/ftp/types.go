@@ -108,7 +108,13 @@ const (
 	// releases the line that caused it.
 	ActionOpenPinhole
 	// ActionRewrite asks the transport to replace the line's bytes with
-	// Replacement (used by NAT, issue 4).
+	// Replacement: the complete new line, terminator included, announcing
+	// Endpoint. The core builds it (RewriteAnnouncement) from a decision
+	// that announces a data connection endpoint, when the gateway
+	// translates addresses; the transport applies the bytes and parses no
+	// FTP. The new line may differ in length from the old one: a stream
+	// transport writes it in place of the line, a packet transport that
+	// cannot change a segment's length must refuse the line instead.
 	ActionRewrite
 	// ActionRefuse says the line must not reach the peer as it is. Reply is
 	// the FTP reply a stream transport sends back instead of forwarding;
@@ -184,8 +190,24 @@ type Decision struct {
 
 	Pinhole Pinhole // ActionOpenPinhole
 
-	Reason      Reason // ActionRefuse
-	Detail      string // ActionRefuse: human-readable cause for logs
-	Reply       string // ActionRefuse: reply a stream transport sends instead, with CRLF
-	Replacement []byte // ActionRewrite, ActionRefuse: same stream position, new raw bytes
+	// Endpoint is the data connection endpoint the line announces: the
+	// validated address of an accepted PORT, EPRT or LPRT (ActionCommand;
+	// zero when the command is refused), the announced address of
+	// ActionOpenPinhole (Pinhole.Dst and DstPort, for both modes), the new
+	// address of ActionRewrite. Zero otherwise.
+	Endpoint netip.AddrPort
+	// EndpointOnLine reports that Endpoint is written on Line itself, so
+	// that RewriteAnnouncement can replace the line. It is false for the
+	// 200 that accepts PORT/EPRT/LPRT (the address was on the command) and
+	// for a multi-line 227/228/229 reply whose address was on its first
+	// line: that line is gone by the time the final line is decided.
+	EndpointOnLine bool
+
+	Reason Reason // ActionRefuse
+	Detail string // ActionRefuse: human-readable cause for logs
+	Reply  string // ActionRefuse: reply a stream transport sends instead, with CRLF
+	// Replacement holds the new raw bytes for the line's stream position:
+	// the same length as the line for ActionRefuse, any length for
+	// ActionRewrite.
+	Replacement []byte
 }

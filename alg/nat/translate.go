@@ -35,55 +35,54 @@ func (l Leg) ClientTranslated() bool {
 }
 
 // PassiveReply returns the reply line (CRLF included) that announces ap to
-// the client in place of the server's 227, 228 or 229 reply. The text
-// after the code is the conventional one; clients read only the numbers.
+// the client in place of the server's 227, 228 or 229 reply. It is a thin
+// wrapper of ftp.RewriteAnnouncement.
+//
+// Deprecated: use ftp.RewriteAnnouncement on the ActionOpenPinhole
+// decision itself: it also refuses a multi-line reply whose address it
+// cannot replace.
 func PassiveReply(code int, ap netip.AddrPort) (string, error) {
-	switch code {
-	case 227:
-		if s := ftp.Format227(ap); s != "" {
-			return "227 Entering Passive Mode (" + s + ").\r\n", nil
-		}
-		return "", fmt.Errorf("a 227 reply cannot carry %s", ap.Addr())
-	case 228:
-		if s := ftp.FormatLPRT(ap); s != "" {
-			return "228 Entering Long Passive Mode (" + s + ")\r\n", nil
-		}
-		return "", fmt.Errorf("a 228 reply cannot carry %s", ap.Addr())
-	case 229:
-		return "229 Entering Extended Passive Mode (" + ftp.Format229(ap.Port()) + ")\r\n", nil
+	rw, err := ftp.RewriteAnnouncement(ftp.Decision{
+		Action: ftp.ActionOpenPinhole, Dir: ftp.FromServer, Code: code,
+		Pinhole:  ftp.Pinhole{Mode: ftp.Passive, Dst: ap.Addr(), DstPort: ap.Port()},
+		Endpoint: ap, EndpointOnLine: true,
+	}, ap)
+	if err != nil {
+		return "", err
 	}
-	return "", fmt.Errorf("reply %d announces no data port", code)
+	return string(rw.Replacement), nil
 }
 
 // ActiveCommand returns the command line (CRLF included) that announces ap
-// to the server in place of the client's PORT, EPRT or LPRT.
+// to the server in place of the client's PORT, EPRT or LPRT. It is a thin
+// wrapper of ftp.RewriteAnnouncement.
+//
+// Deprecated: use ftp.RewriteAnnouncement on the command's ActionCommand
+// decision.
 func ActiveCommand(verb string, ap netip.AddrPort) (string, error) {
-	var arg string
-	switch strings.ToUpper(verb) {
-	case "PORT":
-		arg = ftp.FormatPORT(ap)
-	case "EPRT":
-		arg = ftp.FormatEPRT(ap)
-	case "LPRT":
-		arg = ftp.FormatLPRT(ap)
-	default:
-		return "", fmt.Errorf("%s announces no data port", verb)
+	rw, err := ftp.RewriteAnnouncement(ftp.Decision{
+		Action: ftp.ActionCommand, Dir: ftp.FromClient, Verb: strings.ToUpper(verb),
+		Endpoint: ap, EndpointOnLine: true,
+	}, ap)
+	if err != nil {
+		return "", err
 	}
-	if arg == "" {
-		return "", fmt.Errorf("%s cannot carry %s", verb, ap.Addr())
-	}
-	return strings.ToUpper(verb) + " " + arg + "\r\n", nil
+	return string(rw.Replacement), nil
 }
 
 // ParseActive returns the endpoint a PORT, EPRT or LPRT argument announces.
+//
+// Deprecated: the session's ActionCommand decision for an accepted
+// PORT/EPRT/LPRT carries it in Decision.Endpoint; a transport parses no
+// FTP.
 func ParseActive(verb, arg string) (netip.AddrPort, error) {
-	switch strings.ToUpper(verb) {
-	case "PORT":
+	switch v := strings.ToUpper(verb); {
+	case !ftp.IsActiveVerb(v):
+		return netip.AddrPort{}, fmt.Errorf("%s announces no data port", verb)
+	case v == "PORT":
 		return ftp.ParseHostPort(arg)
-	case "EPRT":
+	case v == "EPRT":
 		return ftp.ParseEPRT(arg)
-	case "LPRT":
-		return ftp.ParseLPRT(arg)
 	}
-	return netip.AddrPort{}, fmt.Errorf("%s announces no data port", verb)
+	return ftp.ParseLPRT(arg)
 }
