@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ftpsalg/ftpsalg/alg/ftp"
 )
 
 var (
@@ -122,49 +121,5 @@ func TestLeg(t *testing.T) {
 		if tc.leg.Published() != tc.published || tc.leg.ClientTranslated() != tc.ctrl {
 			t.Errorf("%+v: Published %v ClientTranslated %v; want %v %v", tc.leg, tc.leg.Published(), tc.leg.ClientTranslated(), tc.published, tc.ctrl)
 		}
-	}
-}
-
-func TestRewrittenLinesParse(t *testing.T) {
-	ap := netip.MustParseAddrPort("192.0.2.1:40123")
-	for code, parse := range map[int]func(string) (netip.AddrPort, error){227: ftp.Parse227, 228: ftp.Parse228} {
-		line, err := PassiveReply(code, ap)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var asm ftp.ReplyAssembler
-		r, done, err := asm.Add(line[:len(line)-2])
-		if err != nil || !done || r.Code != code {
-			t.Fatalf("%q: %+v %v %v", line, r, done, err)
-		}
-		if got, err := parse(line[4 : len(line)-2]); err != nil || got != ap {
-			t.Errorf("%d: parsed %s, %v; want %s", code, got, err, ap)
-		}
-	}
-	line, _ := PassiveReply(229, ap)
-	if got, err := ftp.Parse229(line[4 : len(line)-2]); err != nil || got != 40123 {
-		t.Errorf("229: parsed %d, %v from %q", got, err, line)
-	}
-	if _, err := PassiveReply(227, netip.MustParseAddrPort("[2001:db8::1]:1")); err == nil {
-		t.Error("PassiveReply(227, IPv6) succeeded")
-	}
-	if _, err := PassiveReply(200, ap); err == nil {
-		t.Error("PassiveReply(200) succeeded")
-	}
-	for _, verb := range []string{"PORT", "EPRT", "LPRT"} {
-		line, err := ActiveCommand(verb, ap)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd, err := ftp.ParseCommand(line[:len(line)-2])
-		if err != nil || cmd.Verb != verb {
-			t.Fatalf("%q: %+v %v", line, cmd, err)
-		}
-		if got, err := ParseActive(verb, cmd.Arg); err != nil || got != ap {
-			t.Errorf("%s: parsed %s, %v; want %s", verb, got, err, ap)
-		}
-	}
-	if _, err := ActiveCommand("PORT", netip.MustParseAddrPort("[2001:db8::1]:1")); err == nil {
-		t.Error("ActiveCommand(PORT, IPv6) succeeded")
 	}
 }

@@ -224,7 +224,7 @@ func TestNATMasqueradedClient(t *testing.T) {
 		if err != nil || !ftp.IsActiveVerb(cmd.Verb) {
 			continue
 		}
-		ap, err := nat.ParseActive(cmd.Verb, cmd.Arg)
+		ap, err := parseActive(cmd)
 		if err != nil || ap.Addr() != natGateway || ap.Port() < 50500 || ap.Port() > 50510 {
 			t.Fatalf("server saw %q; want the NAT address and a port of 50500-50510", l)
 		}
@@ -341,4 +341,15 @@ func TestNATSessionCleanupOwnership(t *testing.T) {
 	if n := rg.gw.Ports().Held(); n != 0 {
 		t.Fatalf("%d reservations left after both sessions", n)
 	}
+}
+
+// parseActive reads the endpoint of a PORT, EPRT or LPRT the server saw.
+func parseActive(cmd ftp.Command) (netip.AddrPort, error) {
+	switch cmd.Verb {
+	case "PORT":
+		return ftp.ParseHostPort(cmd.Arg)
+	case "EPRT":
+		return ftp.ParseEPRT(cmd.Arg)
+	}
+	return ftp.ParseLPRT(cmd.Arg)
 }
