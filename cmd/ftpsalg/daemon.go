@@ -24,6 +24,7 @@ import (
 	"github.com/ftpsalg/ftpsalg/alg/nat"
 	"github.com/ftpsalg/ftpsalg/alg/policy"
 	"github.com/ftpsalg/ftpsalg/alg/proxy"
+	"github.com/ftpsalg/ftpsalg/alg/route"
 	"github.com/ftpsalg/ftpsalg/conntrack"
 	"github.com/ftpsalg/ftpsalg/metrics"
 	"github.com/ftpsalg/ftpsalg/nft"
@@ -244,7 +245,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	if cfg.Stream() {
 		// Policy routing first: diverted connections and the server's
 		// replies to spoofed upstream connections reach local sockets.
-		rt, err := nft.NewRouter(cfg.MITM.TProxyMark, cfg.MITM.RouteTable, cfg.MITM.RulePriority, nft.WithLogger(log))
+		rt, err := route.New(cfg.MITM.TProxyMark, cfg.MITM.RouteTable, cfg.MITM.RulePriority, route.WithLogger(log))
 		if err != nil {
 			return err
 		}
