@@ -21,6 +21,7 @@ import (
 
 	"github.com/ftpsalg/ftpsalg/alg/certs"
 	"github.com/ftpsalg/ftpsalg/alg/inspect"
+	"github.com/ftpsalg/ftpsalg/alg/instance"
 	"github.com/ftpsalg/ftpsalg/alg/nat"
 	"github.com/ftpsalg/ftpsalg/alg/policy"
 	"github.com/ftpsalg/ftpsalg/alg/proxy"
@@ -173,6 +174,11 @@ func (st *mitmState) expiries() []certs.CertExpiry {
 }
 
 func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.LevelVar, log *slog.Logger) error {
+	lock, err := instance.Acquire(cfg.NFTables.Table) // before anything of another instance's is touched
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, version)
 	reg.MustRegister(metrics.NewQueueStats(cfg.Queue.Number))
