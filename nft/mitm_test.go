@@ -24,7 +24,7 @@ import (
 // with mitmSpec's TProxyMark (table 100, pref 100) in ns.
 func newRouter(t testing.TB, ns *netns) *route.Kernel {
 	t.Helper()
-	r, err := route.New(0x40, 100, 100, route.WithNetNS(ns.fd()))
+	r, err := route.New(0x40, 100, 100, route.Options{NetNS: ns.fd()})
 	if err != nil {
 		t.Fatal(err)
 	}

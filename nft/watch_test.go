@@ -20,6 +20,19 @@ type seen struct {
 	at time.Time
 }
 
+// appliedKernel is a Kernel in a fresh namespace with testSpec applied.
+func appliedKernel(t *testing.T) (*netns, context.Context, *Kernel) {
+	t.Helper()
+	ns := newNetns(t)
+	requireTool(t, "nft", "nftables")
+	ctx := ctxT(t)
+	k := newKernel(t, ns)
+	if err := k.Apply(ctx, testSpec(QueueCompat)); err != nil {
+		t.Fatal(err)
+	}
+	return ns, ctx, k
+}
+
 // startWatch subscribes before returning (so the test's later changes are
 // all reported) and runs the Watcher until the test ends. fn never blocks:
 // a change that does not fit the buffer fails the test.
@@ -140,13 +153,7 @@ func TestKernelWatch(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ns := newNetns(t)
-			requireTool(t, "nft", "nftables")
-			ctx := ctxT(t)
-			k := newKernel(t, ns)
-			if err := k.Apply(ctx, testSpec(QueueCompat)); err != nil {
-				t.Fatal(err)
-			}
+			ns, ctx, k := appliedKernel(t)
 			if h, err := k.Check(ctx); err != nil || !h.Intact {
 				t.Fatalf("Check after Apply: %v, %v", h, err)
 			}
@@ -244,13 +251,7 @@ func TestKernelWatchOwn(t *testing.T) {
 // that the watch goes on.
 func TestKernelWatchResync(t *testing.T) {
 	t.Parallel()
-	ns := newNetns(t)
-	requireTool(t, "nft", "nftables")
-	ctx := ctxT(t)
-	k := newKernel(t, ns)
-	if err := k.Apply(ctx, testSpec(QueueCompat)); err != nil {
-		t.Fatal(err)
-	}
+	_, ctx, k := appliedKernel(t)
 	w, err := k.NewWatcher()
 	if err != nil {
 		t.Fatal(err)
@@ -271,10 +272,12 @@ func TestKernelWatchResync(t *testing.T) {
 			break
 		}
 	}
-	ns.run(t, "nft", "delete", "table", "inet", DefaultTable)
+	if err := k.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
 	for {
 		c := next(t, ch, "table deletion after the resync")
-		if c.Kind == TableDeleted && !c.Own {
+		if c.Kind == TableDeleted && c.Own {
 			break
 		}
 	}

@@ -2,33 +2,13 @@ package route
 
 import "log/slog"
 
-// Option configures New.
-type Option func(*options)
-
-type options struct {
-	netns  int
-	logger *slog.Logger
-}
-
-// WithNetNS makes the Router work in the network namespace the file
-// descriptor refers to (an open /run/netns/NAME or /proc/PID/ns/net), as
-// nft.WithNetNS does for the table. The caller keeps the descriptor open.
-func WithNetNS(fd int) Option {
-	return func(o *options) { o.netns = fd }
-}
-
-// WithLogger sets the logger; nil (the default) discards logs.
-func WithLogger(l *slog.Logger) Option {
-	return func(o *options) { o.logger = l }
-}
-
-func buildOptions(opts []Option) options {
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if o.logger == nil {
-		o.logger = slog.New(slog.DiscardHandler)
-	}
-	return o
+// Options are New's optional settings; the zero value works in the
+// calling process's network namespace and discards logs.
+type Options struct {
+	// NetNS is a file descriptor of the network namespace to work in (an
+	// open /run/netns/NAME or /proc/PID/ns/net), as for nft.WithNetNS; 0
+	// is the caller's. The caller keeps it open.
+	NetNS int
+	// Logger receives debug logs; nil discards them.
+	Logger *slog.Logger
 }

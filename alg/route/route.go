@@ -292,26 +292,29 @@ func routeTypeName(t uint8) string {
 // (newer kernels have several, e.g. FRA_DSCP), and the dump includes the
 // operator's rules.
 type Kernel struct {
-	spec routeSpec
-	opts options
-	log  *slog.Logger
+	spec  routeSpec
+	netns int
+	log   *slog.Logger
 
 	mu   sync.Mutex
 	conn *netlink.Conn // nil after an interrupted call; redialled on use
 }
 
 // New checks the configuration and opens an rtnetlink socket (in the
-// namespace of WithNetNS, if given). It changes nothing in the kernel.
+// namespace of Options.NetNS, if given). It changes nothing in the kernel.
 // mark must be the table's Spec.TProxyMark; table is a routing table of
 // ftpsalg's own (not main, local or default); priority must come before
 // the main table's rule (32766).
-func New(mark, table, priority uint32, opts ...Option) (*Kernel, error) {
+func New(mark, table, priority uint32, o Options) (*Kernel, error) {
 	s, err := newRouteSpec(mark, table, priority)
 	if err != nil {
 		return nil, fmt.Errorf("route: invalid policy routing: %w", err)
 	}
-	o := buildOptions(opts)
-	r := &Kernel{spec: s, opts: o, log: o.logger}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Kernel{spec: s, netns: o.NetNS, log: log}
 	if err := r.dial(); err != nil {
 		return nil, fmt.Errorf("route: %w", err)
 	}
@@ -320,7 +323,7 @@ func New(mark, table, priority uint32, opts ...Option) (*Kernel, error) {
 
 // dial opens the socket; callers hold r.mu or own r.
 func (r *Kernel) dial() error {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{NetNS: r.opts.netns})
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{NetNS: r.netns})
 	if err != nil {
 		return fmt.Errorf("failed to open rtnetlink connection: %w", err)
 	}

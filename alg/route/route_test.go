@@ -3,42 +3,22 @@ package route
 import (
 	"context"
 	"errors"
-	"flag"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/google/go-cmp/cmp"
 
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/ftpsalg/ftpsalg/test/lab"
+
+	goldenfile "github.com/ftpsalg/ftpsalg/test/golden"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
-
-// golden compares got with testdata/name, or rewrites it with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatalf("failed to write golden file: %v", err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("failed to read golden file (run go test -update to create it): %v", err)
-	}
-	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("%s mismatch (-want +got):\n%s", path, diff)
-	}
-}
+// golden compares got with testdata/name (go test -update rewrites it).
+func golden(t *testing.T, name, got string) { t.Helper(); goldenfile.Check(t, name, got) }
 
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -212,7 +192,7 @@ func (n *testNS) run(t *testing.T, args ...string) string {
 
 func newRouter(t *testing.T, ns *testNS) *Kernel {
 	t.Helper()
-	r, err := New(testRouteMark, testRouteTable, testRoutePrio, WithNetNS(int(ns.f.Fd())))
+	r, err := New(testRouteMark, testRouteTable, testRoutePrio, Options{NetNS: int(ns.f.Fd())})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -251,7 +251,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	if cfg.Stream() {
 		// Policy routing first: diverted connections and the server's
 		// replies to spoofed upstream connections reach local sockets.
-		rt, err := route.New(cfg.MITM.TProxyMark, cfg.MITM.RouteTable, cfg.MITM.RulePriority, route.WithLogger(log))
+		rt, err := route.New(cfg.MITM.TProxyMark, cfg.MITM.RouteTable, cfg.MITM.RulePriority, route.Options{Logger: log})
 		if err != nil {
 			return err
 		}
