@@ -20,16 +20,14 @@
 // (maps snat4/snat6, chain postrouting). With a relay port (Spec.RelayPort)
 // pinholes with Relay go to relay4/relay6 instead, and their one
 // connection is diverted with TPROXY to the daemon's data relay listener
-// rather than forwarded. Router installs the policy routing
-// that goes with TPROXY: packets carrying Spec.TProxyMark are delivered
-// locally (ip rule fwmark ... lookup TABLE; local default dev lo table
-// TABLE), for IPv4 and IPv6.
+// rather than forwarded. The policy routing that goes with TPROXY (packets
+// carrying Spec.TProxyMark are delivered locally) is rtnetlink, not
+// nf_tables, and lives in package alg/route.
 //
 // Table is the small interface the rest of the daemon uses; Kernel talks to
 // the kernel over netlink (google/nftables) and Fake is an in-memory model
 // with the same semantics for unit tests. Both render the same text through
 // Dump, so one golden file pins what the kernel holds and what the fake
-// models; RouteKernel and RouteFake do the same for Router. The README next
-// to this file documents the hook priorities, every rule and why the design
-// is what it is.
+// models. The README next to this file documents the hook priorities,
+// every rule and why the design is what it is.
 package nft

@@ -19,22 +19,7 @@ import (
 // expression types; an expression this decoder does not know shows in the
 // Dump as "<unknown expression NAME>".
 func getRules(sock *netlink.Conn, t *nftables.Table, chain string) ([]*nftables.Rule, error) {
-	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
-		{Type: unix.NFTA_RULE_TABLE, Data: []byte(t.Name + "\x00")},
-		{Type: unix.NFTA_RULE_CHAIN, Data: []byte(chain + "\x00")},
-	})
-	if err != nil {
-		return nil, err
-	}
-	req := netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE),
-			Flags: netlink.Request | netlink.Dump,
-		},
-		// struct nfgenmsg: family, version, resource id.
-		Data: append([]byte{byte(t.Family), unix.NFNETLINK_V0, 0, 0}, attrs...),
-	}
-	msgs, err := sock.Execute(req)
+	msgs, err := dumpRules(sock, t, chain)
 	if err != nil {
 		return nil, err
 	}
@@ -51,6 +36,29 @@ func getRules(sock *netlink.Conn, t *nftables.Table, chain string) ([]*nftables.
 		rules = append(rules, r)
 	}
 	return rules, nil
+}
+
+// dumpRules sends an NFT_MSG_GETRULE dump for the table's rules, of one
+// chain or (chain "") of all, filtered by the kernel, and returns the
+// NEWRULE messages undecoded.
+func dumpRules(sock *netlink.Conn, t *nftables.Table, chain string) ([]netlink.Message, error) {
+	attrs := []netlink.Attribute{{Type: unix.NFTA_RULE_TABLE, Data: []byte(t.Name + "\x00")}}
+	if chain != "" {
+		attrs = append(attrs, netlink.Attribute{Type: unix.NFTA_RULE_CHAIN, Data: []byte(chain + "\x00")})
+	}
+	b, err := netlink.MarshalAttributes(attrs)
+	if err != nil {
+		return nil, err
+	}
+	req := netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE),
+			Flags: netlink.Request | netlink.Dump,
+		},
+		// struct nfgenmsg: family, version, resource id.
+		Data: append([]byte{byte(t.Family), unix.NFNETLINK_V0, 0, 0}, b...),
+	}
+	return sock.Execute(req)
 }
 
 func decodeRule(fam byte, b []byte) (*nftables.Rule, error) {

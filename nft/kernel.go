@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/nftables"
@@ -42,6 +43,12 @@ type Kernel struct {
 	sock  *netlink.Conn // the socket under conn, for deadlines
 	table *nftables.Table
 	tpl   templates // element templates of the applied table
+
+	// Read without k.mu, by the Watcher and Check: never held up by a
+	// transaction in progress.
+	name   atomic.Pointer[string] // the table's name (last applied, or WithTable)
+	layout atomic.Pointer[layout] // what the last Apply created
+	portID atomic.Uint32          // netlink port ID of conn, 0 when closed
 }
 
 // templates are the set values that element updates go through (see
@@ -62,6 +69,7 @@ func New(opts ...Option) (*Kernel, error) {
 	k := &Kernel{opts: o, log: o.logger}
 	if o.table != "" {
 		k.table = &nftables.Table{Family: nftables.TableFamilyINet, Name: o.table}
+		k.name.Store(&o.table)
 	}
 	if err := k.dial(); err != nil {
 		return nil, fmt.Errorf("nft: %w", err)
@@ -79,6 +87,7 @@ func (k *Kernel) Close() error {
 	}
 	err := k.conn.CloseLasting()
 	k.conn, k.sock = nil, nil
+	k.portID.Store(0)
 	if err != nil {
 		return fmt.Errorf("nft: failed to close netlink connection: %w", err)
 	}
@@ -115,6 +124,7 @@ func (k *Kernel) dial() error {
 		return err
 	}
 	k.conn, k.sock = c, sock
+	k.portID.Store(sock.PID())
 	return nil
 }
 
@@ -143,6 +153,7 @@ func (k *Kernel) do(ctx context.Context, fn func(c *nftables.Conn) error) error 
 		k.log.Debug("replacing netlink connection after a timed-out operation", slog.Any("error", err))
 		_ = k.conn.CloseLasting()
 		k.conn, k.sock = nil, nil
+		k.portID.Store(0)
 	}
 	return err
 }
@@ -227,6 +238,8 @@ func (k *Kernel) Apply(ctx context.Context, s Spec) error {
 	k.table = rs.table
 	k.tpl = tpl
 	k.mu.Unlock()
+	k.name.Store(&s.Table)
+	k.layout.Store(layoutOf(rs))
 	k.log.Debug("applied nftables table", slog.String("table", s.Table),
 		slog.String("queue_kind", s.QueueKind.String()), slog.Int("queue", int(s.Queue)),
 		slog.Int("control_endpoints", len(s.Control)), slog.Int("mitm_endpoints", len(s.MITM)),

@@ -16,7 +16,21 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ftpsalg/ftpsalg/alg/route"
 )
+
+// newRouter installs nothing yet: it opens the policy routing that goes
+// with mitmSpec's TProxyMark (table 100, pref 100) in ns.
+func newRouter(t testing.TB, ns *netns) *route.Kernel {
+	t.Helper()
+	r, err := route.New(0x40, 100, 100, route.Options{NetNS: ns.fd()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
 
 // mitmSpec is testSpec with mitm servers: one IPv4 server on an explicit
 // and an implicit-TLS port, one IPv6 server.

@@ -21,9 +21,11 @@ import (
 	"github.com/ftpsalg/ftpsalg/alg/certs"
 	"github.com/ftpsalg/ftpsalg/alg/gateway"
 	"github.com/ftpsalg/ftpsalg/alg/inspect"
+	"github.com/ftpsalg/ftpsalg/alg/instance"
 	"github.com/ftpsalg/ftpsalg/alg/nat"
 	"github.com/ftpsalg/ftpsalg/alg/policy"
 	"github.com/ftpsalg/ftpsalg/alg/proxy"
+	"github.com/ftpsalg/ftpsalg/alg/route"
 	"github.com/ftpsalg/ftpsalg/conntrack"
 	"github.com/ftpsalg/ftpsalg/metrics"
 	"github.com/ftpsalg/ftpsalg/nft"
@@ -117,6 +119,11 @@ func (st *mitmState) expiries() []certs.CertExpiry {
 }
 
 func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.LevelVar, log *slog.Logger) error {
+	lock, err := instance.Acquire(cfg.NFTables.Table) // before anything of another instance's is touched
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, version)
 	reg.MustRegister(metrics.NewQueueStats(cfg.Queue.Number))
@@ -228,7 +235,7 @@ func startStream(ctx context.Context, g *errgroup.Group, cfg *policy.Config, gw 
 	m *metrics.Metrics, log *slog.Logger) (stop func(), err error) {
 	// Policy routing first: diverted connections and the server's replies
 	// to spoofed upstream connections reach local sockets.
-	rt, err := nft.NewRouter(cfg.MITM.TProxyMark, cfg.MITM.RouteTable, cfg.MITM.RulePriority, nft.WithLogger(log))
+	rt, err := route.New(cfg.MITM.TProxyMark, cfg.MITM.RouteTable, cfg.MITM.RulePriority, route.Options{Logger: log})
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package nft
+package route
 
 import (
 	"context"
@@ -27,32 +27,32 @@ import (
 //	ip route add local 0.0.0.0/0 dev lo table TABLE proto 245
 //	(and the same with ip -6 and local ::/0)
 //
-// The mark is set by the prerouting chain (Spec.TProxyMark), on diverted
+// The mark is set by the prerouting chain (nft.Spec.TProxyMark), on diverted
 // control connections and on the server's replies to the proxy's spoofed
 // upstream connections, which are addressed to the client and would
-// otherwise be forwarded to it. RouteKernel implements Router on the
-// running kernel and RouteFake in memory.
+// otherwise be forwarded to it. Kernel implements Router on the
+// running kernel and Fake in memory.
 type Router interface {
 	// Ensure installs the rule and route of both families. It is
 	// idempotent: what already exists (ours, or an identical rule or route
 	// someone else made) is not added twice.
 	Ensure(ctx context.Context) error
-	// Remove deletes what Ensure created, identified by RouteProtocol;
+	// Remove deletes what Ensure created, identified by Protocol;
 	// missing objects are not an error and nothing else is touched.
 	Remove(ctx context.Context) error
 }
 
 var (
-	_ Router = (*RouteKernel)(nil)
-	_ Router = (*RouteFake)(nil)
+	_ Router = (*Kernel)(nil)
+	_ Router = (*Fake)(nil)
 )
 
-// RouteProtocol tags the rules and routes a Router creates (rtm_protocol,
+// Protocol tags the rules and routes a Router creates (rtm_protocol,
 // FRA_PROTOCOL; "proto 245" in ip(8) listings). Remove deletes only objects
 // with this tag, so an identical rule or route that the operator made
 // survives. The kernel does not interpret the value; "245 ftpsalg" in
 // /etc/iproute2/rt_protos.d/ftpsalg.conf makes ip(8) print the name.
-const RouteProtocol = 245
+const Protocol = 245
 
 // loIndex is the interface index of lo, the same in every network
 // namespace (LOOPBACK_IFINDEX).
@@ -113,7 +113,7 @@ type ipRoute struct {
 
 func (s routeSpec) rule(family uint8) ipRule {
 	return ipRule{family: family, pref: s.prio, hasMark: true, mark: s.mark, mask: s.mark,
-		action: unix.FR_ACT_TO_TBL, table: s.table, proto: RouteProtocol}
+		action: unix.FR_ACT_TO_TBL, table: s.table, proto: Protocol}
 }
 
 func (s routeSpec) route(family uint8) ipRoute {
@@ -122,7 +122,7 @@ func (s routeSpec) route(family uint8) ipRoute {
 		dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 	}
 	return ipRoute{family: family, typ: unix.RTN_LOCAL, dst: dst, oif: loIndex,
-		table: s.table, proto: RouteProtocol, scope: unix.RT_SCOPE_HOST}
+		table: s.table, proto: Protocol, scope: unix.RT_SCOPE_HOST}
 }
 
 // sameRule reports whether a has the selector, action, table and priority
@@ -285,42 +285,45 @@ func routeTypeName(t uint8) string {
 	return fmt.Sprintf("type%d", t)
 }
 
-// RouteKernel is the Router on the running kernel, over one lasting
+// Kernel is the Router on the running kernel, over one lasting
 // rtnetlink socket. Messages are built and (for routes) parsed with
 // jsimonetti/rtnetlink's types; rules are parsed here, because its decoder
 // rejects a whole dump when any rule carries an attribute it does not know
 // (newer kernels have several, e.g. FRA_DSCP), and the dump includes the
 // operator's rules.
-type RouteKernel struct {
-	spec routeSpec
-	opts options
-	log  *slog.Logger
+type Kernel struct {
+	spec  routeSpec
+	netns int
+	log   *slog.Logger
 
 	mu   sync.Mutex
 	conn *netlink.Conn // nil after an interrupted call; redialled on use
 }
 
-// NewRouter checks the configuration and opens an rtnetlink socket (in the
-// namespace of WithNetNS, if given). It changes nothing in the kernel.
+// New checks the configuration and opens an rtnetlink socket (in the
+// namespace of Options.NetNS, if given). It changes nothing in the kernel.
 // mark must be the table's Spec.TProxyMark; table is a routing table of
 // ftpsalg's own (not main, local or default); priority must come before
 // the main table's rule (32766).
-func NewRouter(mark, table, priority uint32, opts ...Option) (*RouteKernel, error) {
+func New(mark, table, priority uint32, o Options) (*Kernel, error) {
 	s, err := newRouteSpec(mark, table, priority)
 	if err != nil {
-		return nil, fmt.Errorf("nft: invalid policy routing: %w", err)
+		return nil, fmt.Errorf("route: invalid policy routing: %w", err)
 	}
-	o := buildOptions(opts)
-	r := &RouteKernel{spec: s, opts: o, log: o.logger}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Kernel{spec: s, netns: o.NetNS, log: log}
 	if err := r.dial(); err != nil {
-		return nil, fmt.Errorf("nft: %w", err)
+		return nil, fmt.Errorf("route: %w", err)
 	}
 	return r, nil
 }
 
 // dial opens the socket; callers hold r.mu or own r.
-func (r *RouteKernel) dial() error {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{NetNS: r.opts.netns})
+func (r *Kernel) dial() error {
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{NetNS: r.netns})
 	if err != nil {
 		return fmt.Errorf("failed to open rtnetlink connection: %w", err)
 	}
@@ -336,7 +339,7 @@ func (r *RouteKernel) dial() error {
 
 // Close releases the socket. It leaves the rules and routes in place: a
 // stopping daemon calls Remove first.
-func (r *RouteKernel) Close() error {
+func (r *Kernel) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.conn == nil {
@@ -345,7 +348,7 @@ func (r *RouteKernel) Close() error {
 	err := r.conn.Close()
 	r.conn = nil
 	if err != nil {
-		return fmt.Errorf("nft: failed to close rtnetlink connection: %w", err)
+		return fmt.Errorf("route: failed to close rtnetlink connection: %w", err)
 	}
 	return nil
 }
@@ -353,7 +356,7 @@ func (r *RouteKernel) Close() error {
 // do runs fn under the lock with the context's deadline (routeTimeout if it
 // has none) on the socket; cancelling the context expires the deadline. A
 // socket whose exchange was cut short is replaced.
-func (r *RouteKernel) do(ctx context.Context, fn func(c *netlink.Conn) error) error {
+func (r *Kernel) do(ctx context.Context, fn func(c *netlink.Conn) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -391,7 +394,7 @@ func (r *RouteKernel) do(ctx context.Context, fn func(c *netlink.Conn) error) er
 // Ensure implements Router. For each family it adds the route first and
 // then the rule, so the rule never points at an empty table. A family the
 // kernel does not support (IPv6 disabled at boot) is skipped.
-func (r *RouteKernel) Ensure(ctx context.Context) error {
+func (r *Kernel) Ensure(ctx context.Context) error {
 	err := r.do(ctx, func(c *netlink.Conn) error {
 		for _, fam := range routeFamilies {
 			err := r.ensure(c, fam)
@@ -406,14 +409,14 @@ func (r *RouteKernel) Ensure(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("nft: failed to install policy routing: %w", err)
+		return fmt.Errorf("route: failed to install policy routing: %w", err)
 	}
 	r.log.Debug("installed policy routing", slog.Uint64("mark", uint64(r.spec.mark)),
 		slog.Uint64("table", uint64(r.spec.table)), slog.Uint64("priority", uint64(r.spec.prio)))
 	return nil
 }
 
-func (r *RouteKernel) ensure(c *netlink.Conn, fam uint8) error {
+func (r *Kernel) ensure(c *netlink.Conn, fam uint8) error {
 	wantRoute := r.spec.route(fam)
 	routes, err := listRoutes(c, fam, r.spec.table)
 	if err != nil {
@@ -450,7 +453,7 @@ func (r *RouteKernel) ensure(c *netlink.Conn, fam uint8) error {
 }
 
 // Remove implements Router: the rule goes first, then the route.
-func (r *RouteKernel) Remove(ctx context.Context) error {
+func (r *Kernel) Remove(ctx context.Context) error {
 	err := r.do(ctx, func(c *netlink.Conn) error {
 		for _, fam := range routeFamilies {
 			err := r.remove(c, fam)
@@ -464,19 +467,19 @@ func (r *RouteKernel) Remove(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("nft: failed to remove policy routing: %w", err)
+		return fmt.Errorf("route: failed to remove policy routing: %w", err)
 	}
 	return nil
 }
 
-func (r *RouteKernel) remove(c *netlink.Conn, fam uint8) error {
+func (r *Kernel) remove(c *netlink.Conn, fam uint8) error {
 	wantRule := r.spec.rule(fam)
 	rules, err := listRules(c, fam)
 	if err != nil {
 		return err
 	}
 	for _, x := range rules {
-		if !sameRule(x, wantRule) || x.proto != RouteProtocol {
+		if !sameRule(x, wantRule) || x.proto != Protocol {
 			continue
 		}
 		// The kernel matches the protocol too, so an identical rule of
@@ -492,7 +495,7 @@ func (r *RouteKernel) remove(c *netlink.Conn, fam uint8) error {
 		return err
 	}
 	for _, x := range routes {
-		if !sameRoute(x, wantRoute) || x.proto != RouteProtocol {
+		if !sameRoute(x, wantRoute) || x.proto != Protocol {
 			continue
 		}
 		m := routeMessage(x)
@@ -506,8 +509,8 @@ func (r *RouteKernel) remove(c *netlink.Conn, fam uint8) error {
 }
 
 // Dump renders the rules that look up the Router's table and the routes in
-// that table, read back from the kernel, in the format of RouteFake.Dump.
-func (r *RouteKernel) Dump(ctx context.Context) (string, error) {
+// that table, read back from the kernel, in the format of Fake.Dump.
+func (r *Kernel) Dump(ctx context.Context) (string, error) {
 	var rules []ipRule
 	var routes []ipRoute
 	err := r.do(ctx, func(c *netlink.Conn) error {
@@ -528,7 +531,7 @@ func (r *RouteKernel) Dump(ctx context.Context) (string, error) {
 		return nil
 	})
 	if err != nil {
-		return "", fmt.Errorf("nft: failed to dump policy routing: %w", err)
+		return "", fmt.Errorf("route: failed to dump policy routing: %w", err)
 	}
 	return renderRouting(r.spec.table, rules, routes), nil
 }
@@ -716,11 +719,11 @@ func decodeRuleMessage(b []byte) (ipRule, error) {
 	return r, nil
 }
 
-// RouteFake is an in-memory Router for unit tests. It records the rules and
+// Fake is an in-memory Router for unit tests. It records the rules and
 // routes as the kernel would hold them (an IPv4 local route has scope host,
-// an IPv6 route gets metric 1024) and renders them like RouteKernel.Dump.
+// an IPv6 route gets metric 1024) and renders them like Kernel.Dump.
 // It is safe for concurrent use.
-type RouteFake struct {
+type Fake struct {
 	spec routeSpec
 
 	mu       sync.Mutex
@@ -729,25 +732,25 @@ type RouteFake struct {
 	failNext error
 }
 
-// NewRouteFake returns a RouteFake with nothing installed; its arguments
-// are checked as NewRouter checks them.
-func NewRouteFake(mark, table, priority uint32) (*RouteFake, error) {
+// NewFake returns a Fake with nothing installed; its arguments
+// are checked as New checks them.
+func NewFake(mark, table, priority uint32) (*Fake, error) {
 	s, err := newRouteSpec(mark, table, priority)
 	if err != nil {
-		return nil, fmt.Errorf("nft: invalid policy routing: %w", err)
+		return nil, fmt.Errorf("route: invalid policy routing: %w", err)
 	}
-	return &RouteFake{spec: s}, nil
+	return &Fake{spec: s}, nil
 }
 
 // FailNext makes the next call fail with err, without changing anything.
-func (f *RouteFake) FailNext(err error) {
+func (f *Fake) FailNext(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failNext = err
 }
 
 // Installed reports whether both families' rule and route are in place.
-func (f *RouteFake) Installed() bool {
+func (f *Fake) Installed() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := 0
@@ -760,7 +763,7 @@ func (f *RouteFake) Installed() bool {
 	return n == len(routeFamilies)
 }
 
-func (f *RouteFake) begin(ctx context.Context) error {
+func (f *Fake) begin(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -774,9 +777,9 @@ func (f *RouteFake) begin(ctx context.Context) error {
 }
 
 // Ensure implements Router.
-func (f *RouteFake) Ensure(ctx context.Context) error {
+func (f *Fake) Ensure(ctx context.Context) error {
 	if err := f.begin(ctx); err != nil {
-		return fmt.Errorf("nft: failed to install policy routing: %w", err)
+		return fmt.Errorf("route: failed to install policy routing: %w", err)
 	}
 	defer f.mu.Unlock()
 	for _, fam := range routeFamilies {
@@ -797,24 +800,24 @@ func (f *RouteFake) Ensure(ctx context.Context) error {
 }
 
 // Remove implements Router.
-func (f *RouteFake) Remove(ctx context.Context) error {
+func (f *Fake) Remove(ctx context.Context) error {
 	if err := f.begin(ctx); err != nil {
-		return fmt.Errorf("nft: failed to remove policy routing: %w", err)
+		return fmt.Errorf("route: failed to remove policy routing: %w", err)
 	}
 	defer f.mu.Unlock()
 	f.rules = slices.DeleteFunc(f.rules, func(x ipRule) bool {
-		return x.proto == RouteProtocol && sameRule(x, f.spec.rule(x.family))
+		return x.proto == Protocol && sameRule(x, f.spec.rule(x.family))
 	})
 	f.routes = slices.DeleteFunc(f.routes, func(x ipRoute) bool {
-		return x.proto == RouteProtocol && sameRoute(x, f.spec.route(x.family))
+		return x.proto == Protocol && sameRoute(x, f.spec.route(x.family))
 	})
 	return nil
 }
 
-// Dump renders the state like RouteKernel.Dump.
-func (f *RouteFake) Dump(ctx context.Context) (string, error) {
+// Dump renders the state like Kernel.Dump.
+func (f *Fake) Dump(ctx context.Context) (string, error) {
 	if err := f.begin(ctx); err != nil {
-		return "", fmt.Errorf("nft: failed to dump policy routing: %w", err)
+		return "", fmt.Errorf("route: failed to dump policy routing: %w", err)
 	}
 	defer f.mu.Unlock()
 	return renderRouting(f.spec.table, f.rules, f.routes), nil

@@ -1,15 +1,30 @@
-package nft
+package route
 
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jsimonetti/rtnetlink/v2"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/ftpsalg/ftpsalg/test/lab"
+
+	goldenfile "github.com/ftpsalg/ftpsalg/test/golden"
 )
+
+// golden compares got with testdata/name (go test -update rewrites it).
+func golden(t *testing.T, name, got string) { t.Helper(); goldenfile.Check(t, name, got) }
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
 
 // The policy routing of the tests: mark as in mitmSpec, table 100, pref 100.
 const (
@@ -25,10 +40,10 @@ const routeEmpty = `# ip -4 rule list table 100
 # ip -6 route list table 100
 `
 
-func TestRouteFakeGolden(t *testing.T) {
+func TestFakeGolden(t *testing.T) {
 	t.Parallel()
 	ctx := ctxT(t)
-	f, err := NewRouteFake(testRouteMark, testRouteTable, testRoutePrio)
+	f, err := NewFake(testRouteMark, testRouteTable, testRoutePrio)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +80,7 @@ func TestRouteFakeGolden(t *testing.T) {
 	}
 }
 
-func TestRouterValidate(t *testing.T) {
+func TestValidate(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name              string
@@ -83,7 +98,7 @@ func TestRouterValidate(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := NewRouteFake(tc.mark, tc.table, tc.prio)
+			_, err := NewFake(tc.mark, tc.table, tc.prio)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("unexpected error: %v", err)
@@ -112,7 +127,7 @@ func TestDecodeRuleMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !sameRule(got, want) || got.proto != RouteProtocol || got.String() != want.String() {
+	if !sameRule(got, want) || got.proto != Protocol || got.String() != want.String() {
 		t.Fatalf("round trip: got %q, want %q", got, want)
 	}
 	dscp, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: 24, Data: []byte{1}}})
@@ -139,9 +154,45 @@ func TestDecodeRuleMessage(t *testing.T) {
 	}
 }
 
-func newRouter(t testing.TB, ns *netns) *RouteKernel {
+// testNS is the gateway namespace of a fresh lab (test/lab), in which a
+// kernel test installs its routing.
+type testNS struct {
+	lab *lab.Lab
+	f   *os.File // the namespace, open for the test's lifetime
+}
+
+// newNS builds a lab for one test and opens its gateway namespace; the lab
+// removes everything when the test ends. Kernel tests skip under -short
+// (make unit) and without root (unless CI or FTPSALG_PRIV_TESTS=1 require
+// them).
+func newNS(t *testing.T) *testNS {
 	t.Helper()
-	r, err := NewRouter(testRouteMark, testRouteTable, testRoutePrio, WithNetNS(ns.fd()))
+	if testing.Short() {
+		t.Skip("KERNEL TEST NOT RUN under -short: run go test as root without -short")
+	}
+	lab.RequirePrivileged(t)
+	l := lab.New(t, lab.Options{})
+	f, err := os.Open(l.NetNSPath(lab.Gateway))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return &testNS{lab: l, f: f}
+}
+
+// run runs a command in the namespace and returns its output.
+func (n *testNS) run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := n.lab.Run(ctxT(t), lab.Gateway, args[0], args[1:]...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+func newRouter(t *testing.T, ns *testNS) *Kernel {
+	t.Helper()
+	r, err := New(testRouteMark, testRouteTable, testRoutePrio, Options{NetNS: int(ns.f.Fd())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,12 +200,12 @@ func newRouter(t testing.TB, ns *netns) *RouteKernel {
 	return r
 }
 
-// TestRouteKernelGolden installs the policy routing in an empty namespace,
+// TestKernelGolden installs the policy routing in an empty namespace,
 // twice, and reads it back: through rtnetlink (the fake's golden) and
 // through ip(8).
-func TestRouteKernelGolden(t *testing.T) {
+func TestKernelGolden(t *testing.T) {
 	t.Parallel()
-	ns := newNetns(t)
+	ns := newNS(t)
 	ctx := ctxT(t)
 	r := newRouter(t, ns)
 	if err := r.Remove(ctx); err != nil {
@@ -189,12 +240,12 @@ func TestRouteKernelGolden(t *testing.T) {
 	}
 }
 
-// TestRouteKernelForeign checks that Ensure does not duplicate a rule the
+// TestKernelForeign checks that Ensure does not duplicate a rule the
 // operator made with the same selector, and that Remove leaves the
 // operator's rules and routes alone, even identical ones.
-func TestRouteKernelForeign(t *testing.T) {
+func TestKernelForeign(t *testing.T) {
 	t.Parallel()
-	ns := newNetns(t)
+	ns := newNS(t)
 	ctx := ctxT(t)
 	r := newRouter(t, ns)
 
@@ -221,11 +272,11 @@ func TestRouteKernelForeign(t *testing.T) {
 	golden(t, "route-foreign.golden", got)
 }
 
-// TestRouteKernelConflict checks that Ensure fails, instead of reporting
+// TestKernelConflict checks that Ensure fails, instead of reporting
 // success, when the table has another default route.
-func TestRouteKernelConflict(t *testing.T) {
+func TestKernelConflict(t *testing.T) {
 	t.Parallel()
-	ns := newNetns(t)
+	ns := newNS(t)
 	ctx := ctxT(t)
 	r := newRouter(t, ns)
 	ns.run(t, "ip", "-4", "route", "add", "unreachable", "default", "table", "100")
@@ -235,11 +286,11 @@ func TestRouteKernelConflict(t *testing.T) {
 	}
 }
 
-// TestRouteKernelContext checks that a cancelled context stops a call and
+// TestKernelContext checks that a cancelled context stops a call and
 // that the Router works afterwards.
-func TestRouteKernelContext(t *testing.T) {
+func TestKernelContext(t *testing.T) {
 	t.Parallel()
-	ns := newNetns(t)
+	ns := newNS(t)
 	r := newRouter(t, ns)
 	cancelled, cancel := context.WithCancel(t.Context())
 	cancel()
