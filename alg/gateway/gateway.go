@@ -77,6 +77,7 @@ type Gateway struct {
 	ready     atomic.Bool
 	readyWhy  atomic.Pointer[string]
 	reconcile chan struct{}
+	changedAt atomic.Pointer[time.Time] // first change not yet checked
 }
 
 // New returns a Gateway. Nothing touches the kernel until Apply.

@@ -65,7 +65,13 @@ func (g *Gateway) rebuildLocked(ctx context.Context, why string) error {
 	g.m.Reconciles.WithLabelValues("rebuilt").Inc()
 	g.m.ReconcileLastSuccess.SetToCurrentTime()
 	g.setReady(nil)
-	g.log.Warn("nftables table rebuilt", "cause", why, "pinholes_restored", n, "duration", d.String())
+	attrs := []any{"cause", why, "pinholes_restored", n, "duration", d.String()}
+	if at := g.changedAt.Swap(nil); at != nil {
+		// The window in which the table was missing, as far as the
+		// daemon can tell: from the kernel's notification to now.
+		attrs = append(attrs, "since_change", time.Since(*at).String())
+	}
+	g.log.Warn("nftables table rebuilt", attrs...)
 	return nil
 }
 
@@ -85,6 +91,15 @@ func (g *Gateway) Ready() error {
 		return nil
 	}
 	return errors.New(*g.readyWhy.Load())
+}
+
+// Changed tells the reconcile task that the table changed (a watcher's
+// notification): it checks at once, and a rebuild's log line says how
+// long after the first unhandled change the table was back.
+func (g *Gateway) Changed() {
+	now := time.Now()
+	g.changedAt.CompareAndSwap(nil, &now)
+	g.Trigger()
 }
 
 // Trigger asks the reconcile task to check the table now.
@@ -170,6 +185,7 @@ func (r *Reconciler) Once(ctx context.Context) error {
 		return nil
 	}
 	if err == nil && ok {
+		g.changedAt.Store(nil)
 		g.m.Reconciles.WithLabelValues("intact").Inc()
 		g.m.ReconcileSeconds.Observe(time.Since(start).Seconds())
 		g.m.ReconcileLastSuccess.SetToCurrentTime()
@@ -191,7 +207,7 @@ func (r *Reconciler) Once(ctx context.Context) error {
 func (r *Reconciler) watch(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := r.Watch(ctx, r.G.Trigger)
+		err := r.Watch(ctx, r.G.Changed)
 		if ctx.Err() != nil {
 			return
 		}

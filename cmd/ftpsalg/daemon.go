@@ -179,7 +179,13 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 		PacketMark: cfg.NFTables.PacketMark, Engine: eng, Metrics: m, Log: log}
 	ct := &conntrack.Listener{Log: log, OnRestart: func(error) { m.ConntrackRest.Inc() },
 		Types: []conntrack.EventType{conntrack.EventNew, conntrack.EventDestroy}}
-	rec := &gateway.Reconciler{G: gw}
+	rec := &gateway.Reconciler{G: gw, Watch: watchTable(tbl), Check: func(ctx context.Context) (bool, error) {
+		h, err := tbl.Check(ctx)
+		if err == nil && !h.Intact {
+			log.Warn("nftables table incomplete", "missing", h.Missing)
+		}
+		return h.Intact, err
+	}}
 	msrv.Ready = func() error {
 		if !q.Ready() {
 			return errors.New("queue not bound")
@@ -205,6 +211,25 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	err = g.Wait()
 	log.Info("ftpsalg stopping")
 	return err
+}
+
+// watchTable reports other processes' changes to our table (an operator's
+// nft delete table or flush ruleset) as they happen. It subscribes first,
+// then asks for a check: nothing that happened before is missed.
+func watchTable(tbl *nft.Kernel) gateway.Watcher {
+	return func(ctx context.Context, changed func()) error {
+		w, err := tbl.NewWatcher()
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		changed()
+		return w.Run(ctx, func(c nft.Change) {
+			if !c.Own {
+				changed()
+			}
+		})
+	}
 }
 
 // checkHost refuses a policy whose public and NAT addresses are not this
