@@ -239,7 +239,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	m.Reconciles = prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameReconciles,
 		Help: "Checks of the nftables table by the reconcile task, by result: intact, rebuilt (it was missing or incomplete and was rebuilt with the live sessions' pinholes), error (the rebuild failed and is retried)."}, []string{"result"})
 	m.ReconcileSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: NameReconcileSeconds,
-		Help: "Time a check of the nftables table took, including a rebuild and the restoration of pinholes when one was needed.",
+		Help:    "Time a check of the nftables table took, including a rebuild and the restoration of pinholes when one was needed.",
 		Buckets: prometheus.ExponentialBuckets(1e-4, 4, 8)})
 	m.ReconcileLastSuccess = prometheus.NewGauge(prometheus.GaugeOpts{Name: NameReconcileLastSuccess,
 		Help: "Unix time of the last check that found the nftables table intact or rebuilt it."})

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-
 )
 
 var (
