@@ -169,7 +169,10 @@ func (s *Session) CoreConfig(t Transport, midstream bool) ftp.Config {
 		PassiveMin: s.Server.PassiveMin, PassiveMax: s.Server.PassiveMax,
 		AllowActive: s.Server.ActiveMode, AllowThirdParty: s.Server.ThirdParty,
 		MaxLine:           s.Policy.Limits.MaxLine,
-		TransportDecrypts: t == Stream && s.Server.Mode == policy.ModeMITM,
+		// The stream path feeds clear text only: a translated inspect
+		// session stops feeding the core when TLS starts (it relays the
+		// rest unread).
+		TransportDecrypts: t == Stream,
 		InjectsReplies:    t == Stream,
 		Midstream:         midstream,
 	}
