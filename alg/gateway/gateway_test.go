@@ -315,7 +315,7 @@ func TestAuditSameKeys(t *testing.T) {
 		if ref != nil {
 			t.Fatal(ref)
 		}
-		s.Start()
+		s.Start(false)
 		s.Observe(ftp.Decision{Action: ftp.ActionCommand, Verb: "USER", Arg: "alice"})
 		s.Observe(ftp.Decision{Action: ftp.ActionCommand, Verb: "RETR", Arg: "f.bin"})
 		if _, err := s.OpenPinhole(ctx, passive(50020, tc.srv), false); err != nil {

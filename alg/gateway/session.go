@@ -201,9 +201,10 @@ func (s *Session) Leg() nat.Leg {
 	return s.leg
 }
 
-// Start writes the session's first audit line.
-func (s *Session) Start(attrs ...any) {
-	s.Log.Info("session start", append([]any{"mode", s.Mode, "implicit_tls", s.Implicit()}, attrs...)...)
+// Start writes the session's first audit line; midstream says the
+// packet path joined a connection already established.
+func (s *Session) Start(midstream bool) {
+	s.Log.Info("session start", "mode", s.Mode, "implicit_tls", s.Implicit(), "midstream", midstream)
 }
 
 // pinholeTimeout is how long the session's pinholes wait for their data

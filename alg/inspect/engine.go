@@ -234,7 +234,7 @@ func (e *Engine) newFlow(p *packet, key flowKey, now time.Time, midstream bool) 
 		f.sess.StartImplicitTLS()
 	}
 	e.flows[key] = f
-	gs.Start("midstream", midstream)
+	gs.Start(midstream)
 	return Verdict{Accept: true}
 }
 

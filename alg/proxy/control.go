@@ -22,7 +22,7 @@ import (
 
 // run relays the session and returns why it ended.
 func (s *session) run(ctx context.Context) string {
-	s.gs.Start()
+	s.gs.Start(false)
 	var laddr netip.AddrPort
 	switch {
 	case s.gs.Source.IsValid():
