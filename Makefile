@@ -1,7 +1,14 @@
 # ftpsalg — see README.md. Everything CI runs is `make test`.
 GO        ?= go
-VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X main.version=$(VERSION)
+# Version: from a release tag (vX.Y.Z; between tags X.Y.Z-N-gHASH, -dirty
+# with local changes), else the VERSION file (a tarball without .git).
+VERSION   ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null) && echo $${v\#v} || cat VERSION)
+COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+# Reproducible: the build date is SOURCE_DATE_EPOCH, by default the last
+# commit's time.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+BUILD_DATE := $(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
 FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
@@ -10,8 +17,10 @@ STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin
 
 all: build
 
+# Static (no cgo): the binary runs on glibc and musl gateways alike. The
+# race-enabled test builds keep cgo.
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ftpsalg ./cmd/ftpsalg
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ftpsalg ./cmd/ftpsalg
 
 # Unit tests (with fuzz seed corpora), then the privileged network-namespace
 # tests against the real kernel, vsftpd, curl and lftp. Needs root.

@@ -22,8 +22,9 @@ const (
 	NameQueuePackets       = "ftpsalg_queue_packets_total"
 	NameQueueVerdicts      = "ftpsalg_queue_verdicts_total"
 	NameQueueErrors        = "ftpsalg_queue_errors_total"
-	NameQueueDropped       = "ftpsalg_queue_kernel_dropped_packets"
-	NameQueueUserDropped   = "ftpsalg_queue_kernel_user_dropped_packets"
+	NameQueueDropped       = "ftpsalg_queue_kernel_dropped_packets_total"
+	NameQueueUserDropped   = "ftpsalg_queue_kernel_user_dropped_packets_total"
+	NameQueueWaiting       = "ftpsalg_queue_kernel_waiting_packets"
 	NameVerdictLatency     = "ftpsalg_queue_verdict_latency_seconds"
 	NameFlowsActive        = "ftpsalg_inspect_flows_active"
 	NameFlowEvictions      = "ftpsalg_inspect_flow_evictions_total"
@@ -46,7 +47,18 @@ const (
 	NameNATFailures        = "ftpsalg_nat_failures_total"
 	NameNATOpaque          = "ftpsalg_nat_opaque_sessions_total"
 	NameNATReserved        = "ftpsalg_nat_ports_reserved"
+	NameReloadSuccessful   = "ftpsalg_config_last_reload_successful"
+	NameReloadSuccessTime  = "ftpsalg_config_last_reload_success_timestamp_seconds"
 )
+
+// BuildInfo is what the build stamped into the binary (-ldflags -X), the
+// labels of ftpsalg_build_info.
+type BuildInfo struct {
+	Version   string // a semantic version from `git describe --tags`, or the VERSION file
+	Commit    string // the commit hash
+	GoVersion string // runtime.Version()
+	BuildDate string // RFC 3339, UTC (SOURCE_DATE_EPOCH when set)
+}
 
 // Label values used across packages.
 const (
@@ -123,6 +135,9 @@ type Metrics struct {
 	RelayBytes       *prometheus.CounterVec // direction
 	RelayDuration    prometheus.Histogram
 	RelayHandshakes  *prometheus.CounterVec // leg (client|upstream), resumed (true|false)
+
+	ReloadSuccessful  prometheus.Gauge // 1 when the last policy load (start or SIGHUP) was accepted
+	ReloadSuccessTime prometheus.Gauge // Unix time of the last accepted policy load
 }
 
 // VerbLabel maps a command verb to a bounded label value: unknown verbs
@@ -149,7 +164,7 @@ func ReplyClassLabel(code int) string {
 
 // New creates ftpsalg's metrics and registers them, the Go and process
 // collectors and build information with reg.
-func New(reg prometheus.Registerer, version string) *Metrics {
+func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 	m := &Metrics{
 		SessionsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: NameSessionsActive,
 			Help: "Control sessions currently tracked, by mode."}, []string{"mode"}),
@@ -226,11 +241,17 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(1e-3, 4, 10)}),
 		RelayHandshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRelayHandshakes,
 			Help: "Completed TLS handshakes of relayed data connections, by leg (client or upstream) and whether they resumed the control connection's session."}, []string{"leg", "resumed"}),
+		ReloadSuccessful: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameReloadSuccessful,
+			Help: "Whether the last policy load (at start or on SIGHUP) was accepted (1) or refused (0)."}),
+		ReloadSuccessTime: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameReloadSuccessTime,
+			Help: "Unix time of the last accepted policy load (at start or on SIGHUP)."}),
 	}
-	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: NameBuildInfo,
-		Help: "Build information; the value is always 1.", ConstLabels: prometheus.Labels{"version": version}})
-	build.Set(1)
-	reg.MustRegister(build,
+	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: NameBuildInfo,
+		Help: "Build information (version, commit, Go version, build date); the value is always 1.",
+		ConstLabels: prometheus.Labels{"version": build.Version, "commit": build.Commit,
+			"goversion": build.GoVersion, "build_date": build.BuildDate}})
+	info.Set(1)
+	reg.MustRegister(info, m.ReloadSuccessful, m.ReloadSuccessTime,
 		m.SessionsActive, m.SessionsTotal, m.Commands, m.Replies,
 		m.PinholesOpened, m.PinholesUsed, m.PinholesExpired, m.PinholesRemoved, m.PinholeErrors, m.PinholeCommit,
 		m.Refusals, m.QueuePackets, m.QueueVerdicts, m.QueueErrors, m.VerdictLatency,
@@ -256,4 +277,4 @@ func NewNATReserved(held func() int) prometheus.Collector {
 
 // NewDiscard returns metrics registered with a throw-away registry, for
 // tests and tools that do not export them.
-func NewDiscard() *Metrics { return New(prometheus.NewRegistry(), "test") }
+func NewDiscard() *Metrics { return New(prometheus.NewRegistry(), BuildInfo{Version: "test"}) }

@@ -173,7 +173,7 @@ func (st *mitmState) expiries() []certs.CertExpiry {
 
 func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.LevelVar, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, version)
+	m := metrics.New(reg, buildInfo())
 	reg.MustRegister(metrics.NewQueueStats(cfg.Queue.Number))
 
 	var mitm *mitmState

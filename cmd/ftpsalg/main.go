@@ -11,10 +11,23 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+
+	"github.com/ftpsalg/ftpsalg/metrics"
 )
 
-// version is stamped at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// Stamped at build time by the Makefile with -ldflags "-X main.version=..."
+// (and main.commit, main.buildDate); `go build` alone leaves these.
+var (
+	version   = "dev"
+	commit    = "unknown"
+	buildDate = "unknown"
+)
+
+// buildInfo is what `ftpsalg version` prints and ftpsalg_build_info carries.
+func buildInfo() metrics.BuildInfo {
+	return metrics.BuildInfo{Version: version, Commit: commit, GoVersion: runtime.Version(), BuildDate: buildDate}
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -48,7 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "ca":
 		return cmdCA(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
-		fmt.Fprintf(stdout, "ftpsalg %s\n", version)
+		b := buildInfo()
+		fmt.Fprintf(stdout, "ftpsalg %s\ncommit: %s\ngo: %s\nbuilt: %s\n", b.Version, b.Commit, b.GoVersion, b.BuildDate)
 		return 0
 	case "help", "--help", "-h":
 		usage(stdout)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -12,7 +13,8 @@ func TestVersion(t *testing.T) {
 	t.Parallel()
 	for _, arg := range []string{"version", "--version", "-v"} {
 		code, out, _ := runCmd(t, arg)
-		if code != 0 || out != "ftpsalg "+version+"\n" {
+		want := fmt.Sprintf("ftpsalg %s\ncommit: %s\ngo: %s\nbuilt: %s\n", version, commit, runtime.Version(), buildDate)
+		if code != 0 || out != want {
 			t.Errorf("%s: exit %d, output %q", arg, code, out)
 		}
 	}
