@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,6 +24,7 @@ import (
 	"github.com/ftpsalg/ftpsalg/alg/policy"
 	"github.com/ftpsalg/ftpsalg/alg/proxy"
 	"github.com/ftpsalg/ftpsalg/conntrack"
+	"github.com/ftpsalg/ftpsalg/internal/journald"
 	"github.com/ftpsalg/ftpsalg/metrics"
 	"github.com/ftpsalg/ftpsalg/nft"
 )
@@ -32,25 +32,30 @@ import (
 // cmdRun is the daemon: flags → logger → config → metrics → kernel state →
 // tasks under one errgroup.
 func cmdRun(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "/etc/ftpsalg/ftpsalg.yaml", "policy file")
-	if err := fs.Parse(args); err != nil {
+	c := newCommand("run", "run [--config] [FILE]",
+		"Run the gateway daemon (as root, or with CAP_NET_ADMIN and CAP_NET_RAW) with the policy FILE\n(default "+defaultConfig+"). SIGHUP reloads the policy; SIGTERM removes the nftables table and exits.", stdout, stderr)
+	config := c.configFlag()
+	pos, code, ok := c.parse(args)
+	if !ok {
+		return code
+	}
+	path, ok := config(pos)
+	if !ok {
 		return 2
 	}
-	cfg, err := policy.Load(*path)
+	cfg, err := policy.Load(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	level := new(slog.LevelVar)
 	level.Set(cfg.Log.Level)
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+	log := slog.New(journald.NewHandler(stdout, cfg.Log.Format, &slog.HandlerOptions{Level: level}, os.Getenv("JOURNAL_STREAM"))) // hook: log.format, journald priorities
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := daemon(ctx, *path, cfg, level, log); err != nil {
-		log.Error("ftpsalg stopped", "err", err)
+	if err := daemon(ctx, path, cfg, level, log); err != nil {
+		log.Error("ftpsalg stopped", stopAttrs(err)...) // hook: CAP_NET_ADMIN hint
 		return 1
 	}
 	return 0
@@ -174,6 +179,7 @@ func (st *mitmState) expiries() []certs.CertExpiry {
 func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.LevelVar, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, buildInfo())
+	life := newLifecycle(m, log) // hook: sd_notify and reload metrics (lifecycle.go)
 	reg.MustRegister(metrics.NewQueueStats(cfg.Queue.Number))
 
 	var mitm *mitmState
@@ -301,6 +307,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return msrv.Run(gctx) })
+	g.Go(func() error { return life.Run(gctx, msrv.Ready) }) // hook: READY=1, watchdog, STOPPING=1
 	g.Go(func() error { return eng.Run(gctx) })
 	g.Go(func() error { return q.Run(gctx) })
 	for _, p := range proxies {
@@ -346,6 +353,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 			case <-gctx.Done():
 				return nil
 			case <-hup:
+				life.Reloading() // hook
 				ncfg, err := policy.Load(path)
 				if err == nil {
 					var local []netip.Addr
@@ -355,15 +363,18 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 				}
 				if err != nil {
 					log.Error("reload refused: policy invalid; keeping the running policy", "err", err)
+					life.Reloaded(err) // hook
 					continue
 				}
-				if ncfg.NFTables != cfg.NFTables || ncfg.Queue != cfg.Queue || ncfg.Metrics != cfg.Metrics ||
+				if ncfg.NFTables != cfg.NFTables || ncfg.Queue != cfg.Queue || ncfg.Metrics != cfg.Metrics || ncfg.Admin != cfg.Admin ||
 					ncfg.MITM != cfg.MITM || hasMITM(ncfg) != hasMITM(cfg) || ncfg.Stream() != cfg.Stream() {
 					log.Error("reload refused: nftables, queue, metrics and mitm settings, and adding the first (or removing the last) mitm server, published server or clients entry, need a restart")
+					life.Reloaded(errNeedsRestart) // hook
 					continue
 				}
 				if err := eng.SetPolicy(gctx, ncfg, func() error { return apply(ncfg) }); err != nil {
 					log.Error("reload failed", "err", err)
+					life.Reloaded(err) // hook
 					continue
 				}
 				for _, p := range proxies {
@@ -372,6 +383,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 				level.Set(ncfg.Log.Level)
 				cfg = ncfg
 				log.Info("policy reloaded", "servers", len(ncfg.Servers))
+				life.Reloaded(nil) // hook
 			}
 		}
 	})
