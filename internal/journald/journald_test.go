@@ -69,9 +69,9 @@ func TestIsJournal(t *testing.T) {
 	}
 	match := fmt.Sprintf("%d:%d", st.Dev, st.Ino)
 	for env, want := range map[string]bool{
-		match: true,
+		match:                                  true,
 		fmt.Sprintf("%d:%d", st.Dev, st.Ino+1): false,
-		"": false, "garbage": false, "1:x": false,
+		"":                                     false, "garbage": false, "1:x": false,
 	} {
 		if got := IsJournal(f, env); got != want {
 			t.Errorf("IsJournal(%q) = %v, want %v", env, got, want)
