@@ -142,7 +142,7 @@ const (
 type Admin struct {
 	// Socket is the absolute path of the Unix socket (key socket), created
 	// mode 0600: live sessions name clients and users, so only root reads
-	// them.
+	// them. Read at start: a reload keeps the running socket.
 	Socket string
 }
 

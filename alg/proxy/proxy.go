@@ -72,6 +72,7 @@ type Proxy struct {
 	ownMu  sync.Mutex
 	owners map[nft.Pinhole]*session
 	bufs   sync.Pool // *[]byte of relayBufSize, for relay copies
+	live   sync.Map  // *session → struct{}: sessions in progress, for Status (status.go)
 }
 
 // New returns a Proxy.

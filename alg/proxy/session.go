@@ -180,6 +180,7 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 		MaxLine: pol.Limits.MaxLine, TransportDecrypts: true, InjectsReplies: true,
 	})
 	s.audit.start = p.o.Now()
+	defer p.register(s)() // status.go
 	p.active.Add(1)
 	m.SessionsActive.WithLabelValues(mode).Inc()
 	m.SessionsTotal.WithLabelValues(mode).Inc()

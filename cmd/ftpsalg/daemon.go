@@ -23,6 +23,7 @@ import (
 	"github.com/ftpsalg/ftpsalg/alg/nat"
 	"github.com/ftpsalg/ftpsalg/alg/policy"
 	"github.com/ftpsalg/ftpsalg/alg/proxy"
+	"github.com/ftpsalg/ftpsalg/alg/status"
 	"github.com/ftpsalg/ftpsalg/conntrack"
 	"github.com/ftpsalg/ftpsalg/internal/journald"
 	"github.com/ftpsalg/ftpsalg/metrics"
@@ -307,7 +308,9 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return msrv.Run(gctx) })
-	g.Go(func() error { return life.Run(gctx, msrv.Ready) }) // hook: READY=1, watchdog, STOPPING=1
+	// hooks: READY=1, watchdog, STOPPING=1 (lifecycle.go); the admin socket (statussource.go)
+	g.Go(func() error { return life.Run(gctx, msrv.Ready) })
+	g.Go(func() error { return status.Serve(gctx, cfg.Admin.Socket, statusSource(eng, proxies), log) })
 	g.Go(func() error { return eng.Run(gctx) })
 	g.Go(func() error { return q.Run(gctx) })
 	for _, p := range proxies {
@@ -366,7 +369,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 					life.Reloaded(err) // hook
 					continue
 				}
-				if ncfg.NFTables != cfg.NFTables || ncfg.Queue != cfg.Queue || ncfg.Metrics != cfg.Metrics || ncfg.Admin != cfg.Admin ||
+				if ncfg.NFTables != cfg.NFTables || ncfg.Queue != cfg.Queue || ncfg.Metrics != cfg.Metrics ||
 					ncfg.MITM != cfg.MITM || hasMITM(ncfg) != hasMITM(cfg) || ncfg.Stream() != cfg.Stream() {
 					log.Error("reload refused: nftables, queue, metrics and mitm settings, and adding the first (or removing the last) mitm server, published server or clients entry, need a restart")
 					life.Reloaded(errNeedsRestart) // hook

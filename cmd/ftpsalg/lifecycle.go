@@ -13,7 +13,7 @@ import (
 
 // errNeedsRestart is the refusal of a reload that changes settings only a
 // restart applies.
-var errNeedsRestart = errors.New("nftables, queue, metrics, admin and mitm settings, and adding the first (or removing the last) mitm server, published server or clients entry, need a restart")
+var errNeedsRestart = errors.New("nftables, queue, metrics and mitm settings, and adding the first (or removing the last) mitm server, published server or clients entry, need a restart")
 
 // lifecycle tells systemd (sd_notify) and the metrics what the daemon is
 // doing: ready, reloading, reloaded (accepted or refused), stopping. The

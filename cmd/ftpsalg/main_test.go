@@ -79,7 +79,7 @@ func TestCheckConfig(t *testing.T) {
 // description on stdout.
 func TestSubcommandHelp(t *testing.T) {
 	t.Parallel()
-	for _, sub := range [][]string{{"run"}, {"check-config"}, {"ca", "init"}, {"ca", "show"}} {
+	for _, sub := range [][]string{{"run"}, {"check-config"}, {"status"}, {"ca", "init"}, {"ca", "show"}} {
 		for _, h := range []string{"--help", "-h"} {
 			code, out, errOut := runCmd(t, append(sub, h)...)
 			if code != 0 || !strings.HasPrefix(out, "usage: ftpsalg "+strings.Join(sub, " ")) || !strings.Contains(out, "flags:\n") || errOut != "" {
