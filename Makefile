@@ -1,21 +1,36 @@
 # ftpsalg — see README.md. Everything CI runs is `make test`.
 GO        ?= go
-VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X main.version=$(VERSION)
+# Version: from a release tag (vX.Y.Z; between tags X.Y.Z-N-gHASH, -dirty
+# with local changes), else the VERSION file (a tarball without .git).
+VERSION   ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null) && echo $${v\#v} || cat VERSION)
+COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+# Reproducible: the build date is SOURCE_DATE_EPOCH, by default the last
+# commit's time.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+BUILD_DATE := $(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
 FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
-STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
+STATICCHECK_VERSION := v0.7.0
+STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $$($(GO) env GOPATH)/bin/staticcheck)
+PROMTOOL  ?= promtool
+NFPM_VERSION := v2.48.0
+NFPM      ?= GOFLAGS= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+# Debian version: 0.5.0, or 0.5.0+3.gabc123 between tags.
+DEB_VERSION := $(shell echo $(VERSION) | sed -e 's/-/+/' -e 's/-/./g')
 
-.PHONY: all build test unit integration fuzz bench demo lint clean
+.PHONY: all build test unit integration fuzz bench demo lint clean promtool metrics-lint deb package-check staticcheck
 
 all: build
 
+# Static (no cgo): the binary runs on glibc and musl gateways alike. The
+# race-enabled test builds keep cgo.
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ftpsalg ./cmd/ftpsalg
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ftpsalg ./cmd/ftpsalg
 
 # Unit tests (with fuzz seed corpora), then the privileged network-namespace
 # tests against the real kernel, vsftpd, curl and lftp. Needs root.
-test: build lint
+test: build lint promtool deb
 	$(GO) test -race -count=1 -timeout 14m ./...
 
 # Unit tests only: -short skips the kernel tests of ./nft and ./alg/route
@@ -42,11 +57,38 @@ bench: build
 demo: build
 	$(GO) run ./test/demo --bin bin/ftpsalg
 
-lint:
+# staticcheck, pinned, installed when missing (a fresh machine that followed
+# the README has Go and nothing else).
+$(STATICCHECK):
+	GOFLAGS= $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+staticcheck: $(STATICCHECK)
+
+lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+
+# The alert rules and their unit tests, and promtool's lint of a full
+# scrape of the daemon's registry (Debian package prometheus ships promtool).
+promtool: metrics-lint
+	$(PROMTOOL) check rules contrib/prometheus/alerts.yml
+	cd contrib/prometheus && $(PROMTOOL) test rules alerts_test.yml
+
+metrics-lint:
+	@mkdir -p bin
+	FTPSALG_METRICS_DUMP=$(CURDIR)/bin/metrics.txt $(GO) test -count=1 -run '^TestMetricsRegistry$$' ./cmd/ftpsalg
+	$(PROMTOOL) check metrics < bin/metrics.txt
+
+# The Debian package (nfpm, pinned): bin/ftpsalg_$(DEB_VERSION)_amd64.deb.
+# test/pkg installs it and runs the installed binary in the lab.
+deb: build
+	@mkdir -p bin/pkg
+	for m in ftpsalg.8 ftpsalg.yaml.5; do gzip -9n < cmd/ftpsalg/packaging/man/$$m > bin/pkg/$$m.gz; done
+	gzip -9n < CHANGELOG.md > bin/pkg/changelog.gz
+	DEB_VERSION=$(DEB_VERSION) $(NFPM) package --config cmd/ftpsalg/packaging/nfpm.yaml --packager deb --target bin/
+	@ls -l bin/*.deb
 
 clean:
 	rm -rf bin

@@ -23,8 +23,9 @@ const (
 	NameQueuePackets       = "ftpsalg_queue_packets_total"
 	NameQueueVerdicts      = "ftpsalg_queue_verdicts_total"
 	NameQueueErrors        = "ftpsalg_queue_errors_total"
-	NameQueueDropped       = "ftpsalg_queue_kernel_dropped_packets"
-	NameQueueUserDropped   = "ftpsalg_queue_kernel_user_dropped_packets"
+	NameQueueDropped       = "ftpsalg_queue_kernel_dropped_packets_total"
+	NameQueueUserDropped   = "ftpsalg_queue_kernel_user_dropped_packets_total"
+	NameQueueWaiting       = "ftpsalg_queue_kernel_waiting_packets"
 	NameVerdictLatency     = "ftpsalg_queue_verdict_latency_seconds"
 	NameFlowsActive        = "ftpsalg_inspect_flows_active"
 	NameFlowEvictions      = "ftpsalg_inspect_flow_evictions_total"
@@ -53,7 +54,18 @@ const (
 	NameReconcileSeconds     = "ftpsalg_nft_reconcile_duration_seconds"
 	NameReconcileLastSuccess = "ftpsalg_nft_reconcile_last_success_timestamp_seconds"
 	NamePinholesRestored     = "ftpsalg_pinholes_restored_total"
+	NameReloadSuccessful     = "ftpsalg_config_last_reload_successful"
+	NameReloadSuccessTime    = "ftpsalg_config_last_reload_success_timestamp_seconds"
 )
+
+// BuildInfo is what the build stamped into the binary (-ldflags -X), the
+// labels of ftpsalg_build_info.
+type BuildInfo struct {
+	Version   string // a semantic version from `git describe --tags`, or the VERSION file
+	Commit    string // the commit hash
+	GoVersion string // runtime.Version()
+	BuildDate string // RFC 3339, UTC (SOURCE_DATE_EPOCH when set)
+}
 
 // Label values used across packages.
 const (
@@ -135,6 +147,8 @@ type Metrics struct {
 	ReconcileSeconds     prometheus.Histogram
 	ReconcileLastSuccess prometheus.Gauge
 	PinholesRestored     prometheus.Counter
+	ReloadSuccessful     prometheus.Gauge // 1 when the last policy load (start or SIGHUP) was accepted
+	ReloadSuccessTime    prometheus.Gauge // Unix time of the last accepted policy load
 }
 
 // VerbLabel maps a command verb to a bounded label value: the verbs the
@@ -158,7 +172,7 @@ func ReplyClassLabel(code int) string {
 
 // New creates ftpsalg's metrics and registers them, the Go and process
 // collectors and build information with reg.
-func New(reg prometheus.Registerer, version string) *Metrics {
+func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 	m := &Metrics{
 		SessionsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: NameSessionsActive,
 			Help: "Control sessions currently tracked, by mode."}, []string{"mode"}),
@@ -195,7 +209,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		FlowsActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameFlowsActive,
 			Help: "Control connections the gateway holds, both paths (limits.max_flows bounds it; the name is kept from when only the inspect path counted)."}),
 		FlowEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameFlowEvictions,
-			Help: "Control flows dropped from the inspect path, by reason (fin, rst, conntrack, limit, idle)."}, []string{"reason"}),
+			Help: "Control sessions ended, both paths, by reason (fin, rst, conntrack, idle on the packet path; client_closed, server_closed, tls_failed and others on the stream path)."}, []string{"reason"}),
 		ConntrackEvent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameConntrackEvents,
 			Help: "Conntrack events received, by type."}, []string{"type"}),
 		ConntrackRest: prometheus.NewCounter(prometheus.CounterOpts{Name: NameConntrackRestarts,
@@ -235,6 +249,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(1e-3, 4, 10)}),
 		RelayHandshakes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRelayHandshakes,
 			Help: "Completed TLS handshakes of relayed data connections, by leg (client or upstream) and whether they resumed the control connection's session."}, []string{"leg", "resumed"}),
+		ReloadSuccessful: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameReloadSuccessful,
+			Help: "Whether the last policy load (at start or on SIGHUP) was accepted (1) or refused (0)."}),
+		ReloadSuccessTime: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameReloadSuccessTime,
+			Help: "Unix time of the last accepted policy load (at start or on SIGHUP)."}),
 	}
 	m.Reconciles = prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameReconciles,
 		Help: "Checks of the nftables table by the reconcile task, by result: intact, rebuilt (it was missing or incomplete and was rebuilt with the live sessions' pinholes), error (the rebuild failed and is retried)."}, []string{"result"})
@@ -246,10 +264,12 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	m.PinholesRestored = prometheus.NewCounter(prometheus.CounterOpts{Name: NamePinholesRestored,
 		Help: "Pinholes, relay elements and translations committed again after a rebuild of the table (reload, repair) emptied it."})
 	reg.MustRegister(m.Reconciles, m.ReconcileSeconds, m.ReconcileLastSuccess, m.PinholesRestored)
-	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: NameBuildInfo,
-		Help: "Build information; the value is always 1.", ConstLabels: prometheus.Labels{"version": version}})
-	build.Set(1)
-	reg.MustRegister(build,
+	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: NameBuildInfo,
+		Help: "Build information (version, commit, Go version, build date); the value is always 1.",
+		ConstLabels: prometheus.Labels{"version": build.Version, "commit": build.Commit,
+			"goversion": build.GoVersion, "build_date": build.BuildDate}})
+	info.Set(1)
+	reg.MustRegister(info, m.ReloadSuccessful, m.ReloadSuccessTime,
 		m.SessionsActive, m.SessionsTotal, m.Commands, m.Replies,
 		m.PinholesOpened, m.PinholesUsed, m.PinholesExpired, m.PinholesRemoved, m.PinholeErrors, m.PinholeCommit,
 		m.Refusals, m.QueuePackets, m.QueueVerdicts, m.QueueErrors, m.VerdictLatency,
@@ -275,4 +295,4 @@ func NewNATReserved(held func() int) prometheus.Collector {
 
 // NewDiscard returns metrics registered with a throw-away registry, for
 // tests and tools that do not export them.
-func NewDiscard() *Metrics { return New(prometheus.NewRegistry(), "test") }
+func NewDiscard() *Metrics { return New(prometheus.NewRegistry(), BuildInfo{Version: "test"}) }

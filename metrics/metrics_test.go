@@ -17,7 +17,7 @@ import (
 func TestLint(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	m := New(reg, "v0-test")
+	m := New(reg, BuildInfo{Version: "v0-test"})
 	m.Commands.WithLabelValues("PASV").Inc()
 	m.Refusals.WithLabelValues("third_party_address").Inc()
 	m.RelayConnections.WithLabelValues(RelayOK).Inc()
@@ -68,9 +68,9 @@ func TestQueueStats(t *testing.T) {
 	c := NewQueueStats(4040)
 	c.Path = p
 	want := `
-# HELP ftpsalg_queue_kernel_user_dropped_packets Packets the kernel could not deliver to the daemon's socket, e.g. ENOBUFS (queue_user_dropped).
-# TYPE ftpsalg_queue_kernel_user_dropped_packets counter
-ftpsalg_queue_kernel_user_dropped_packets{queue="4040"} 105
+# HELP ftpsalg_queue_kernel_user_dropped_packets_total Packets the kernel could not deliver to the daemon's socket, e.g. ENOBUFS (queue_user_dropped).
+# TYPE ftpsalg_queue_kernel_user_dropped_packets_total counter
+ftpsalg_queue_kernel_user_dropped_packets_total{queue="4040"} 105
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), NameQueueUserDropped); err != nil {
 		t.Fatal(err)
@@ -80,7 +80,7 @@ ftpsalg_queue_kernel_user_dropped_packets{queue="4040"} 105
 func TestEndpoints(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	New(reg, "v1")
+	New(reg, BuildInfo{Version: "v1", Commit: "abc", GoVersion: "go1.26", BuildDate: "2026-01-01T00:00:00Z"})
 	ready := false
 	s := &Server{Gath: reg, Ready: func() error {
 		if !ready {
@@ -110,7 +110,7 @@ func TestEndpoints(t *testing.T) {
 		t.Errorf("/readyz after ready = %d, want 200", code)
 	}
 	code, body := get("/metrics")
-	if code != 200 || !strings.Contains(body, `ftpsalg_build_info{version="v1"} 1`) {
+	if code != 200 || !strings.Contains(body, `ftpsalg_build_info{build_date="2026-01-01T00:00:00Z",commit="abc",goversion="go1.26",version="v1"} 1`) {
 		t.Errorf("/metrics = %d, body lacks build info", code)
 	}
 }

@@ -33,7 +33,7 @@ func NewQueueStats(queue uint16) *QueueStats {
 			"Packets the kernel dropped because the queue was full (queue_dropped).", nil, l),
 		userDropped: prometheus.NewDesc(NameQueueUserDropped,
 			"Packets the kernel could not deliver to the daemon's socket, e.g. ENOBUFS (queue_user_dropped).", nil, l),
-		waiting: prometheus.NewDesc("ftpsalg_queue_kernel_waiting_packets",
+		waiting: prometheus.NewDesc(NameQueueWaiting,
 			"Packets waiting in the kernel queue for a verdict.", nil, l),
 	}
 }

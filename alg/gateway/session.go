@@ -168,7 +168,7 @@ func (s *Session) CoreConfig(t Transport, midstream bool) ftp.Config {
 		Client: s.Client, Server: s.Upstream,
 		PassiveMin: s.Server.PassiveMin, PassiveMax: s.Server.PassiveMax,
 		AllowActive: s.Server.ActiveMode, AllowThirdParty: s.Server.ThirdParty,
-		MaxLine:           s.Policy.Limits.MaxLine,
+		MaxLine: s.Policy.Limits.MaxLine,
 		// The stream path feeds clear text only: a translated inspect
 		// session stops feeding the core when TLS starts (it relays the
 		// rest unread).

@@ -13,6 +13,7 @@ import (
 // Config is a validated policy with every default filled in.
 type Config struct {
 	Log      Log
+	Admin    Admin
 	Metrics  Metrics
 	NFTables NFTables
 	Queue    Queue
@@ -124,6 +125,25 @@ type Log struct {
 	// Level is the minimum level logged (key level: debug, info, warn or
 	// error).
 	Level slog.Level
+	// Format is how records are written (key format): LogJSON (one JSON
+	// object a line) or LogText (logfmt-like key=value). Read at start: a
+	// reload keeps the running format.
+	Format string
+}
+
+// Log formats (key log.format).
+const (
+	LogJSON = "json"
+	LogText = "text"
+)
+
+// Admin configures the local admin endpoint `ftpsalg status` reads (key
+// admin).
+type Admin struct {
+	// Socket is the absolute path of the Unix socket (key socket), created
+	// mode 0600: live sessions name clients and users, so only root reads
+	// them. Read at start: a reload keeps the running socket.
+	Socket string
 }
 
 // Metrics configures the Prometheus endpoint (key metrics).

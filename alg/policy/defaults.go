@@ -13,6 +13,12 @@ const (
 	// Info logs sessions, refusals and syncs without per-line noise; debug
 	// is for chasing one problem.
 	defaultLogLevel = slog.LevelInfo
+	// JSON: one object a line, what log shippers parse without a grammar.
+	defaultLogFormat = LogJSON
+
+	// Under systemd's RuntimeDirectory=ftpsalg (/run/ftpsalg), which is
+	// root's and goes away with the service.
+	defaultAdminSocket = "/run/ftpsalg/admin.sock"
 
 	// Loopback only: metrics reveal server names and traffic levels, so
 	// exposing them beyond the gateway is an explicit choice. 9641 is not
@@ -159,7 +165,8 @@ func defaultClients() []netip.Prefix {
 // defaultConfig returns a Config with every global default and no servers.
 func defaultConfig() Config {
 	return Config{
-		Log:      Log{Level: defaultLogLevel},
+		Log:      Log{Level: defaultLogLevel, Format: defaultLogFormat},
+		Admin:    Admin{Socket: defaultAdminSocket},
 		Metrics:  Metrics{Listen: defaultMetricsListen},
 		NFTables: NFTables{Table: defaultTable, CtMark: defaultCtMark, PacketMark: defaultPacketMark},
 		Queue:    Queue{Number: defaultQueueNumber, Length: defaultQueueLength, FailOpen: defaultFailOpen},

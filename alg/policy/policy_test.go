@@ -43,7 +43,7 @@ func e(line int, key, msg string) policy.Error {
 }
 
 const (
-	rootKeys   = "clients, limits, log, metrics, mitm, nftables, pinholes, queue, servers"
+	rootKeys   = "admin, clients, limits, log, metrics, mitm, nftables, pinholes, queue, servers"
 	serverKeys = "active_mode, addresses, allow_anonymous, allow_third_party, clients, control_ports, data, implicit_tls_ports, mode, name, passive_ports, public, public_ports, require_tls, tls, upstream_source"
 	mitmKeys   = "ca_dir, leaf_lifetime, listen_port, relay_port, route_table, rule_priority, tproxy_mark"
 	tlsKeys    = "ca_file, certificate, handshake_timeout, key, min_version, pin_sha256, require_client_reuse, server_name, verify"
@@ -70,7 +70,10 @@ var errorCases = []struct {
 		e(5, "", `a second YAML document: a policy is one document (remove the "---")`),
 	}},
 	{"parser error line", doc("servers:", "  - name: ftp", "    mode: inspect", "    addresses: [::1]"), []policy.Error{
-		e(4, "", "invalid YAML: did not find expected node content"),
+		e(4, "", `invalid YAML: did not find expected node content; quote IPv6 addresses in flow lists: ["::1"]`),
+	}},
+	{"unquoted IPv6 after an IPv4 address", doc("servers:", "  - name: ftp", "    mode: inspect", "    clients: [192.0.2.0/24, ::/0]"), []policy.Error{
+		e(4, "", `invalid YAML: did not find expected node content; quote IPv6 addresses in flow lists: ["::/0"]`),
 	}},
 	{"scanner error line", doc("servers:", "\t- name: ftp"), []policy.Error{
 		e(2, "", "invalid YAML: found character that cannot start any token"),
@@ -99,8 +102,8 @@ var errorCases = []struct {
 	{"unknown server key", withBase("    pasive_ports: 50000-50100"), []policy.Error{
 		e(5, "servers[0].pasive_ports", `unknown key (did you mean "passive_ports"?); valid keys: `+serverKeys),
 	}},
-	{"unknown section key without suggestion", beforeBase("log:", "  format: json"), []policy.Error{
-		e(2, "log.format", "unknown key; valid keys: level"),
+	{"unknown section key without suggestion", beforeBase("log:", "  colour: json"), []policy.Error{
+		e(2, "log.colour", "unknown key; valid keys: format, level"),
 	}},
 	{"duplicate key", withBase("    mode: mitm"), []policy.Error{
 		e(5, "servers[0].mode", "duplicate key: already given at line 3"),
@@ -113,7 +116,7 @@ var errorCases = []struct {
 		e(5, "servers[0]", "a key must be a plain name, not a list"),
 	}},
 	{"section not a mapping", beforeBase("log: debug"), []policy.Error{
-		e(1, "log", `expected a mapping with keys: level, got string "debug"`),
+		e(1, "log", `expected a mapping with keys: format, level, got string "debug"`),
 	}},
 	{"section with no value", beforeBase("limits:"), []policy.Error{
 		e(1, "limits", "no value; expected a mapping with keys: max_flows, max_line"),
@@ -122,6 +125,12 @@ var errorCases = []struct {
 	// log, metrics.
 	{"bad log level", beforeBase("log:", "  level: verbose"), []policy.Error{
 		e(2, "log.level", `"verbose" is not a level; use one of debug, info, warn, error`),
+	}},
+	{"bad log format", beforeBase("log:", "  format: xml"), []policy.Error{
+		e(2, "log.format", `"xml" is not a log format; use json or text`),
+	}},
+	{"admin socket not absolute", beforeBase("admin:", "  socket: admin.sock"), []policy.Error{
+		e(2, "admin.socket", `"admin.sock" is not an absolute path such as "/run/ftpsalg/admin.sock" of at most 107 bytes`),
 	}},
 	{"listen not a string", beforeBase("metrics:", "  listen: 9641"), []policy.Error{
 		e(2, "metrics.listen", `expected a host:port string such as "127.0.0.1:9641" or "[::1]:9641", got integer 9641`),
@@ -402,7 +411,8 @@ func defaultServer() policy.Server {
 // defaults is the documented default of every global key (docs/config.md).
 func defaults(servers ...policy.Server) policy.Config {
 	return policy.Config{
-		Log:      policy.Log{Level: slog.LevelInfo},
+		Log:      policy.Log{Level: slog.LevelInfo, Format: "json"},
+		Admin:    policy.Admin{Socket: "/run/ftpsalg/admin.sock"},
 		Metrics:  policy.Metrics{Listen: "127.0.0.1:9641"},
 		NFTables: policy.NFTables{Table: "ftpsalg", CtMark: 0x10000000, PacketMark: 0x20000000},
 		Queue:    policy.Queue{Number: 4040, Length: 4096, FailOpen: false},
@@ -453,7 +463,8 @@ func TestParse(t *testing.T) {
 	}{
 		{"defaults", withBase(), func() policy.Config { return defaults(defaultServer()) }},
 		{"every global key", beforeBase(
-			"log: {level: debug}",
+			"log: {level: debug, format: text}",
+			"admin: {socket: /run/alg.sock}",
 			`metrics: {listen: "[::1]:9100"}`,
 			"nftables:",
 			"  table: edge_ftp-1",
@@ -464,7 +475,8 @@ func TestParse(t *testing.T) {
 			"limits: {max_flows: 1, max_line: 512}",
 		), func() policy.Config {
 			c := defaults(defaultServer())
-			c.Log.Level = slog.LevelDebug
+			c.Log = policy.Log{Level: slog.LevelDebug, Format: "text"}
+			c.Admin.Socket = "/run/alg.sock"
 			c.Metrics.Listen = "[::1]:9100"
 			c.NFTables = policy.NFTables{Table: "edge_ftp-1", CtMark: 1, PacketMark: 2}
 			c.Queue = policy.Queue{Number: 0, Length: 65536, FailOpen: true}

@@ -18,9 +18,10 @@ import (
 // Known keys of each mapping. A key not listed is an error that names the
 // valid keys, so these lists are also what operators see.
 var (
-	rootKeys       = []string{"log", "metrics", "nftables", "queue", "pinholes", "limits", "mitm", "servers", "clients"}
+	rootKeys       = []string{"log", "admin", "metrics", "nftables", "queue", "pinholes", "limits", "mitm", "servers", "clients"}
 	clientNATKeys  = []string{"name", "prefixes", "nat_addresses", "nat_ports"}
-	logKeys        = []string{"level"}
+	logKeys        = []string{"level", "format"}
+	adminKeys      = []string{"socket"}
 	metricsKeys    = []string{"listen"}
 	nftablesKeys   = []string{"table", "ct_mark", "packet_mark"}
 	queueKeys      = []string{"number", "length", "failure"}
@@ -111,14 +112,14 @@ var unplacedProblems = []string{
 
 // syntax reports an error from the YAML parser, with its line when it can
 // be known.
-func (d *decoder) syntax(err error) {
+func (d *decoder) syntax(err error, data []byte) {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	if m := syntaxLine.FindStringSubmatch(err.Error()); m != nil {
 		if line, err := strconv.Atoi(m[1]); err == nil && line > 0 {
 			if slices.Contains(parserProblems, m[2]) {
 				line++
 			}
-			d.errorf(line, "", "invalid YAML: %s", m[2])
+			d.errorf(line, "", "invalid YAML: %s%s", m[2], ipv6Hint(data, line))
 			return
 		}
 	}
@@ -129,6 +130,31 @@ func (d *decoder) syntax(err error) {
 		}
 	}
 	d.errorf(line, "", "invalid YAML: %s", msg)
+}
+
+// unquotedIPv6RE finds an IPv6 address written unquoted at the start of a
+// flow sequence item, e.g. "[::1]" or "[192.0.2.1, ::1]": YAML reads a
+// leading ':' as a mapping indicator, so the parser fails on it.
+var unquotedIPv6RE = regexp.MustCompile(`[\[,]\s*(::|[0-9A-Fa-f]{1,4}::?)[0-9A-Fa-f:.]*(/[0-9]+)?\s*[\],]`)
+
+// ipv6Hint returns a hint for a syntax error on line (1-based) or the line
+// before it when one of them holds an unquoted IPv6 address in a flow list.
+func ipv6Hint(data []byte, line int) string {
+	lines := strings.Split(string(data), "\n")
+	for _, l := range []int{line - 1, line - 2} {
+		if l < 0 || l >= len(lines) {
+			continue
+		}
+		if m := unquotedIPv6RE.FindString(lines[l]); m != "" && strings.Contains(m, "::") {
+			addr := strings.Trim(m, "[], \t")
+			where := ""
+			if l+1 != line {
+				where = fmt.Sprintf("line %d: ", l+1)
+			}
+			return fmt.Sprintf(`; %squote IPv6 addresses in flow lists: ["%s"]`, where, addr)
+		}
+	}
+	return ""
 }
 
 // badCharacter finds the first byte sequence that is not valid UTF-8 or is a
@@ -176,7 +202,7 @@ func (d *decoder) document(data []byte) (root node, ok bool) {
 		return node{}, false
 	}
 	if err != nil {
-		d.syntax(err)
+		d.syntax(err, data)
 		return node{}, false
 	}
 	var next yaml.Node
@@ -184,7 +210,7 @@ func (d *decoder) document(data []byte) (root node, ok bool) {
 	case err == nil:
 		d.errorf(next.Line, "", "a second YAML document: a policy is one document (remove the \"---\")")
 	case !errors.Is(err, io.EOF):
-		d.syntax(err)
+		d.syntax(err, data)
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
 		// yaml.v3 always returns a document with one root; anything else
@@ -270,6 +296,7 @@ var sections = []struct {
 }{
 	{"at the top level", rootKeys},
 	{"under log", logKeys},
+	{"under admin", adminKeys},
 	{"under metrics", metricsKeys},
 	{"under nftables", nftablesKeys},
 	{"under queue", queueKeys},

@@ -61,6 +61,9 @@ func (d *decoder) config(root node, cfg *Config) {
 	if n, ok := f["log"]; ok {
 		d.log(n, &cfg.Log)
 	}
+	if n, ok := f["admin"]; ok {
+		d.admin(n, &cfg.Admin)
+	}
 	if n, ok := f["metrics"]; ok {
 		d.metrics(n, &cfg.Metrics)
 	}
@@ -106,6 +109,16 @@ func (d *decoder) log(n node, l *Log) {
 	if !ok {
 		return
 	}
+	if v, ok := f["format"]; ok {
+		const want = "json or text"
+		if s, ok := d.str(v, want); ok {
+			if s != LogJSON && s != LogText {
+				d.at(v, "%q is not a log format; use %s", s, want)
+			} else {
+				l.Format = s
+			}
+		}
+	}
 	if v, ok := f["level"]; ok {
 		names := make([]string, len(logLevels))
 		for i, ll := range logLevels {
@@ -123,6 +136,26 @@ func (d *decoder) log(n node, l *Log) {
 			}
 		}
 		d.at(v, "%q is not a level; use %s", s, want)
+	}
+}
+
+func (d *decoder) admin(n node, a *Admin) {
+	f, ok := d.section(n, adminKeys)
+	if !ok {
+		return
+	}
+	if v, ok := f["socket"]; ok {
+		const want = `an absolute path such as "/run/ftpsalg/admin.sock"`
+		s, ok := d.str(v, want)
+		if !ok {
+			return
+		}
+		// sun_path holds 108 bytes with the terminating NUL.
+		if !strings.HasPrefix(s, "/") || len(s) > 107 {
+			d.at(v, "%q is not %s of at most 107 bytes", s, want)
+			return
+		}
+		a.Socket = s
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -48,16 +47,17 @@ func cmdCA(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdCAInit(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("ca init", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	c := newCommand("ca init", "ca init [--dir DIR] [--cn NAME] [--force]",
+		"Create the operator CA that mitm mode mints client-facing certificates from (ca.crt, and ca.key mode 0600).", stdout, stderr)
+	fs := c.fs
 	dir := fs.String("dir", defaultCADir, "directory to write ca.crt and ca.key to (created 0700)")
 	cn := fs.String("cn", certs.DefaultCommonName, "common name of the CA, shown by clients")
 	force := fs.Bool("force", false, "replace an existing CA (clients must then trust the new ca.crt)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	pos, code, ok := c.parse(args)
+	if !ok {
+		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "ftpsalg ca init: unexpected argument %q\n", fs.Arg(0))
+	if !c.noArgs(pos) {
 		return 2
 	}
 	ca, err := certs.InitCA(*dir, certs.InitOptions{CommonName: *cn, Force: *force})
@@ -79,14 +79,14 @@ func cmdCAInit(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdCAShow(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("ca show", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dir := fs.String("dir", defaultCADir, "directory holding ca.crt and ca.key")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	c := newCommand("ca show", "ca show [--dir DIR]",
+		"Print the operator CA's certificate (subject, validity, fingerprint) and check its key file's mode.", stdout, stderr)
+	dir := c.fs.String("dir", defaultCADir, "directory holding ca.crt and ca.key")
+	pos, code, ok := c.parse(args)
+	if !ok {
+		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "ftpsalg ca show: unexpected argument %q\n", fs.Arg(0))
+	if !c.noArgs(pos) {
 		return 2
 	}
 	certPath, keyPath := filepath.Join(*dir, certs.CertFile), filepath.Join(*dir, certs.KeyFile)

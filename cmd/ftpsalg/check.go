@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 
@@ -9,13 +8,19 @@ import (
 )
 
 func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "/etc/ftpsalg/ftpsalg.yaml", "policy file")
-	skipHost := fs.Bool("skip-host-check", false, "do not check that public and NAT addresses are this host's (when checking a policy for another machine)")
-	if err := fs.Parse(args); err != nil {
+	c := newCommand("check-config", "check-config [--config] [FILE] [--skip-host-check]",
+		"Validate the policy FILE (default "+defaultConfig+"): exit 0 and print a summary when it is valid,\nexit 1 with one error per line (file:line: key: problem) otherwise.", stdout, stderr)
+	config := c.configFlag()
+	skipHost := c.fs.Bool("skip-host-check", false, "do not check that public and NAT addresses are this host's (when checking a policy for another machine)")
+	pos, code, ok := c.parse(args)
+	if !ok {
+		return code
+	}
+	p, ok := config(pos)
+	if !ok {
 		return 2
 	}
+	path := &p
 	cfg, err := policy.Load(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,6 +25,8 @@ import (
 	"github.com/ftpsalg/ftpsalg/alg/policy"
 	"github.com/ftpsalg/ftpsalg/alg/proxy"
 	"github.com/ftpsalg/ftpsalg/alg/route"
+	"github.com/ftpsalg/ftpsalg/alg/status"
+	"github.com/ftpsalg/ftpsalg/cmd/ftpsalg/internal/journald"
 	"github.com/ftpsalg/ftpsalg/conntrack"
 	"github.com/ftpsalg/ftpsalg/metrics"
 	"github.com/ftpsalg/ftpsalg/nft"
@@ -34,25 +35,30 @@ import (
 // cmdRun is the daemon: flags → logger → config → metrics → kernel state →
 // tasks under one errgroup.
 func cmdRun(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "/etc/ftpsalg/ftpsalg.yaml", "policy file")
-	if err := fs.Parse(args); err != nil {
+	c := newCommand("run", "run [--config] [FILE]",
+		"Run the gateway daemon (as root, or with CAP_NET_ADMIN and CAP_NET_RAW) with the policy FILE\n(default "+defaultConfig+"). SIGHUP reloads the policy; SIGTERM removes the nftables table and exits.", stdout, stderr)
+	config := c.configFlag()
+	pos, code, ok := c.parse(args)
+	if !ok {
+		return code
+	}
+	path, ok := config(pos)
+	if !ok {
 		return 2
 	}
-	cfg, err := policy.Load(*path)
+	cfg, err := policy.Load(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	level := new(slog.LevelVar)
 	level.Set(cfg.Log.Level)
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+	log := slog.New(journald.NewHandler(stdout, cfg.Log.Format, &slog.HandlerOptions{Level: level}, os.Getenv("JOURNAL_STREAM"))) // hook: log.format, journald priorities
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := daemon(ctx, *path, cfg, level, log); err != nil {
-		log.Error("ftpsalg stopped", "err", err)
+	if err := daemon(ctx, path, cfg, level, log); err != nil {
+		log.Error("ftpsalg stopped", stopAttrs(err)...) // hook: CAP_NET_ADMIN hint
 		return 1
 	}
 	return 0
@@ -125,7 +131,8 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	}
 	defer lock.Close()
 	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, version)
+	m := metrics.New(reg, buildInfo())
+	life := newLifecycle(m, log) // hook: sd_notify and reload metrics (lifecycle.go)
 	reg.MustRegister(metrics.NewQueueStats(cfg.Queue.Number))
 
 	var mitm *mitmState
@@ -196,6 +203,10 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	g.Go(func() error { return msrv.Run(gctx) })
 	g.Go(func() error { return gw.Run(gctx) })
 	g.Go(func() error { return rec.Run(gctx) })
+	// READY=1 once every task is up, the watchdog, STOPPING=1 (lifecycle.go);
+	// the admin socket of ftpsalg status.
+	g.Go(func() error { return life.Run(gctx, msrv.Ready) })
+	g.Go(func() error { return status.Serve(gctx, cfg.Admin.Socket, gw.Status, log) })
 	g.Go(func() error { return eng.Run(gctx) })
 	g.Go(func() error { return q.Run(gctx) })
 	g.Go(func() error {
@@ -206,7 +217,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 		}
 		return nil
 	})
-	g.Go(func() error { return reloads(gctx, path, cfg, gw, level, log) })
+	g.Go(func() error { return reloads(gctx, path, cfg, gw, life, level, log) })
 	log.Info("ftpsalg running", "version", version, "config", path, "servers", len(cfg.Servers))
 	err = g.Wait()
 	log.Info("ftpsalg stopping")
@@ -312,7 +323,7 @@ func startStream(ctx context.Context, g *errgroup.Group, cfg *policy.Config, gw 
 // reloads applies the policy file again on each SIGHUP: a valid policy
 // rebuilds the table and restores every live session's pinholes, relay
 // elements and translations; an invalid one changes nothing.
-func reloads(ctx context.Context, path string, cfg *policy.Config, gw *gateway.Gateway, level *slog.LevelVar, log *slog.Logger) error {
+func reloads(ctx context.Context, path string, cfg *policy.Config, gw *gateway.Gateway, life *lifecycle, level *slog.LevelVar, log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -322,25 +333,30 @@ func reloads(ctx context.Context, path string, cfg *policy.Config, gw *gateway.G
 			return nil
 		case <-hup:
 		}
+		life.Reloading()
 		ncfg, err := policy.Load(path)
 		if err == nil {
 			err = checkHost(ncfg)
 		}
 		if err != nil {
 			log.Error("reload refused: policy invalid; keeping the running policy", "err", err)
+			life.Reloaded(err)
 			continue
 		}
 		if ncfg.NFTables != cfg.NFTables || ncfg.Queue != cfg.Queue || ncfg.Metrics != cfg.Metrics ||
 			ncfg.MITM != cfg.MITM || gateway.HasMITM(ncfg) != gateway.HasMITM(cfg) || ncfg.Stream() != cfg.Stream() {
 			log.Error("reload refused: nftables, queue, metrics and mitm settings, and adding the first (or removing the last) mitm server, published server or clients entry, need a restart")
+			life.Reloaded(errNeedsRestart)
 			continue
 		}
 		if err := gw.Apply(ctx, ncfg); err != nil {
 			log.Error("reload failed", "err", err)
+			life.Reloaded(err)
 			continue
 		}
 		level.Set(ncfg.Log.Level)
 		cfg = ncfg
 		log.Info("policy reloaded", "servers", len(ncfg.Servers))
+		life.Reloaded(nil)
 	}
 }

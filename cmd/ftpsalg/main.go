@@ -1,8 +1,8 @@
 // Command ftpsalg is the FTP/FTPS application-level gateway daemon.
 //
-//	ftpsalg run --config FILE          run the daemon
-//	ftpsalg check-config --config FILE validate a policy file
-//	ftpsalg status [--metrics ADDR]    summarise a running daemon
+//	ftpsalg run [--config] FILE          run the daemon
+//	ftpsalg check-config [--config] FILE validate a policy file
+//	ftpsalg status [--json]              a running daemon's sessions and pinholes
 //	ftpsalg ca init|show [--dir DIR]   create or inspect the mitm-mode CA
 //	ftpsalg version                    print the version
 package main
@@ -11,10 +11,23 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+
+	"github.com/ftpsalg/ftpsalg/metrics"
 )
 
-// version is stamped at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// Stamped at build time by the Makefile with -ldflags "-X main.version=..."
+// (and main.commit, main.buildDate); `go build` alone leaves these.
+var (
+	version   = "dev"
+	commit    = "unknown"
+	buildDate = "unknown"
+)
+
+// buildInfo is what `ftpsalg version` prints and ftpsalg_build_info carries.
+func buildInfo() metrics.BuildInfo {
+	return metrics.BuildInfo{Version: version, Commit: commit, GoVersion: runtime.Version(), BuildDate: buildDate}
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -24,12 +37,14 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: ftpsalg <command> [flags]
 
 commands:
-  run --config FILE            run the gateway daemon (as root, on the gateway)
-  check-config --config FILE   validate a policy file; exit 1 with one error per line
+  run [--config] FILE            run the gateway daemon (as root, on the gateway)
+  check-config [--config] FILE   validate a policy file; exit 1 with one error per line
                [--skip-host-check]  (public and NAT addresses need not be this host's)
-  status [--metrics ADDR]      print a running daemon's sessions, pinholes and refusals
-  ca init|show [--dir DIR]     create or inspect the operator CA for mitm mode (ftpsalg ca help)
-  version                      print the version
+  status [--json] [--socket PATH]  print a running daemon's live sessions and pending pinholes
+  ca init|show [--dir DIR]       create or inspect the operator CA for mitm mode (ftpsalg ca help)
+  version                        print the version, commit, Go version and build date
+
+FILE defaults to `+defaultConfig+`. ftpsalg <command> --help describes each command.
 `)
 }
 
@@ -48,7 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "ca":
 		return cmdCA(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
-		fmt.Fprintf(stdout, "ftpsalg %s\n", version)
+		b := buildInfo()
+		fmt.Fprintf(stdout, "ftpsalg %s\ncommit: %s\ngo: %s\nbuilt: %s\n", b.Version, b.Commit, b.GoVersion, b.BuildDate)
 		return 0
 	case "help", "--help", "-h":
 		usage(stdout)

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -12,7 +15,8 @@ func TestVersion(t *testing.T) {
 	t.Parallel()
 	for _, arg := range []string{"version", "--version", "-v"} {
 		code, out, _ := runCmd(t, arg)
-		if code != 0 || out != "ftpsalg "+version+"\n" {
+		want := fmt.Sprintf("ftpsalg %s\ncommit: %s\ngo: %s\nbuilt: %s\n", version, commit, runtime.Version(), buildDate)
+		if code != 0 || out != want {
 			t.Errorf("%s: exit %d, output %q", arg, code, out)
 		}
 	}
@@ -68,5 +72,56 @@ func TestCheckConfig(t *testing.T) {
 	code, _, errOut = runCmd(t, "check-config", "--config", filepath.Join(t.TempDir(), "missing.yaml"))
 	if code != 1 || !strings.HasPrefix(errOut, "failed to read policy: ") {
 		t.Errorf("check-config missing: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// TestSubcommandHelp: --help and -h exit 0 with the usage and a
+// description on stdout.
+func TestSubcommandHelp(t *testing.T) {
+	t.Parallel()
+	for _, sub := range [][]string{{"run"}, {"check-config"}, {"status"}, {"ca", "init"}, {"ca", "show"}} {
+		for _, h := range []string{"--help", "-h"} {
+			code, out, errOut := runCmd(t, append(sub, h)...)
+			if code != 0 || !strings.HasPrefix(out, "usage: ftpsalg "+strings.Join(sub, " ")) || !strings.Contains(out, "flags:\n") || errOut != "" {
+				t.Errorf("%v %s: exit %d, stdout %q, stderr %q", sub, h, code, out, errOut)
+			}
+		}
+	}
+}
+
+// TestPositionalConfig: the one positional argument is the policy file;
+// more, or one that contradicts --config, is an error, never ignored.
+func TestPositionalConfig(t *testing.T) {
+	t.Parallel()
+	minimal := filepath.Join("..", "..", "examples", "minimal.yaml")
+	full := filepath.Join("..", "..", "examples", "full.yaml")
+	for _, tc := range []struct {
+		args     []string
+		code     int
+		out, err string
+	}{
+		{[]string{"check-config", minimal}, 0, minimal + ": ok (1 servers)\n", ""},
+		{[]string{"check-config", full, "--skip-host-check"}, 0, full + ": ok (3 servers)\n", ""},
+		{[]string{"check-config", "--config", minimal, minimal}, 0, minimal + ": ok (1 servers)\n", ""},
+		{[]string{"check-config", minimal, full}, 2, "", "one policy file at most"},
+		{[]string{"check-config", "--config", minimal, full}, 2, "", "two policy files"},
+		{[]string{"run", minimal, full}, 2, "", "one policy file at most"},
+		{[]string{"ca", "show", "extra"}, 2, "", `unexpected argument "extra"`},
+	} {
+		code, out, errOut := runCmd(t, tc.args...)
+		if code != tc.code || out != tc.out || !strings.Contains(errOut, tc.err) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit %d, stdout %q, stderr containing %q", tc.args, code, out, errOut, tc.code, tc.out, tc.err)
+		}
+	}
+}
+
+func TestStopAttrsHint(t *testing.T) {
+	t.Parallel()
+	perm := fmt.Errorf("nft: failed to probe: %w", syscall.EPERM)
+	if a := stopAttrs(perm); len(a) != 4 || !strings.Contains(a[3].(string), "CAP_NET_ADMIN") {
+		t.Errorf("EPERM: %v", a)
+	}
+	if a := stopAttrs(errors.New("other")); len(a) != 2 {
+		t.Errorf("other error: %v", a)
 	}
 }

@@ -1,73 +1,64 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"flag"
 	"fmt"
 	"io"
-	"net/http"
-	"sort"
-	"strings"
 	"time"
+
+	"github.com/ftpsalg/ftpsalg/alg/policy"
+	"github.com/ftpsalg/ftpsalg/alg/status"
 )
 
-// cmdStatus reads a running daemon's /readyz and /metrics and prints the
-// figures an operator looks at first.
+// cmdStatus reads a running daemon's live sessions and pending pinholes
+// from its admin socket.
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("metrics", "127.0.0.1:9641", "the daemon's metrics listen address")
-	if err := fs.Parse(args); err != nil {
+	c := newCommand("status", "status [--json] [--socket PATH | --config FILE]",
+		"Print a running daemon's live control sessions (client, server, mode, user, age, pinholes) and its\n"+
+			"pending pinholes (tuple, seconds left), read from its root-only admin socket. Metrics are on\n"+
+			"the metrics endpoint (docs/metrics.md).", stdout, stderr)
+	asJSON := c.fs.Bool("json", false, "print the daemon's JSON as is")
+	socket := c.fs.String("socket", "", "the admin socket (default: the policy's admin.socket, else /run/ftpsalg/admin.sock)")
+	config := c.fs.String("config", "", "read admin.socket from this policy file")
+	pos, code, ok := c.parse(args)
+	if !ok {
+		return code
+	}
+	if !c.noArgs(pos) {
 		return 2
+	}
+	path := *socket
+	if path == "" {
+		path = defaultAdminSocket
+		cfgPath := *config
+		if cfgPath == "" {
+			cfgPath = defaultConfig
+		}
+		if cfg, err := policy.Load(cfgPath); err == nil {
+			path = cfg.Admin.Socket
+		} else if *config != "" {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	get := func(path string) (int, string, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+*addr+path, nil)
-		if err != nil {
-			return 0, "", err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0, "", err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-		return resp.StatusCode, string(b), err
-	}
-	code, body, err := get("/readyz")
+	snap, raw, err := status.Fetch(ctx, path)
 	if err != nil {
-		fmt.Fprintf(stderr, "ftpsalg: failed to reach the daemon at %s: %v\n", *addr, err)
+		fmt.Fprintf(stderr, "ftpsalg status: %v (is the daemon running? the socket is root's)\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "ready: %s\n", strings.TrimSpace(body))
-	_, body, err = get("/metrics")
+	if *asJSON {
+		_, err = stdout.Write(raw)
+	} else {
+		err = snap.WriteTable(stdout)
+	}
 	if err != nil {
-		fmt.Fprintf(stderr, "ftpsalg: failed to read metrics: %v\n", err)
-		return 1
-	}
-	for _, l := range summarise(body) {
-		fmt.Fprintln(stdout, l)
-	}
-	if code != http.StatusOK {
+		fmt.Fprintf(stderr, "ftpsalg status: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-// summarise picks ftpsalg's own samples out of an exposition, sorted.
-func summarise(exposition string) []string {
-	var out []string
-	s := bufio.NewScanner(strings.NewReader(exposition))
-	s.Buffer(make([]byte, 64<<10), 1<<20)
-	for s.Scan() {
-		l := s.Text()
-		if !strings.HasPrefix(l, "ftpsalg_") || strings.Contains(l, "_bucket{") {
-			continue
-		}
-		out = append(out, l)
-	}
-	sort.Strings(out)
-	return out
-}
+// defaultAdminSocket is the policy's default admin.socket.
+const defaultAdminSocket = "/run/ftpsalg/admin.sock"

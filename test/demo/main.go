@@ -233,7 +233,7 @@ servers:
 	step("what ftpsalg logged (pinholes and refusals)")
 	printLog(d.Log())
 	step("ftpsalg status")
-	st, _ := l.Run(ctx, lab.Gateway, bin, "status")
+	st, _ := l.Run(ctx, lab.Gateway, bin, "status", "--socket", harness.AdminSocket(l))
 	printIndented(string(st))
 
 	step("stopping ftpsalg: its table goes with it")

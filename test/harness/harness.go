@@ -65,6 +65,9 @@ servers:
 		lab.DefaultPasvMinPort, lab.DefaultPasvMaxPort, extraServer)
 }
 
+// AdminSocket is the admin socket Start gives the lab's daemon.
+func AdminSocket(l *lab.Lab) string { return filepath.Join(l.Dir(), "admin.sock") }
+
 // Daemon is ftpsalg running in the lab's gateway namespace.
 type Daemon struct {
 	t      lab.TB
@@ -77,6 +80,11 @@ type Daemon struct {
 // Start writes policy and starts bin in the gateway, waiting until ready.
 func Start(t lab.TB, l *lab.Lab, bin, policy string) *Daemon {
 	t.Helper()
+	// Each lab's daemon has its own admin socket (the file system is
+	// shared by every lab), unless the policy names one.
+	if !strings.HasPrefix(policy, "admin:") && !strings.Contains(policy, "\nadmin:") {
+		policy += "\nadmin:\n  socket: " + AdminSocket(l) + "\n"
+	}
 	path := filepath.Join(l.Dir(), "policy.yaml")
 	if err := os.WriteFile(path, []byte(policy), 0o600); err != nil {
 		t.Fatalf("harness: %v", err)

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftpsalg/ftpsalg/alg/status"
 	"github.com/ftpsalg/ftpsalg/test/ftpc"
 	"github.com/ftpsalg/ftpsalg/test/harness"
 	"github.com/ftpsalg/ftpsalg/test/lab"
@@ -342,28 +344,69 @@ func TestKilledDaemonLeavesNothingOpen(t *testing.T) {
 
 // TestReloadAndStatus: SIGHUP applies a new policy without dropping the
 // table (a client prefix removed is refused from then on); an invalid
-// policy is refused and the running one kept; `ftpsalg status` summarises
-// the daemon.
+// policy is refused and the running one kept, and the reload metrics say
+// so; `ftpsalg status` shows a live session and the pinhole its PASV
+// opened, as a table and as JSON.
 func TestReloadAndStatus(t *testing.T) {
 	lab.RequirePrivileged(t)
 	t.Parallel()
 	l := lab.New(t, lab.Options{})
 	l.InstallGatewayFirewall(ctMark)
 	v := l.StartVsftpd(lab.VsftpdOptions{})
-	d := startDaemon(t, l, policyFor([]int{21}, "", ""))
-	goClient(t, l, netip.AddrPortFrom(lab.ServerAddr4, 21), v.User, v.Password)
+	// A long pinhole timeout: the pinhole must still be pending when
+	// status runs, however loaded the machine.
+	d := startDaemon(t, l, policyFor([]int{21}, "", "pinholes: {timeout: 120s}"))
+	c := goClient(t, l, netip.AddrPortFrom(lab.ServerAddr4, 21), v.User, v.Password)
+	rep, err := c.Cmd("PASV")
+	if err != nil || rep.Code != 227 {
+		t.Fatalf("PASV: %v %v", rep, err)
+	}
+	pasv, err := ftpc.ParsePASV(rep.Text)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := l.Run(ctx, lab.Gateway, binary, "status")
+	out, err := l.Run(ctx, lab.Gateway, binary, "status", "--config", d.Config)
 	if err != nil {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
-	for _, want := range []string{"ready: ready", `ftpsalg_control_sessions_total{mode="inspect"} 1`} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("status lacks %q:\n%s", want, out)
+	client := c.Conn().LocalAddr().String()
+	// Rows by their first fields: the session (client, server, name, mode,
+	// user, age, pinholes) and the pinhole (from, to, data mode, client).
+	rows := map[string][]string{}
+	for line := range strings.Lines(string(out)) {
+		if f := strings.Fields(line); len(f) > 0 {
+			rows[f[0]] = f
 		}
 	}
+	if s := rows[client]; len(s) != 7 || s[1] != netip.AddrPortFrom(lab.ServerAddr4, 21).String() || s[2] != "lab" || s[3] != "inspect" || s[6] != "1" {
+		t.Errorf("status: session row %q:\n%s", s, out)
+	}
+	if p := rows[lab.ClientAddr4.String()]; len(p) != 5 || p[1] != pasv.String() || p[2] != "passive" || p[3] != client {
+		t.Errorf("status: pinhole row %q:\n%s", p, out)
+	}
+	if !strings.Contains(string(out), "SESSIONS (1)\n") || !strings.Contains(string(out), "PENDING PINHOLES (1)\n") {
+		t.Errorf("status:\n%s", out)
+	}
+	out, err = l.Run(ctx, lab.Gateway, binary, "status", "--json", "--socket", harness.AdminSocket(l))
+	if err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	var snap status.Snapshot
+	if err := json.Unmarshal(out, &snap); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	if len(snap.Sessions) != 1 || snap.Sessions[0].Client.String() != client || snap.Sessions[0].ServerName != "lab" ||
+		snap.Sessions[0].Mode != "inspect" || snap.Sessions[0].Pinholes != 1 {
+		t.Errorf("status --json sessions: %+v", snap.Sessions)
+	}
+	if len(snap.Pinholes) != 1 || snap.Pinholes[0].Dst != pasv || snap.Pinholes[0].Src != lab.ClientAddr4 ||
+		snap.Pinholes[0].DataMode != "passive" || snap.Pinholes[0].Expires.Sub(snap.Time) <= 0 {
+		t.Errorf("status --json pinholes: %+v", snap.Pinholes)
+	}
+	d.WaitMetric("ftpsalg_config_last_reload_successful", 1)
 
 	// An invalid policy is refused; the daemon keeps running.
 	if err := os.WriteFile(d.Config, []byte("servers: []\n"), 0o600); err != nil {
@@ -373,6 +416,7 @@ func TestReloadAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLog(t, d, "reload refused")
+	d.WaitMetric("ftpsalg_config_last_reload_successful", 0)
 
 	// Only IPv6 clients from now on.
 	pol := strings.Replace(policyFor([]int{21}, "", ""), `clients: ["192.0.2.0/24", "2001:db8:c::/64"]`, `clients: ["2001:db8:c::/64"]`, 1)
@@ -383,6 +427,7 @@ func TestReloadAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLog(t, d, "policy reloaded")
+	d.WaitMetric("ftpsalg_config_last_reload_successful", 1)
 	dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer dcancel()
 	nd := harness.NSDialer{L: l, NS: lab.Client}

@@ -86,6 +86,11 @@ func (l *Lab) env() []string {
 // Exec returns a command that runs name in namespace ns (through
 // `ip netns exec`, which execs it: the PID is the command's). The caller
 // owns it; use Start for a process the lab should track and kill.
+//
+// The process enters ns after Start returns (`ip` switches, then execs):
+// until then the lab's cleanup, which kills what it finds in the
+// namespace, cannot see it. A caller that leaves such a process running
+// waits for a sign of it from inside first (its output, a socket).
 func (l *Lab) Exec(ns string, name string, args ...string) *exec.Cmd {
 	name, args = l.nsArgs(ns, name, args)
 	return l.prepare(exec.Command(name, args...))

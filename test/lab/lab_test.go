@@ -1,6 +1,7 @@
 package lab_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -399,9 +400,22 @@ func TestNamespaces(t *testing.T) {
 			t.Error(err)
 		}
 		tracked = l.Start(lab.Server, "sleep", "300").PID()
-		stray = l.Exec(lab.Client, "sleep", "300")
+		// Start returns once `ip netns exec` runs, before it has switched
+		// to the namespace: cleanup listing the namespace's processes
+		// then would miss it, and the sleep would outlive a deleted
+		// namespace. The stray says it is in the namespace (the shell
+		// runs after the switch) before the lab ends.
+		stray = l.Exec(lab.Client, "sh", "-c", "echo in-namespace; exec sleep 300")
+		out, err := stray.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := stray.Start(); err != nil {
 			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil || line != "in-namespace\n" {
+			t.Fatalf("stray: %q, %v", line, err)
 		}
 	})
 	if stray == nil {
