@@ -54,8 +54,13 @@ const (
 	NameReconcileSeconds     = "ftpsalg_nft_reconcile_duration_seconds"
 	NameReconcileLastSuccess = "ftpsalg_nft_reconcile_last_success_timestamp_seconds"
 	NamePinholesRestored     = "ftpsalg_pinholes_restored_total"
-	NameReloadSuccessful     = "ftpsalg_config_last_reload_successful"
-	NameReloadSuccessTime    = "ftpsalg_config_last_reload_success_timestamp_seconds"
+
+	// Per server of the policy (label server: the policy's server names,
+	// a set the operator bounds).
+	NameServerSessions    = "ftpsalg_server_sessions_total"
+	NameServerPinholes    = "ftpsalg_server_pinholes_opened_total"
+	NameReloadSuccessful  = "ftpsalg_config_last_reload_successful"
+	NameReloadSuccessTime = "ftpsalg_config_last_reload_success_timestamp_seconds"
 )
 
 // BuildInfo is what the build stamped into the binary (-ldflags -X), the
@@ -147,8 +152,10 @@ type Metrics struct {
 	ReconcileSeconds     prometheus.Histogram
 	ReconcileLastSuccess prometheus.Gauge
 	PinholesRestored     prometheus.Counter
-	ReloadSuccessful     prometheus.Gauge // 1 when the last policy load (start or SIGHUP) was accepted
-	ReloadSuccessTime    prometheus.Gauge // Unix time of the last accepted policy load
+	ServerSessions       *prometheus.CounterVec // server
+	ServerPinholes       *prometheus.CounterVec // server
+	ReloadSuccessful     prometheus.Gauge       // 1 when the last policy load (start or SIGHUP) was accepted
+	ReloadSuccessTime    prometheus.Gauge       // Unix time of the last accepted policy load
 }
 
 // VerbLabel maps a command verb to a bounded label value: the verbs the
@@ -263,7 +270,12 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		Help: "Unix time of the last check that found the nftables table intact or rebuilt it."})
 	m.PinholesRestored = prometheus.NewCounter(prometheus.CounterOpts{Name: NamePinholesRestored,
 		Help: "Pinholes, relay elements and translations committed again after a rebuild of the table (reload, repair) emptied it."})
-	reg.MustRegister(m.Reconciles, m.ReconcileSeconds, m.ReconcileLastSuccess, m.PinholesRestored)
+	m.ServerSessions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameServerSessions,
+		Help: "Control sessions admitted, by the policy's server name (both paths)."}, []string{"server"})
+	m.ServerPinholes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameServerPinholes,
+		Help: "Pinholes and relay elements committed, by the policy's server name (both paths)."}, []string{"server"})
+	reg.MustRegister(m.Reconciles, m.ReconcileSeconds, m.ReconcileLastSuccess, m.PinholesRestored,
+		m.ServerSessions, m.ServerPinholes)
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: NameBuildInfo,
 		Help: "Build information (version, commit, Go version, build date); the value is always 1.",
 		ConstLabels: prometheus.Labels{"version": build.Version, "commit": build.Commit,

@@ -168,6 +168,9 @@ func TestMaxFlowsSharedByTransports(t *testing.T) {
 	if r.g.Sessions() != 2 {
 		t.Fatalf("sessions %d, want 2", r.g.Sessions())
 	}
+	if n := testutilToFloat64(r.g.m.ServerSessions.WithLabelValues("secure")); n != 2 {
+		t.Fatalf("sessions of server secure counted %v, want 2", n)
+	}
 }
 
 // TestAdmitRefusals: the policy's own refusals, per transport.

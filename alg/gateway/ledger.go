@@ -96,6 +96,7 @@ func (s *Session) commit(ctx context.Context, h nft.Pinhole, mode ftp.DataMode) 
 	}
 	s.mu.Unlock()
 	g.m.PinholesOpened.WithLabelValues(mode.String()).Inc()
+	g.m.ServerPinholes.WithLabelValues(s.Server.Name).Inc()
 	attrs := []any{"data_mode", mode.String(), "src", h.Src.String(), "dst", h.Dst.String(), "port", h.DstPort,
 		"timeout", h.Timeout.String(), "relay", h.Relay}
 	if h.SNAT.IsValid() {

@@ -144,6 +144,7 @@ func (g *Gateway) Admit(t Transport, client, orig netip.AddrPort) (*Session, *Re
 	g.mu.Unlock()
 	g.m.SessionsActive.WithLabelValues(mode).Inc()
 	g.m.SessionsTotal.WithLabelValues(mode).Inc()
+	g.m.ServerSessions.WithLabelValues(srv.Name).Inc()
 	g.m.FlowsActive.Set(float64(g.active.Load()))
 	return s, nil
 }
