@@ -57,6 +57,20 @@ func (s *Session) commit(ctx context.Context, h nft.Pinhole, mode ftp.DataMode) 
 	start := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	k := key(h)
+	// Another session of the same client announced the same endpoint
+	// before: the element becomes this session's. Whether the earlier
+	// admission was used must be read before the re-add hides it.
+	prev := g.owners[k]
+	prevLive := true
+	if prev != nil && (prev.s == s || prev.gone) {
+		prev = nil
+	}
+	if prev != nil {
+		if l, lerr := g.tbl.Live(ctx, prev.h); lerr == nil {
+			prevLive = l[0]
+		}
+	}
 	err := g.tbl.AddPinholes(ctx, h)
 	if errors.Is(err, nft.ErrNoTable) && g.applied {
 		s.Log.Warn("nftables table missing at a pinhole commit; rebuilding it")
@@ -72,10 +86,12 @@ func (s *Session) commit(ctx context.Context, h nft.Pinhole, mode ftp.DataMode) 
 	}
 	now := g.now()
 	e := &hole{s: s, h: h, mode: mode, opened: now, deadline: now.Add(h.Timeout)}
-	k := key(h)
 	if old := g.owners[k]; old != nil && old.s != s {
-		// Another session of the same client announced the same endpoint
-		// before: the element is this session's now.
+		if old == prev && !prevLive {
+			old.s.count(old, now) // used (or expired) before the re-add
+		} else if !old.gone {
+			g.m.PinholesRemoved.Inc() // superseded while still unused
+		}
 		old.s.dropHole(old)
 	}
 	g.owners[k] = e
