@@ -69,6 +69,7 @@ type Gateway struct {
 	sessions map[*Session]struct{}
 	owners   map[nft.Pinhole]*hole // by element key (see key)
 	gen      uint64                // table generation: bumped by every Apply
+	seq      uint64                // commits so far
 	applied  bool                  // the table has been built at least once
 
 	settleq chan settleJob

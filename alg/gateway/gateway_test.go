@@ -372,3 +372,40 @@ func readyz(t *testing.T, s *metrics.Server) int {
 	s.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))
 	return w.Code
 }
+
+// TestReannouncedEndpointCounted: a server that announces the same port to
+// the same client again (vsftpd picks from a small range) re-adds the same
+// kernel element; the earlier admission is counted used when a data
+// connection took it before, superseded otherwise — in one session or two.
+func TestReannouncedEndpointCounted(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, strings.Replace(testPolicy, "max_flows: 2", "max_flows: 10", 1))
+	ctx := t.Context()
+	a, _ := r.g.Admit(Packet, cli, inspSrv)
+	b, _ := r.g.Admit(Packet, netip.AddrPortFrom(cli.Addr(), 40001), inspSrv)
+	open := func(s *Session) {
+		t.Helper()
+		if _, err := s.OpenPinhole(ctx, passive(50030, inspSrv), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	use := func() {
+		t.Helper()
+		if !r.tbl.Use(cli.Addr(), inspSrv.Addr(), 50030) {
+			t.Fatal("pinhole not usable")
+		}
+	}
+	open(a)
+	use()
+	open(a) // the same session, after its first data connection
+	use()
+	open(b) // another session of the same client
+	open(a) // and back, before b's was used
+	a.End("fin")
+	b.End("fin")
+	r.g.Drain(ctx)
+	m := r.g.m
+	if u, rm := testutilToFloat64(m.PinholesUsed), testutilToFloat64(m.PinholesRemoved); u != 2 || rm != 2 {
+		t.Fatalf("used %v removed %v; want 2 used (the first two) and 2 removed (b's superseded, a's last at its end)", u, rm)
+	}
+}

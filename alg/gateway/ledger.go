@@ -19,6 +19,7 @@ type hole struct {
 	mode     ftp.DataMode
 	opened   time.Time
 	deadline time.Time
+	seq      uint64 // commit order: a poll ignores entries committed after its listing
 	// gone: the admission was used (counted), but the translations of a
 	// translated pinhole stay in the kernel's maps until the session ends.
 	gone bool
@@ -58,17 +59,14 @@ func (s *Session) commit(ctx context.Context, h nft.Pinhole, mode ftp.DataMode) 
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	k := key(h)
-	// Another session of the same client announced the same endpoint
-	// before: the element becomes this session's. Whether the earlier
+	// The same client was told the same endpoint before (by this session
+	// or another): the element becomes this entry. Whether the earlier
 	// admission was used must be read before the re-add hides it.
 	prev := g.owners[k]
-	prevLive := true
-	if prev != nil && (prev.s == s || prev.gone) {
-		prev = nil
-	}
-	if prev != nil {
+	prevUsed := false
+	if prev != nil && !prev.gone {
 		if l, lerr := g.tbl.Live(ctx, prev.h); lerr == nil {
-			prevLive = l[0]
+			prevUsed = !l[0]
 		}
 	}
 	err := g.tbl.AddPinholes(ctx, h)
@@ -86,14 +84,19 @@ func (s *Session) commit(ctx context.Context, h nft.Pinhole, mode ftp.DataMode) 
 	}
 	now := g.now()
 	e := &hole{s: s, h: h, mode: mode, opened: now, deadline: now.Add(h.Timeout)}
-	if old := g.owners[k]; old != nil && old.s != s {
-		if old == prev && !prevLive {
-			old.s.count(old, now) // used (or expired) before the re-add
-		} else if !old.gone {
+	if prev != nil {
+		switch {
+		case prev.gone:
+			// Counted already; its translations are this entry's now.
+		case prevUsed:
+			prev.s.count(prev, now) // used (or expired) before the re-add
+		default:
 			g.m.PinholesRemoved.Inc() // superseded while still unused
 		}
-		old.s.dropHole(old)
+		prev.s.dropHole(prev)
 	}
+	g.seq++
+	e.seq = g.seq
 	g.owners[k] = e
 	s.mu.Lock()
 	s.holes = append(s.holes, e)
@@ -355,12 +358,11 @@ func (s *Session) count(h *hole, now time.Time) {
 // comparison voids the listing.
 func (g *Gateway) poll(ctx context.Context) {
 	g.mu.Lock()
-	n, gen := len(g.owners), g.gen
+	n, gen, seq := len(g.owners), g.gen, g.seq
 	g.mu.Unlock()
 	if n == 0 {
 		return
 	}
-	listed := g.now()
 	els, err := g.tbl.Pinholes(ctx)
 	if err != nil {
 		if errors.Is(err, nft.ErrNoTable) {
@@ -381,7 +383,7 @@ func (g *Gateway) poll(ctx context.Context) {
 	}
 	now := g.now()
 	for k, h := range g.owners {
-		if h.gone || in[k] || h.opened.After(listed) {
+		if h.gone || in[k] || h.seq > seq {
 			continue
 		}
 		h.s.count(h, now)

@@ -29,8 +29,11 @@ const (
 // bounded metric label.
 type Refusal struct {
 	Reason string
-	// Reply is the FTP reply a stream transport sends before closing.
-	Reply string
+	// Reply is the FTP reply a stream transport sends before closing,
+	// unless Implicit: the client connected to an implicit-TLS port and
+	// expects a TLS handshake, not clear text.
+	Reply    string
+	Implicit bool
 }
 
 // Refusal reasons of Admit.
@@ -108,7 +111,7 @@ func (g *Gateway) Admit(t Transport, client, orig netip.AddrPort) (*Session, *Re
 			g.m.MITMConnections.WithLabelValues("refused").Inc()
 		}
 		log.Warn("connection refused", append([]any{"reason", reason}, attrs...)...)
-		return nil, &Refusal{Reason: reason, Reply: reply}
+		return nil, &Refusal{Reason: reason, Reply: reply, Implicit: ok && slices.Contains(srv.ImplicitTLSPorts, orig.Port())}
 	}
 	// Inspect-mode servers reach the stream path only when the session
 	// needs translating: the packet path cannot resize payloads.

@@ -67,12 +67,12 @@ type finalReply struct {
 }
 
 func (p *Proxy) handle(ctx context.Context, c net.Conn) {
-	gs, refused := p.gw.Admit(gateway.Stream, addrPort(c.RemoteAddr()), addrPort(c.LocalAddr()))
+	orig := addrPort(c.LocalAddr())
+	gs, refused := p.gw.Admit(gateway.Stream, addrPort(c.RemoteAddr()), orig)
 	if refused != nil {
 		// A client of an explicit port reads why; one of an implicit
 		// port speaks TLS first and would read garbage.
-		if srv, ok := p.gw.Policy().ServerFor(addrPort(c.LocalAddr()).Addr(), addrPort(c.LocalAddr()).Port()); !ok ||
-			!slices.Contains(srv.ImplicitTLSPorts, addrPort(c.LocalAddr()).Port()) {
+		if !refused.Implicit {
 			_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			_, _ = io.WriteString(c, refused.Reply)
 		}
