@@ -41,11 +41,9 @@ func (s *session) run(ctx context.Context) string {
 		s.m.MITMConnections.WithLabelValues("upstream_failed").Inc()
 		s.gs.Log.Warn("upstream connection failed", "err", err)
 		if s.implicit() && s.terminatesTLS() {
-			// The client speaks TLS first: finish its handshake with a
-			// certificate for the name it asked, then answer 421.
-			if terr := s.upgrade(ctx, false); terr == nil {
-				s.writeClient("421 ftpsalg: the server cannot be reached.\r\n")
-			}
+			// The client speaks TLS first: nothing proves a name, so its
+			// handshake is aborted with an alert, no certificate shown.
+			_ = s.upgrade(ctx, nil, false)
 		} else {
 			s.writeClient("421 ftpsalg: the server cannot be reached.\r\n")
 		}
@@ -66,7 +64,7 @@ func (s *session) run(ctx context.Context) string {
 	opaque := false
 	if s.implicit() {
 		if s.terminatesTLS() {
-			if err := s.upgrade(ctx, true); err != nil {
+			if err := s.upgrade(ctx, nil, true); err != nil {
 				return "tls_failed"
 			}
 			s.core.StartImplicitTLS()
@@ -210,7 +208,9 @@ func (s *session) clientToServer(ctx context.Context) string {
 					s.resume <- errOpaque
 					return s.opaqueCopy(s.uconn, s.cr, "client_closed")
 				case r.verb == "AUTH" && r.code == 234:
-					err = s.upgrade(ctx, true)
+					// The upstream leg was verified before the 234
+					// was relayed (serverToClient).
+					err = s.upgrade(ctx, s.upPending, true)
 				case r.verb == "CCC" && r.code == 200:
 					err = s.downgrade()
 				default:
@@ -272,6 +272,21 @@ func (s *session) serverToClient(ctx context.Context) string {
 			default:
 				s.gs.Observe(d)
 			}
+		}
+		if final != nil && final.verb == "AUTH" && final.code == 234 && s.terminatesTLS() {
+			// Verify the server before the client is told to start
+			// TLS: a client must never get a certificate for a server
+			// the gateway could not verify (RFC 2228 431: a security
+			// resource is unavailable).
+			up, err := s.upstreamHandshake(ctx, "")
+			if err != nil {
+				s.gs.Refused("upstream_unverified", "direction", "server", "verb", "AUTH")
+				s.writeClient("431 ftpsalg: the server's TLS certificate could not be verified; see the gateway's log.\r\n")
+				s.transition <- finalReply{verb: "AUTH", code: 431}
+				return "tls_failed"
+			}
+			s.uconn, s.ur = up, bufio.NewReaderSize(up, s.maxLine())
+			s.upPending = up
 		}
 		if forward {
 			if err := s.writeClient(string(line)); err != nil {

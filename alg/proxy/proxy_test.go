@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ftpsalg/ftpsalg/alg/certs"
@@ -193,11 +195,12 @@ type rig struct {
 }
 
 type rigOpts struct {
-	implicit   bool
-	untrusted  bool // the server's certificate is not signed by the upstream CA
-	requireTLS bool
-	pasv       string
-	timeout    time.Duration
+	implicit    bool
+	untrusted   bool // the server's certificate is not signed by the upstream CA
+	requireTLS  bool
+	pasv        string
+	timeout     time.Duration
+	unreachable bool // the upstream connection fails
 }
 
 func newRig(t *testing.T, o rigOpts) *rig {
@@ -251,6 +254,9 @@ func newRig(t *testing.T, o rigOpts) *rig {
 	minter := certs.NewMinter(ca, 24*time.Hour, nil)
 	p := New(Options{Gateway: newTestGateway(t, pol, tbl, m, nil), Leaf: minter.Leaf, Roots: roots,
 		Dial: func(ctx context.Context, network string, _, _ netip.AddrPort) (net.Conn, error) {
+			if o.unreachable {
+				return nil, errors.New("test: connection refused")
+			}
 			var d net.Dialer
 			return d.DialContext(ctx, network, sln.Addr().String())
 		}})
@@ -414,25 +420,107 @@ func TestImplicitTLSSession(t *testing.T) {
 	}
 }
 
-func TestUntrustedUpstreamGets421(t *testing.T) {
+// TestUntrustedUpstreamGets431: explicit FTPS verifies the server before
+// relaying its 234; a server that cannot be verified gets the client a 431
+// and no TLS handshake at all (RFC 2228: a security resource is
+// unavailable).
+func TestUntrustedUpstreamGets431(t *testing.T) {
 	t.Parallel()
 	rg := newRig(t, rigOpts{untrusted: true})
 	c := rg.dial()
 	c.read()
-	if r := c.cmd("AUTH TLS"); !strings.HasPrefix(r, "234") {
-		t.Fatalf("AUTH: %q", r)
-	}
-	if err := c.startTLS(rg.caPool); err != nil {
-		t.Fatal(err)
-	}
-	if r := c.read(); !strings.HasPrefix(r, "421") {
-		t.Fatalf("got %q, want a 421", r)
+	if r := c.cmd("AUTH TLS"); !strings.HasPrefix(r, "431 ") {
+		t.Fatalf("AUTH: %q, want a 431 before any handshake", r)
 	}
 	if got := testutil.ToFloat64(rg.m.TLSHandshakeFails.WithLabelValues("upstream", "untrusted")); got != 1 {
 		t.Fatalf("upstream untrusted failures %v", got)
 	}
+	if got := testutil.ToFloat64(rg.m.Refusals.WithLabelValues("upstream_unverified")); got != 1 {
+		t.Fatalf("upstream_unverified refusals %v", got)
+	}
 	if rg.tbl.count() != 0 {
 		t.Fatal("pinhole opened")
+	}
+}
+
+// handshakeShown runs a client handshake asking for sni and returns the
+// certificates the gateway showed (none when it aborted before its
+// Certificate message) and the handshake's error.
+func handshakeShown(c net.Conn, sni string) ([]*x509.Certificate, error) {
+	var shown []*x509.Certificate
+	tc := tls.Client(c, &tls.Config{ServerName: sni, MinVersion: tls.VersionTLS12,
+		// Record whatever is shown; the test judges it.
+		InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			for _, der := range raw {
+				if crt, err := x509.ParseCertificate(der); err == nil {
+					shown = append(shown, crt)
+				}
+			}
+			return nil
+		}})
+	return shown, tc.Handshake()
+}
+
+// TestNoCertificateForUnprovenName: a client asking for a name the
+// server's verified certificate does not prove, or for any name when there
+// is no server to prove one, is refused with an alert and shown no
+// certificate — explicit and implicit, reachable and unreachable upstream.
+func TestNoCertificateForUnprovenName(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		opts   rigOpts
+		reason string
+	}{
+		{"explicit", rigOpts{}, "unproven_name"},
+		{"implicit", rigOpts{implicit: true}, "upstream_failed"},
+		{"implicit unreachable", rigOpts{implicit: true, unreachable: true}, "upstream_unreachable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rg := newRig(t, tc.opts)
+			c := rg.dial()
+			if !tc.opts.implicit {
+				c.read()
+				if r := c.cmd("AUTH TLS"); !strings.HasPrefix(r, "234") {
+					t.Fatalf("AUTH: %q", r)
+				}
+			}
+			shown, err := handshakeShown(c.c, "www.example.org")
+			if err == nil {
+				t.Fatal("handshake for an unproven name succeeded")
+			}
+			for _, crt := range shown {
+				if crt.VerifyHostname("www.example.org") == nil {
+					t.Fatalf("shown a certificate for the unproven name: %v", crt.DNSNames)
+				}
+			}
+			if len(shown) != 0 {
+				t.Fatalf("shown %d certificates; want none (an alert before the Certificate message)", len(shown))
+			}
+			waitCounter(t, rg.m.Refusals.WithLabelValues(tc.reason), 1)
+		})
+	}
+	// The name the server proves still gets its leaf.
+	rg := newRig(t, rigOpts{implicit: true})
+	c := rg.dial()
+	shown, err := handshakeShown(c.c, "files.test")
+	if err != nil || len(shown) == 0 || shown[0].VerifyHostname("files.test") != nil {
+		t.Fatalf("proven name: err %v, shown %d", err, len(shown))
+	}
+}
+
+// waitCounter waits until c reaches want: the proxy counts after the
+// client has seen the alert.
+func waitCounter(t *testing.T, c prometheus.Counter, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(c) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("counter %v, want %v", testutil.ToFloat64(c), want)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
 	}
 }
 

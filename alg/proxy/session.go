@@ -39,6 +39,10 @@ type session struct {
 	core  *ftp.Session
 	tlsOn bool
 	sni   string
+	// upPending is the upstream leg's TLS connection, verified by
+	// serverToClient before it relays a 234; the client's handshake that
+	// follows uses it.
+	upPending *tls.Conn
 
 	// Data relay (data: relay). prot is the protection level in force
 	// (RFC 4217 PROT: "C" or "P"), pendingProt the one last asked for.

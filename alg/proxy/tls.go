@@ -4,12 +4,11 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,18 +21,26 @@ import (
 // on an implicit port), the upstream handshake that names the client's
 // certificate, and the return to clear text after CCC (RFC 4217).
 
-// upgrade runs the TLS handshakes: the client's first, and from inside it
-// (once the client's SNI is known) the upstream one, whose verified
-// certificate names the leaf shown to the client. With upstreamOK false
-// there is no server to reach: the client gets a leaf for the name it
-// asked so that it can read the 421 that follows.
-func (s *session) upgrade(ctx context.Context, upstreamOK bool) error {
-	var upErr error
-	var upConn *tls.Conn
+// Errors of the client's handshake that name why no certificate was shown.
+var (
+	errUpstreamUnreachable = errors.New("the server cannot be reached: no name is proven")
+	errUnprovenName        = errors.New("the client asked for a name the server's certificate does not prove")
+)
+
+// upgrade runs the client's TLS handshake. up is the upstream leg's TLS
+// connection when it was verified before (explicit FTPS: before the 234
+// was relayed). Otherwise (implicit FTPS) the upstream handshake runs
+// inside the client's, once its SNI is known — unless reachable is false:
+// then there is no server and the client's handshake is aborted with an
+// alert. The client is only ever shown a certificate for names the
+// verified upstream certificate proves (or the server's static one).
+func (s *session) upgrade(ctx context.Context, up *tls.Conn, reachable bool) error {
 	minVersion := uint16(tls.VersionTLS12)
 	if s.srv.MITM != nil && s.srv.MITM.TLS.MinVersion != 0 {
 		minVersion = s.srv.MITM.TLS.MinVersion
 	}
+	verifiedBefore := up != nil
+	var upErr error
 	crec := newRecordConn(s.cconn, &bufferedConn{Conn: s.cconn, r: s.cr})
 	getCert := func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		if hello.Conn != crec {
@@ -48,9 +55,19 @@ func (s *session) upgrade(ctx context.Context, upstreamOK bool) error {
 			}
 			return leaf, nil
 		}
-		// The control connection: a fresh upstream handshake, also when
-		// the client sends AUTH again after CCC.
-		c, err := s.controlCertificate(ctx, hello, upstreamOK, &upConn, &upErr)
+		sni := hello.ServerName
+		s.mu.Lock()
+		s.sni = sni
+		s.mu.Unlock()
+		if up == nil {
+			if !reachable {
+				return nil, errUpstreamUnreachable
+			}
+			if up, upErr = s.upstreamHandshake(ctx, sni); upErr != nil {
+				return nil, upErr
+			}
+		}
+		c, err := s.controlCertificate(up, sni)
 		if err == nil {
 			s.mu.Lock()
 			s.leaf = c
@@ -70,10 +87,22 @@ func (s *session) upgrade(ctx context.Context, upstreamOK bool) error {
 	err := tc.HandshakeContext(hctx)
 	if err != nil {
 		reason := handshakeReason(err, hctx)
-		if upErr != nil {
+		switch {
+		case errors.Is(err, errUpstreamUnreachable):
+			reason = "upstream_unreachable"
+		case errors.Is(err, errUnprovenName):
+			reason = "unproven_name"
+		case upErr != nil:
 			reason = "upstream_failed"
 		}
 		s.m.TLSHandshakeFails.WithLabelValues("client", reason).Inc()
+		if reason == "upstream_unreachable" || reason == "unproven_name" || reason == "upstream_failed" {
+			// Refused by the gateway, not failed by the client.
+			s.mu.Lock()
+			sni := s.sni
+			s.mu.Unlock()
+			s.gs.Refused(reason, "direction", "client", "sni", sni, "detail", "client TLS handshake aborted with an alert: no certificate shown")
+		}
 		s.gs.Log.Warn("client TLS handshake failed", "reason", reason, "err", err)
 		return fmt.Errorf("client TLS handshake: %w", err)
 	}
@@ -81,45 +110,35 @@ func (s *session) upgrade(ctx context.Context, upstreamOK bool) error {
 	s.m.TLSHandshakeTime.WithLabelValues("client").Observe(time.Since(start).Seconds())
 	s.cconn = tc
 	s.cr = bufio.NewReaderSize(tc, s.maxLine())
-	if !upstreamOK {
-		return nil
+	if !verifiedBefore {
+		s.uconn = up
+		s.ur = bufio.NewReaderSize(up, s.maxLine())
 	}
-	if upErr != nil {
-		s.writeClient("421 ftpsalg: the server's TLS certificate could not be verified; see the gateway's log.\r\n")
-		return upErr
-	}
-	s.uconn = upConn
-	s.ur = bufio.NewReaderSize(upConn, s.maxLine())
 	s.mu.Lock()
 	s.tlsOn = true
 	sni := s.sni
 	s.mu.Unlock()
-	cs, us := tc.ConnectionState(), upConn.ConnectionState()
+	cs, us := tc.ConnectionState(), up.ConnectionState()
 	s.gs.TLSStarted(gateway.TLSInfo{SNI: sni, Client: &cs, Upstream: &us})
 	return nil
 }
 
-// controlCertificate is the certificate for the control connection's
-// handshake: it runs the upstream handshake (with the client's SNI) and
-// returns a leaf for the verified upstream certificate (or the static
-// one); without an upstream, a leaf for the name the client asked.
-func (s *session) controlCertificate(ctx context.Context, hello *tls.ClientHelloInfo, upstreamOK bool, upConn **tls.Conn, upErr *error) (*tls.Certificate, error) {
-	sni := hello.ServerName
-	s.mu.Lock()
-	s.sni = sni
-	s.mu.Unlock()
-	if upstreamOK {
-		*upConn, *upErr = s.upstreamHandshake(ctx, sni)
-	}
-	if upstreamOK && *upErr == nil {
-		if s.p.o.Static != nil {
-			if c := s.p.o.Static(s.srv.Name); c != nil {
-				return c, nil
-			}
+// controlCertificate is the certificate for the control connection: the
+// server's static one when the policy names it, otherwise a leaf minted
+// from the verified upstream certificate — and only when the name the
+// client asked for (its SNI) is one that certificate proves: a leaf is
+// never minted for a name nobody proved.
+func (s *session) controlCertificate(up *tls.Conn, sni string) (*tls.Certificate, error) {
+	if s.p.o.Static != nil {
+		if c := s.p.o.Static(s.srv.Name); c != nil {
+			return c, nil
 		}
-		return s.p.o.Leaf((*upConn).ConnectionState().PeerCertificates[0], sni)
 	}
-	return s.p.o.Leaf(s.placeholder(sni), sni)
+	proven := up.ConnectionState().PeerCertificates[0]
+	if sni != "" && proven.VerifyHostname(sni) != nil {
+		return nil, fmt.Errorf("%w: %q (the certificate names %s)", errUnprovenName, sni, strings.Join(proven.DNSNames, ", "))
+	}
+	return s.p.o.Leaf(proven, sni)
 }
 
 // downgrade clears the control channel after the server accepted CCC
@@ -229,20 +248,6 @@ func (s *session) upstreamHandshake(ctx context.Context, sni string) (*tls.Conn,
 	s.m.TLSHandshakes.WithLabelValues("upstream").Inc()
 	s.m.TLSHandshakeTime.WithLabelValues("upstream").Observe(time.Since(start).Seconds())
 	return uc, nil
-}
-
-// placeholder is the certificate a leaf is minted from when there is no
-// upstream certificate to copy names from.
-func (s *session) placeholder(sni string) *x509.Certificate {
-	c := &x509.Certificate{NotAfter: s.p.o.Now().Add(time.Hour)}
-	if sni != "" {
-		c.Subject = pkix.Name{CommonName: sni}
-		c.DNSNames = []string{sni}
-	} else {
-		c.Subject = pkix.Name{CommonName: s.gs.Orig.Addr().String()}
-		c.IPAddresses = []net.IP{s.gs.Orig.Addr().AsSlice()}
-	}
-	return c
 }
 
 // handshakeReason maps a handshake error to a bounded label.
