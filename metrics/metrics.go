@@ -57,10 +57,14 @@ const (
 
 	// Per server of the policy (label server: the policy's server names,
 	// a set the operator bounds).
-	NameServerSessions    = "ftpsalg_server_sessions_total"
-	NameServerPinholes    = "ftpsalg_server_pinholes_opened_total"
-	NameReloadSuccessful  = "ftpsalg_config_last_reload_successful"
-	NameReloadSuccessTime = "ftpsalg_config_last_reload_success_timestamp_seconds"
+	NameServerSessions = "ftpsalg_server_sessions_total"
+	NameServerPinholes = "ftpsalg_server_pinholes_opened_total"
+
+	// Upstream certificates seen by mitm sessions.
+	NameUpstreamCertExpiry   = "ftpsalg_tls_upstream_cert_expiry_timestamp_seconds"
+	NameUpstreamCertExpiring = "ftpsalg_tls_upstream_cert_expiring_total"
+	NameReloadSuccessful     = "ftpsalg_config_last_reload_successful"
+	NameReloadSuccessTime    = "ftpsalg_config_last_reload_success_timestamp_seconds"
 )
 
 // BuildInfo is what the build stamped into the binary (-ldflags -X), the
@@ -154,6 +158,8 @@ type Metrics struct {
 	PinholesRestored     prometheus.Counter
 	ServerSessions       *prometheus.CounterVec // server
 	ServerPinholes       *prometheus.CounterVec // server
+	UpstreamCertExpiry   *prometheus.GaugeVec   // server
+	UpstreamCertExpiring *prometheus.CounterVec // server
 	ReloadSuccessful     prometheus.Gauge       // 1 when the last policy load (start or SIGHUP) was accepted
 	ReloadSuccessTime    prometheus.Gauge       // Unix time of the last accepted policy load
 }
@@ -274,8 +280,12 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		Help: "Control sessions admitted, by the policy's server name (both paths)."}, []string{"server"})
 	m.ServerPinholes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameServerPinholes,
 		Help: "Pinholes and relay elements committed, by the policy's server name (both paths)."}, []string{"server"})
+	m.UpstreamCertExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: NameUpstreamCertExpiry,
+		Help: "Unix time at which the certificate a mitm server presented in its latest verified handshake expires, by the policy's server name."}, []string{"server"})
+	m.UpstreamCertExpiring = prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameUpstreamCertExpiring,
+		Help: "mitm sessions whose server presented a certificate that expires within 14 days, by the policy's server name."}, []string{"server"})
 	reg.MustRegister(m.Reconciles, m.ReconcileSeconds, m.ReconcileLastSuccess, m.PinholesRestored,
-		m.ServerSessions, m.ServerPinholes)
+		m.ServerSessions, m.ServerPinholes, m.UpstreamCertExpiry, m.UpstreamCertExpiring)
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: NameBuildInfo,
 		Help: "Build information (version, commit, Go version, build date); the value is always 1.",
 		ConstLabels: prometheus.Labels{"version": build.Version, "commit": build.Commit,

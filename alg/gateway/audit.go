@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"time"
 
+	"github.com/ftpsalg/ftpsalg/alg/certs"
 	"github.com/ftpsalg/ftpsalg/alg/ftp"
 	"github.com/ftpsalg/ftpsalg/metrics"
 )
@@ -85,9 +86,26 @@ func (s *Session) Observe(d ftp.Decision) {
 	}
 }
 
-// TLSStarted writes the audit line of a control connection's TLS start.
+// ExpiringSoon is how close to its expiry an upstream certificate is
+// counted (ftpsalg_tls_upstream_cert_expiring_total) and logged as a
+// warning: two weeks leave time to renew.
+const ExpiringSoon = 14 * 24 * time.Hour
+
+// TLSStarted writes the audit line of a control connection's TLS start;
+// in mitm mode it carries the upstream certificate's fingerprint and
+// expiry, and an upstream certificate that expires within ExpiringSoon is
+// counted and warned about.
 func (s *Session) TLSStarted(info TLSInfo) {
 	now := s.g.now()
+	if u := info.Upstream; u != nil && len(u.PeerCertificates) > 0 {
+		crt := u.PeerCertificates[0]
+		s.g.m.UpstreamCertExpiry.WithLabelValues(s.Server.Name).Set(float64(crt.NotAfter.Unix()))
+		if left := crt.NotAfter.Sub(now); left < ExpiringSoon {
+			s.g.m.UpstreamCertExpiring.WithLabelValues(s.Server.Name).Inc()
+			s.Log.Warn("upstream certificate expires soon", "upstream_cert_not_after", crt.NotAfter,
+				"upstream_cert_sha256", certs.Fingerprint(crt), "left", left.Truncate(time.Minute).String())
+		}
+	}
 	s.mu.Lock()
 	s.audit.tlsStarted = now
 	s.audit.sni = info.SNI
@@ -103,6 +121,10 @@ func tlsAttrs(info TLSInfo) []any {
 	}
 	if u := info.Upstream; u != nil {
 		out = append(out, "upstream_tls_version", tls.VersionName(u.Version), "upstream_tls_suite", tls.CipherSuiteName(u.CipherSuite))
+		if len(u.PeerCertificates) > 0 {
+			crt := u.PeerCertificates[0]
+			out = append(out, "upstream_cert_sha256", certs.Fingerprint(crt), "upstream_cert_not_after", crt.NotAfter)
+		}
 	}
 	return out
 }

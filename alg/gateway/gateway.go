@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,12 +66,13 @@ type Gateway struct {
 	// commit, deletion and restoration, so that a session's cleanup never
 	// deletes an element another session re-added meanwhile and a
 	// restoration never races a commit.
-	mu       sync.Mutex
-	sessions map[*Session]struct{}
-	owners   map[nft.Pinhole]*hole // by element key (see key)
-	gen      uint64                // table generation: bumped by every Apply
-	seq      uint64                // commits so far
-	applied  bool                  // the table has been built at least once
+	mu        sync.Mutex
+	sessions  map[*Session]struct{}
+	perClient map[netip.Addr]int    // live sessions by client address
+	owners    map[nft.Pinhole]*hole // by element key (see key)
+	gen       uint64                // table generation: bumped by every Apply
+	seq       uint64                // commits so far
+	applied   bool                  // the table has been built at least once
 
 	settleq chan settleJob
 
@@ -85,7 +87,7 @@ type Gateway struct {
 func New(o Options) *Gateway {
 	g := &Gateway{tbl: o.Table, kind: o.QueueKind, m: o.Metrics, log: o.Log, now: o.Now, ports: o.Ports,
 		every: o.PollInterval, maxPH: o.MaxPinholes,
-		sessions: map[*Session]struct{}{}, owners: map[nft.Pinhole]*hole{},
+		sessions: map[*Session]struct{}{}, perClient: map[netip.Addr]int{}, owners: map[nft.Pinhole]*hole{},
 		settleq: make(chan settleJob, 4096), reconcile: make(chan struct{}, 1)}
 	if g.m == nil {
 		g.m = metrics.NewDiscard()

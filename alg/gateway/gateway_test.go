@@ -3,6 +3,8 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -407,5 +409,59 @@ func TestReannouncedEndpointCounted(t *testing.T) {
 	m := r.g.m
 	if u, rm := testutilToFloat64(m.PinholesUsed), testutilToFloat64(m.PinholesRemoved); u != 2 || rm != 2 {
 		t.Fatalf("used %v removed %v; want 2 used (the first two) and 2 removed (b's superseded, a's last at its end)", u, rm)
+	}
+}
+
+// TestPerClientCap: limits.max_sessions_per_client refuses the (cap+1)th
+// session of one address, on either path, and not another address's.
+func TestPerClientCap(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, strings.Replace(testPolicy, "max_flows: 2", "max_flows: 10\n  max_sessions_per_client: 2", 1))
+	a, ref := r.g.Admit(Packet, cli, inspSrv)
+	if ref != nil {
+		t.Fatal(ref)
+	}
+	if _, ref := r.g.Admit(Stream, netip.AddrPortFrom(cli.Addr(), 40001), mitmSrv); ref != nil {
+		t.Fatal(ref)
+	}
+	_, ref = r.g.Admit(Stream, netip.AddrPortFrom(cli.Addr(), 40002), mitmSrv)
+	if ref == nil || ref.Reason != RefuseClientLimit || !strings.HasPrefix(ref.Reply, "421 ") {
+		t.Fatalf("third session of one address: %+v, want a client_limit refusal with a 421", ref)
+	}
+	other := netip.MustParseAddrPort("192.0.2.3:40000")
+	if _, ref := r.g.Admit(Stream, other, mitmSrv); ref != nil {
+		t.Fatalf("another address refused: %+v", ref)
+	}
+	a.End("fin")
+	if _, ref := r.g.Admit(Packet, netip.AddrPortFrom(cli.Addr(), 40003), inspSrv); ref != nil {
+		t.Fatalf("after one of its sessions ended: %+v", ref)
+	}
+	if n := counter(t, r.g.m, RefuseClientLimit); n != 1 {
+		t.Fatalf("client_limit refusals %v, want 1", n)
+	}
+}
+
+// TestTLSAuditUpstreamCertificate: the TLS audit line carries the upstream
+// certificate's fingerprint and expiry; one that expires within two weeks
+// is counted and warned about, one that does not is not.
+func TestTLSAuditUpstreamCertificate(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, strings.Replace(testPolicy, "max_flows: 2", "max_flows: 10", 1))
+	for _, left := range []time.Duration{10 * 24 * time.Hour, 90 * 24 * time.Hour} {
+		s, _ := r.g.Admit(Stream, cli, mitmSrv)
+		crt := &x509.Certificate{Raw: []byte(left.String()), NotAfter: r.clk.now().Add(left)}
+		s.TLSStarted(TLSInfo{SNI: "files.test", Client: &tls.ConnectionState{Version: tls.VersionTLS13},
+			Upstream: &tls.ConnectionState{Version: tls.VersionTLS13, PeerCertificates: []*x509.Certificate{crt}}})
+		s.End("fin")
+	}
+	if n := testutilToFloat64(r.g.m.UpstreamCertExpiring.WithLabelValues("secure")); n != 1 {
+		t.Fatalf("expiring upstream certificates counted %v, want 1", n)
+	}
+	lines := r.log.lines(t, "tls started")
+	if len(lines) != 2 || lines[0]["upstream_cert_sha256"] == nil || lines[0]["upstream_cert_not_after"] == nil {
+		t.Fatalf("tls started lines %v", lines)
+	}
+	if w := r.log.lines(t, "upstream certificate expires soon"); len(w) != 1 {
+		t.Fatalf("%d expiry warnings, want 1", len(w))
 	}
 }

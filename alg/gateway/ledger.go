@@ -175,6 +175,9 @@ func (s *Session) End(reason string) {
 	s.mu.Unlock()
 	g.mu.Lock()
 	delete(g.sessions, s)
+	if g.perClient[s.Client.Addr()]--; g.perClient[s.Client.Addr()] <= 0 {
+		delete(g.perClient, s.Client.Addr())
+	}
 	g.mu.Unlock()
 	g.active.Add(-1)
 	g.m.SessionsActive.WithLabelValues(s.Mode).Dec()

@@ -41,6 +41,7 @@ const (
 	RefuseNotInPolicy      = "not_in_policy"
 	RefuseClientNotAllowed = "client_not_allowed"
 	RefuseFlowLimit        = "flow_limit"
+	RefuseClientLimit      = "client_limit"
 )
 
 // Session is one admitted control connection: its policy, addresses,
@@ -131,6 +132,16 @@ func (g *Gateway) Admit(t Transport, client, orig netip.AddrPort) (*Session, *Re
 		return refuse(RefuseFlowLimit, "421 ftpsalg: too many sessions; try again later.\r\n",
 			"server_name", srv.Name, "limit", pol.Limits.MaxFlows)
 	}
+	// And one client address may not take it all.
+	g.mu.Lock()
+	if g.perClient[client.Addr()] >= pol.Limits.MaxSessionsPerClient && pol.Limits.MaxSessionsPerClient > 0 {
+		g.mu.Unlock()
+		g.active.Add(-1)
+		return refuse(RefuseClientLimit, "421 ftpsalg: too many sessions from your address; try again later.\r\n",
+			"server_name", srv.Name, "limit", pol.Limits.MaxSessionsPerClient)
+	}
+	g.perClient[client.Addr()]++
+	g.mu.Unlock()
 	mode := metrics.ModeInspect
 	if srv.Mode == policy.ModeMITM {
 		mode = metrics.ModeMITM

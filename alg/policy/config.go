@@ -195,6 +195,16 @@ type Limits struct {
 	// MaxLine is the longest command or reply line in bytes, CRLF included
 	// (key max_line).
 	MaxLine int
+	// MaxSessionsPerClient is the most control connections one client
+	// address holds at once, both paths (key max_sessions_per_client).
+	MaxSessionsPerClient int
+	// FirstCommandTimeout bounds the time from a stream-path connection's
+	// accept to its first complete command, the TLS handshake of an
+	// implicit port included (key first_command_timeout).
+	FirstCommandTimeout time.Duration
+	// IdleTimeout ends a stream-path control connection on which the
+	// client sent no complete command for this long (key idle_timeout).
+	IdleTimeout time.Duration
 }
 
 // Mode says how ftpsalg handles a server's control connections.

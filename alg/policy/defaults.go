@@ -60,6 +60,23 @@ const (
 	// replies of MLST, while bounding memory; same as ftp.DefaultMaxLine.
 	defaultMaxLine = 2048
 
+	// One client address rarely holds more than a few control sessions
+	// (clients open one, a few more for parallel transfers); 64 leaves
+	// room for a small office behind one NAT address while stopping one
+	// address from taking the whole max_flows.
+	defaultMaxSessionsPerClient = 64
+
+	// A client sends its first command (USER, AUTH) right after the
+	// greeting, its ClientHello right after connecting to an implicit
+	// port; 30s covers a human typing at a command-line client while
+	// freeing a connection that trickles bytes without a line end.
+	defaultFirstCommandTimeout = 30 * time.Second
+
+	// Longer than the servers' own idle timeouts (vsftpd 300s, proftpd
+	// 600s, pure-ftpd 900s), so the server normally ends an idle session
+	// with its own 421; this bounds a session whose server does not.
+	defaultIdleTimeout = 30 * time.Minute
+
 	// Many clients still use PORT/EPRT, and each announcement is checked
 	// (own address, unprivileged port) before a pinhole opens. Turn it off
 	// per server when clients are known to use passive mode.
@@ -171,7 +188,8 @@ func defaultConfig() Config {
 		NFTables: NFTables{Table: defaultTable, CtMark: defaultCtMark, PacketMark: defaultPacketMark},
 		Queue:    Queue{Number: defaultQueueNumber, Length: defaultQueueLength, FailOpen: defaultFailOpen},
 		Pinholes: Pinholes{Timeout: defaultPinholeTimeout},
-		Limits:   Limits{MaxFlows: defaultMaxFlows, MaxLine: defaultMaxLine},
+		Limits: Limits{MaxFlows: defaultMaxFlows, MaxLine: defaultMaxLine, MaxSessionsPerClient: defaultMaxSessionsPerClient,
+			FirstCommandTimeout: defaultFirstCommandTimeout, IdleTimeout: defaultIdleTimeout},
 		MITM: MITMGlobal{
 			CADir:        defaultCADir,
 			LeafLifetime: defaultLeafLifetime,

@@ -119,7 +119,7 @@ var errorCases = []struct {
 		e(1, "log", `expected a mapping with keys: format, level, got string "debug"`),
 	}},
 	{"section with no value", beforeBase("limits:"), []policy.Error{
-		e(1, "limits", "no value; expected a mapping with keys: max_flows, max_line"),
+		e(1, "limits", "no value; expected a mapping with keys: first_command_timeout, idle_timeout, max_flows, max_line, max_sessions_per_client"),
 	}},
 
 	// log, metrics.
@@ -417,7 +417,8 @@ func defaults(servers ...policy.Server) policy.Config {
 		NFTables: policy.NFTables{Table: "ftpsalg", CtMark: 0x10000000, PacketMark: 0x20000000},
 		Queue:    policy.Queue{Number: 4040, Length: 4096, FailOpen: false},
 		Pinholes: policy.Pinholes{Timeout: 5 * time.Second},
-		Limits:   policy.Limits{MaxFlows: 16384, MaxLine: 2048},
+		Limits: policy.Limits{MaxFlows: 16384, MaxLine: 2048, MaxSessionsPerClient: 64,
+			FirstCommandTimeout: 30 * time.Second, IdleTimeout: 30 * time.Minute},
 		MITM: policy.MITMGlobal{
 			CADir:        "/etc/ftpsalg/ca",
 			LeafLifetime: 24 * time.Hour,
@@ -472,7 +473,7 @@ func TestParse(t *testing.T) {
 			"  packet_mark: 0b10",
 			"queue: {number: 0, length: 65536, failure: open}",
 			"pinholes: {timeout: 1500ms}",
-			"limits: {max_flows: 1, max_line: 512}",
+			"limits: {max_flows: 1, max_line: 512, max_sessions_per_client: 3, first_command_timeout: 5s, idle_timeout: 10m}",
 		), func() policy.Config {
 			c := defaults(defaultServer())
 			c.Log = policy.Log{Level: slog.LevelDebug, Format: "text"}
@@ -481,7 +482,8 @@ func TestParse(t *testing.T) {
 			c.NFTables = policy.NFTables{Table: "edge_ftp-1", CtMark: 1, PacketMark: 2}
 			c.Queue = policy.Queue{Number: 0, Length: 65536, FailOpen: true}
 			c.Pinholes.Timeout = 1500 * time.Millisecond
-			c.Limits = policy.Limits{MaxFlows: 1, MaxLine: 512}
+			c.Limits = policy.Limits{MaxFlows: 1, MaxLine: 512, MaxSessionsPerClient: 3,
+				FirstCommandTimeout: 5 * time.Second, IdleTimeout: 10 * time.Minute}
 			return c
 		}},
 		{"log levels", beforeBase("log: {level: error}"), func() policy.Config {

@@ -26,7 +26,7 @@ var (
 	nftablesKeys   = []string{"table", "ct_mark", "packet_mark"}
 	queueKeys      = []string{"number", "length", "failure"}
 	pinholesKeys   = []string{"timeout"}
-	limitsKeys     = []string{"max_flows", "max_line"}
+	limitsKeys     = []string{"max_flows", "max_line", "max_sessions_per_client", "first_command_timeout", "idle_timeout"}
 	mitmGlobalKeys = []string{
 		"ca_dir", "leaf_lifetime", "listen_port", "relay_port", "route_table", "rule_priority", "tproxy_mark",
 	}

@@ -20,6 +20,9 @@ const (
 	minPinholeTimeout, maxPinholeTimeout = time.Second, 120 * time.Second
 	minMaxFlows, maxMaxFlows             = 1, 1_000_000
 	minMaxLine, maxMaxLine               = 512, 65536
+	minPerClient, maxPerClient           = 1, 1_000_000
+	minFirstCommand, maxFirstCommand     = time.Second, 10 * time.Minute
+	minIdle, maxIdle                     = 10 * time.Second, 24 * time.Hour
 	// minPassivePort is the first unprivileged port. A pinhole to a
 	// privileged port would let a server steer clients (or a client steer
 	// the server) at well-known services, so such ports are never allowed.
@@ -294,6 +297,21 @@ func (d *decoder) limits(n node, l *Limits) {
 	if v, ok := f["max_line"]; ok {
 		if x, ok := d.intRange(v, minMaxLine, maxMaxLine); ok {
 			l.MaxLine = int(x)
+		}
+	}
+	if v, ok := f["max_sessions_per_client"]; ok {
+		if x, ok := d.intRange(v, minPerClient, maxPerClient); ok {
+			l.MaxSessionsPerClient = int(x)
+		}
+	}
+	if v, ok := f["first_command_timeout"]; ok {
+		if x, ok := d.duration(v, minFirstCommand, maxFirstCommand); ok {
+			l.FirstCommandTimeout = x
+		}
+	}
+	if v, ok := f["idle_timeout"]; ok {
+		if x, ok := d.duration(v, minIdle, maxIdle); ok {
+			l.IdleTimeout = x
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -65,6 +66,11 @@ func (s *session) run(ctx context.Context) string {
 	if s.implicit() {
 		if s.terminatesTLS() {
 			if err := s.upgrade(ctx, nil, true); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					// No ClientHello before the first command's deadline.
+					s.gs.Refused("first_command_timeout", "direction", "client")
+					return "first_command_timeout"
+				}
 				return "tls_failed"
 			}
 			s.core.StartImplicitTLS()
@@ -131,16 +137,30 @@ func (s *session) precheck(cmd ftp.Command) (reply, reason string) {
 // clientToServer relays commands. It alone writes to the server, and it
 // performs the TLS upgrade after AUTH while serverToClient waits.
 func (s *session) clientToServer(ctx context.Context) string {
+	first := true
 	for {
+		if d := s.gs.Policy.Limits.IdleTimeout; !first && d > 0 {
+			// The idle timeout runs from the last complete command; the
+			// first command's deadline was set at accept (handle).
+			_ = s.rawC.SetReadDeadline(time.Now().Add(d))
+		} else if !first {
+			_ = s.rawC.SetReadDeadline(time.Time{})
+		}
 		line, err := readLine(s.cr)
 		if err != nil {
-			if errors.Is(err, errLineTooLong) {
+			switch {
+			case errors.Is(err, errLineTooLong):
 				s.gs.Refused(string(ftp.ReasonLineTooLong), "direction", "client")
 				s.writeClient("500 ftpsalg: command line too long.\r\n")
 				return "line_too_long"
+			case errors.Is(err, os.ErrDeadlineExceeded) && first:
+				return s.timedOut("first_command_timeout", "421 ftpsalg: no command in time; closing the connection.\r\n")
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				return s.timedOut("idle_timeout", "421 ftpsalg: idle for too long; closing the connection.\r\n")
 			}
 			return "client_closed"
 		}
+		first = false
 		text := strings.TrimRight(string(line), "\r\n")
 		cmd, perr := ftp.ParseCommand(text)
 		if perr == nil {
@@ -225,6 +245,14 @@ func (s *session) clientToServer(ctx context.Context) string {
 			}
 		}
 	}
+}
+
+// timedOut refuses a client that sent no complete command in time: the
+// reply says why, the refusal is counted and logged.
+func (s *session) timedOut(reason, reply string) string {
+	s.gs.Refused(reason, "direction", "client")
+	s.writeClient(reply)
+	return reason
 }
 
 // serverToClient relays replies, committing pinholes before the reply that

@@ -201,6 +201,8 @@ type rigOpts struct {
 	pasv        string
 	timeout     time.Duration
 	unreachable bool // the upstream connection fails
+	firstCmd    time.Duration
+	idle        time.Duration
 }
 
 func newRig(t *testing.T, o rigOpts) *rig {
@@ -246,7 +248,8 @@ func newRig(t *testing.T, o rigOpts) *rig {
 		srv.ControlPorts = []uint16{pport}
 	}
 	pol := &policy.Config{Pinholes: policy.Pinholes{Timeout: 5 * time.Second},
-		Limits: policy.Limits{MaxFlows: 100, MaxLine: 1024}, Servers: []policy.Server{srv}}
+		Limits:  policy.Limits{MaxFlows: 100, MaxLine: 1024, FirstCommandTimeout: o.firstCmd, IdleTimeout: o.idle},
+		Servers: []policy.Server{srv}}
 	roots := x509.NewCertPool()
 	roots.AddCert(upCA)
 	tbl := &fakeTable{}
@@ -685,5 +688,45 @@ func TestAuthAgainAfterCCC(t *testing.T) {
 	}
 	if r := c.cmd("QUIT"); !strings.HasPrefix(r, "221") {
 		t.Fatalf("QUIT: %q", r)
+	}
+}
+
+// TestCommandTimeouts: a client that trickles bytes without a line end is
+// closed at the first command's deadline, one that goes quiet after a
+// command at the idle timeout; each gets a 421 saying why and is counted.
+// An implicit port's client that sends no ClientHello in time is closed
+// too.
+func TestCommandTimeouts(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		opts   rigOpts
+		send   string
+		reason string
+	}{
+		{"trickle", rigOpts{firstCmd: 300 * time.Millisecond}, "US", "first_command_timeout"},
+		{"idle", rigOpts{firstCmd: 5 * time.Second, idle: 300 * time.Millisecond}, "NOOP\r\n", "idle_timeout"},
+		{"implicit, no ClientHello", rigOpts{implicit: true, firstCmd: 300 * time.Millisecond, timeout: 5 * time.Second}, "\x16", "first_command_timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rg := newRig(t, tc.opts)
+			c := rg.dial()
+			start := time.Now()
+			if !tc.opts.implicit {
+				c.read() // greeting
+			}
+			if _, err := io.WriteString(c.c, tc.send); err != nil {
+				t.Fatal(err)
+			}
+			rest, _ := io.ReadAll(c.r) // until the gateway closes
+			if !tc.opts.implicit && !strings.Contains(string(rest), "421 ") {
+				t.Fatalf("read %q before the close, want a 421", rest)
+			}
+			if d := time.Since(start); d > 4*time.Second {
+				t.Fatalf("closed after %v", d)
+			}
+			waitCounter(t, rg.m.Refusals.WithLabelValues(tc.reason), 1)
+		})
 	}
 }

@@ -86,6 +86,11 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 	s := &session{p: p, gs: gs, srv: gs.Server, m: p.o.Metrics, rawC: c, cconn: c, prot: "C",
 		transition: make(chan finalReply, 1), resume: make(chan error, 1)}
 	s.core = ftp.NewSession(gs.CoreConfig(gateway.Stream, false))
+	// From accept to the first complete command (the ClientHello of an
+	// implicit port included): a client that trickles bytes is not held.
+	if d := gs.Policy.Limits.FirstCommandTimeout; d > 0 {
+		_ = c.SetReadDeadline(time.Now().Add(d))
+	}
 	p.active.Add(1)
 	defer p.active.Add(-1)
 	reason := s.run(ctx)
