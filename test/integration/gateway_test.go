@@ -595,7 +595,8 @@ func TestAuditKeysSameInBothModes(t *testing.T) {
 		t.Errorf("session end keys, inspect vs mitm plain (-inspect +mitm):\n%s", diff)
 	}
 	// TLS adds when it started and what was negotiated on each leg.
-	tlsKeys := []string{"client_tls_suite", "client_tls_version", "tls_started", "upstream_tls_suite", "upstream_tls_version"}
+	tlsKeys := []string{"client_tls_suite", "client_tls_version", "tls_started", "upstream_cert_not_after",
+		"upstream_cert_sha256", "upstream_tls_suite", "upstream_tls_version"}
 	wantFTPS := append(keys(is.end), tlsKeys...)
 	slices.Sort(wantFTPS)
 	if diff := cmp.Diff(wantFTPS, keys(ftps.end)); diff != "" {
