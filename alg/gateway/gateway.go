@@ -61,6 +61,7 @@ type Gateway struct {
 	pol    atomic.Pointer[policy.Config]
 	nextID atomic.Uint64
 	active atomic.Int64 // admitted sessions, both transports
+	peak   atomic.Int64 // most sessions since the last TakePeak
 
 	// mu guards the ledger: who owns each kernel element, and every
 	// commit, deletion and restoration, so that a session's cleanup never
@@ -118,6 +119,12 @@ func (g *Gateway) Policy() *policy.Config { return g.pol.Load() }
 
 // Sessions returns the number of admitted sessions that have not ended.
 func (g *Gateway) Sessions() int { return int(g.active.Load()) }
+
+// TakePeak returns the most sessions held at once since the last call and
+// starts a new period from the current count.
+func (g *Gateway) TakePeak() int {
+	return int(g.peak.Swap(g.active.Load()))
+}
 
 // Ports returns the gateway port reservations (for the metrics collector).
 func (g *Gateway) Ports() *nat.Ports { return g.ports }

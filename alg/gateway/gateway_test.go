@@ -465,3 +465,23 @@ func TestTLSAuditUpstreamCertificate(t *testing.T) {
 		t.Fatalf("%d expiry warnings, want 1", len(w))
 	}
 }
+
+// TestTakePeak: the most sessions held at once since the last call, across
+// admissions and ends in between.
+func TestTakePeak(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, strings.Replace(testPolicy, "max_flows: 2", "max_flows: 10", 1))
+	var ss []*Session
+	for i := range 3 {
+		s, _ := r.g.Admit(Packet, netip.AddrPortFrom(cli.Addr(), uint16(41000+i)), inspSrv)
+		ss = append(ss, s)
+	}
+	ss[0].End("fin")
+	ss[1].End("fin")
+	if p := r.g.TakePeak(); p != 3 {
+		t.Fatalf("peak %d, want 3", p)
+	}
+	if p := r.g.TakePeak(); p != 1 {
+		t.Fatalf("peak after the reset %d, want the 1 in progress", p)
+	}
+}

@@ -127,10 +127,13 @@ func (g *Gateway) Admit(t Transport, client, orig netip.AddrPort) (*Session, *Re
 	}
 	// One count for both transports: max_flows bounds what the gateway
 	// holds, whichever path carries it.
-	if n := g.active.Add(1); n > int64(pol.Limits.MaxFlows) {
+	n := g.active.Add(1)
+	if n > int64(pol.Limits.MaxFlows) {
 		g.active.Add(-1)
 		return refuse(RefuseFlowLimit, "421 ftpsalg: too many sessions; try again later.\r\n",
 			"server_name", srv.Name, "limit", pol.Limits.MaxFlows)
+	}
+	for p := g.peak.Load(); n > p && !g.peak.CompareAndSwap(p, n); p = g.peak.Load() {
 	}
 	// And one client address may not take it all.
 	g.mu.Lock()

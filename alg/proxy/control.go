@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ftpsalg/ftpsalg/alg/ftp"
@@ -60,8 +61,8 @@ func (s *session) run(ctx context.Context) string {
 	}
 	s.gs.SetLeg(leg)
 	s.m.MITMConnections.WithLabelValues("accepted").Inc()
-	s.cr = bufio.NewReaderSize(s.cconn, s.maxLine())
-	s.ur = bufio.NewReaderSize(s.uconn, s.maxLine())
+	s.cr = newLineReader(s.cconn)
+	s.ur = newLineReader(s.uconn)
 	opaque := false
 	if s.implicit() {
 		if s.terminatesTLS() {
@@ -81,34 +82,50 @@ func (s *session) run(ctx context.Context) string {
 	}
 	stop := context.AfterFunc(ctx, s.closeAll)
 	defer stop()
-	errs := make(chan string, 2)
 	if opaque {
-		go func() { errs <- s.opaqueCopy(s.uconn, s.cr, "client_closed") }()
-		go func() { errs <- s.opaqueCopy(s.cconn, s.ur, "server_closed") }()
-	} else {
-		go func() { errs <- s.clientToServer(ctx) }()
-		go func() { errs <- s.serverToClient(ctx) }()
+		return s.pair(func() string { return s.opaqueCopy(s.uconn, s.cr, "client_closed") },
+			func() string { return s.opaqueCopy(s.cconn, s.ur, "server_closed") })
 	}
-	reason := <-errs
-	pending := 1
-	if reason == "client_closed" {
+	return s.pair(func() string { return s.clientToServer(ctx) }, func() string { return s.serverToClient(ctx) })
+}
+
+// pair runs the two directions of the session, the client's on this
+// goroutine and the server's on one more — two goroutines per session, not
+// three: an idle session's memory is mostly its goroutines' stacks — and
+// returns why the session ended: the reason of the direction that ended
+// first.
+func (s *session) pair(fromClient, fromServer func() string) string {
+	var first atomic.Pointer[string]
+	serverDone := make(chan string, 1)
+	go func() {
+		r := fromServer()
+		if first.CompareAndSwap(nil, &r) {
+			s.closeAll() // the client's direction reads on: end it
+		}
+		serverDone <- r
+	}()
+	r := fromClient()
+	if !first.CompareAndSwap(nil, &r) {
+		<-serverDone
+		return *first.Load()
+	}
+	if r == "client_closed" {
 		// Half-close: the server may still have replies in flight that
 		// explain the end (a refused data connection, say). Let them be
 		// read, briefly, before tearing down.
 		s.closeUpstreamWrite()
 		t := time.NewTimer(2 * time.Second)
 		select {
-		case <-errs:
-			pending = 0
+		case <-serverDone:
+			t.Stop()
+			s.closeAll()
+			return r
 		case <-t.C:
 		}
-		t.Stop()
 	}
 	s.closeAll()
-	if pending > 0 {
-		<-errs
-	}
-	return reason
+	<-serverDone
+	return r
 }
 
 // precheck applies the proxy's own per-server rules to a client command
@@ -146,7 +163,7 @@ func (s *session) clientToServer(ctx context.Context) string {
 		} else if !first {
 			_ = s.rawC.SetReadDeadline(time.Time{})
 		}
-		line, err := readLine(s.cr)
+		line, err := readLine(s.cr, s.maxLine())
 		if err != nil {
 			switch {
 			case errors.Is(err, errLineTooLong):
@@ -259,7 +276,7 @@ func (s *session) timedOut(reason, reply string) string {
 // announces them leaves.
 func (s *session) serverToClient(ctx context.Context) string {
 	for {
-		line, err := readLine(s.ur)
+		line, err := readLine(s.ur, s.maxLine())
 		if err != nil {
 			if errors.Is(err, errLineTooLong) {
 				s.gs.Refused(string(ftp.ReasonLineTooLong), "direction", "server")
@@ -313,7 +330,7 @@ func (s *session) serverToClient(ctx context.Context) string {
 				s.transition <- finalReply{verb: "AUTH", code: 431}
 				return "tls_failed"
 			}
-			s.uconn, s.ur = up, bufio.NewReaderSize(up, s.maxLine())
+			s.uconn, s.ur = up, newLineReader(up)
 			s.upPending = up
 		}
 		if forward {

@@ -50,7 +50,8 @@ type Proxy struct {
 	relayMu sync.Mutex
 	relays  map[relayKey]expectation // announced data connections, by exact tuple
 
-	bufs sync.Pool // *[]byte of relayBufSize, for relay copies
+	bufs     sync.Pool // *[]byte of relayBufSize, for relay copies
+	upCaches sync.Map  // server name → tls.ClientSessionCache (sessioncache.go)
 }
 
 // New returns a Proxy.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -32,7 +33,7 @@ import (
 )
 
 // issue makes a certificate signed by parent (self-signed when nil).
-func issue(t *testing.T, cn string, ips []net.IP, dns []string, isCA bool, parent *x509.Certificate, pkey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, tls.Certificate) {
+func issue(t testing.TB, cn string, ips []net.IP, dns []string, isCA bool, parent *x509.Certificate, pkey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, tls.Certificate) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -186,7 +187,7 @@ func (s *ftpsServer) saw(prefix string) bool {
 }
 
 type rig struct {
-	t      *testing.T
+	t      testing.TB
 	proxy  string // proxy listener address
 	caPool *x509.CertPool
 	srv    *ftpsServer
@@ -203,9 +204,10 @@ type rigOpts struct {
 	unreachable bool // the upstream connection fails
 	firstCmd    time.Duration
 	idle        time.Duration
+	maxFlows    int // 0: 100
 }
 
-func newRig(t *testing.T, o rigOpts) *rig {
+func newRig(t testing.TB, o rigOpts) *rig {
 	t.Helper()
 	ca, err := certs.InitCA(t.TempDir(), certs.InitOptions{})
 	if err != nil {
@@ -248,7 +250,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 		srv.ControlPorts = []uint16{pport}
 	}
 	pol := &policy.Config{Pinholes: policy.Pinholes{Timeout: 5 * time.Second},
-		Limits:  policy.Limits{MaxFlows: 100, MaxLine: 1024, FirstCommandTimeout: o.firstCmd, IdleTimeout: o.idle},
+		Limits:  policy.Limits{MaxFlows: cmp.Or(o.maxFlows, 100), MaxLine: 1024, FirstCommandTimeout: o.firstCmd, IdleTimeout: o.idle},
 		Servers: []policy.Server{srv}}
 	roots := x509.NewCertPool()
 	roots.AddCert(upCA)
@@ -269,7 +271,7 @@ func newRig(t *testing.T, o rigOpts) *rig {
 
 // newTestGateway returns a gateway over tbl with pol applied. Its ledger
 // task does not run: tests settle ended sessions with Drain.
-func newTestGateway(t *testing.T, pol *policy.Config, tbl gateway.Table, m *metrics.Metrics, ports *nat.Ports) *gateway.Gateway {
+func newTestGateway(t testing.TB, pol *policy.Config, tbl gateway.Table, m *metrics.Metrics, ports *nat.Ports) *gateway.Gateway {
 	t.Helper()
 	gw := gateway.New(gateway.Options{Policy: pol, Table: tbl, Metrics: m, Ports: ports})
 	if err := gw.Apply(context.Background(), pol); err != nil {
@@ -285,7 +287,7 @@ func pinholeKey(h nft.Pinhole) nft.Pinhole {
 
 // serveUntilCleanup runs p.Serve on ln until the test ends, and checks it
 // returns cleanly.
-func serveUntilCleanup(t *testing.T, p *Proxy, ln net.Listener) {
+func serveUntilCleanup(t testing.TB, p *Proxy, ln net.Listener) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -301,7 +303,7 @@ func serveUntilCleanup(t *testing.T, p *Proxy, ln net.Listener) {
 // client is a control connection to the proxy that trusts only the
 // operator CA.
 type client struct {
-	t   *testing.T
+	t   testing.TB
 	c   net.Conn
 	raw net.Conn
 	r   *bufio.Reader

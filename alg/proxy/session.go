@@ -150,17 +150,33 @@ func (s *session) writeUp(line []byte) error {
 
 var errLineTooLong = errors.New("line too long")
 
-// readLine reads one control line, terminator included, bounded by the
-// reader's size.
-func readLine(r *bufio.Reader) ([]byte, error) {
+// lineBufSize is the buffer of a control connection's line reader.
+// Control lines are short (commands and replies of a few dozen bytes); a
+// longer one, up to the policy's max_line, is assembled from fragments.
+// An idle session keeps two of these, so they are small.
+const lineBufSize = 512
+
+func newLineReader(c net.Conn) *bufio.Reader { return bufio.NewReaderSize(c, lineBufSize) }
+
+// readLine reads one control line of at most max bytes, terminator
+// included.
+func readLine(r *bufio.Reader, max int) ([]byte, error) {
 	line, err := r.ReadSlice('\n')
-	if errors.Is(err, bufio.ErrBufferFull) {
-		return nil, errLineTooLong
+	if err == nil && len(line) <= max {
+		return slices.Clone(line), nil
 	}
-	if err != nil {
+	var buf []byte
+	for errors.Is(err, bufio.ErrBufferFull) && len(buf)+len(line) <= max {
+		buf = append(buf, line...)
+		line, err = r.ReadSlice('\n')
+	}
+	switch {
+	case len(buf)+len(line) > max:
+		return nil, errLineTooLong
+	case err != nil:
 		return nil, err
 	}
-	return slices.Clone(line), nil
+	return append(buf, line...), nil
 }
 
 // finish ends the session: its relay expectations go, and the gateway

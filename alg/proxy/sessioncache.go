@@ -23,9 +23,16 @@ import (
 // session's, such as proftpd, need exactly that), and a data connection
 // whose resumption failed cannot make crypto/tls forget the session for
 // the next one.
+//
+// shared, when set, is the proxy's cache of sessions of the same server:
+// the control connection resumes one of an earlier control session when
+// the server allows it, and stores its own there too. Data connections
+// never use it.
 type sessionCache struct {
-	mu sync.Mutex
-	cs *tls.ClientSessionState
+	mu       sync.Mutex
+	cs       *tls.ClientSessionState
+	borrowed bool // cs came from shared and was not replaced since
+	shared   tls.ClientSessionCache
 }
 
 // control is the view for the upstream control connection.
@@ -52,21 +59,59 @@ func (c *sessionCache) get() (*tls.ClientSessionState, bool) {
 
 type controlView struct{ c *sessionCache }
 
-func (v controlView) Get(string) (*tls.ClientSessionState, bool) { return v.c.get() }
+// Get returns the control session's own session or else, when the proxy
+// shares sessions of this server, one of an earlier control session: that
+// one becomes this control session's own (data connections resume what
+// the control connection resumed, when the server sends no new ticket).
+func (v controlView) Get(key string) (*tls.ClientSessionState, bool) {
+	if cs, ok := v.c.get(); ok || v.c.shared == nil {
+		return cs, ok
+	}
+	cs, ok := v.c.shared.Get(key)
+	if ok {
+		v.c.mu.Lock()
+		v.c.cs, v.c.borrowed = cs, true
+		v.c.mu.Unlock()
+	}
+	return cs, ok
+}
 
-// Put keeps the newest session (TLS 1.3 servers send several tickets);
-// crypto/tls's deletions (nil) are ignored: the control connection only
-// deletes after a failed resumption, which it never attempts.
-func (v controlView) Put(_ string, cs *tls.ClientSessionState) {
-	if cs == nil {
+// Put keeps the newest session (TLS 1.3 servers send several tickets) and
+// shares it. crypto/tls deletes (nil) after a failed resumption: only a
+// shared session the server refused goes, from both.
+func (v controlView) Put(key string, cs *tls.ClientSessionState) {
+	v.c.mu.Lock()
+	switch {
+	case cs != nil:
+		v.c.cs, v.c.borrowed = cs, false
+	case v.c.borrowed:
+		v.c.cs, v.c.borrowed = nil, false
+	default:
+		v.c.mu.Unlock()
 		return
 	}
-	v.c.mu.Lock()
-	defer v.c.mu.Unlock()
-	v.c.cs = cs
+	v.c.mu.Unlock()
+	if v.c.shared != nil {
+		v.c.shared.Put(key, cs)
+	}
 }
 
 type dataView struct{ c *sessionCache }
 
 func (v dataView) Get(string) (*tls.ClientSessionState, bool) { return v.c.get() }
 func (v dataView) Put(string, *tls.ClientSessionState)        {}
+
+// upstreamCacheSize bounds the sessions kept per server for the control
+// connections' resumption (TLS 1.3 servers send several tickets per
+// handshake).
+const upstreamCacheSize = 64
+
+// upstreamCache returns the proxy's session cache for the server named
+// name, made on first use.
+func (p *Proxy) upstreamCache(name string) tls.ClientSessionCache {
+	if c, ok := p.upCaches.Load(name); ok {
+		return c.(tls.ClientSessionCache)
+	}
+	c, _ := p.upCaches.LoadOrStore(name, tls.NewLRUClientSessionCache(upstreamCacheSize))
+	return c.(tls.ClientSessionCache)
+}

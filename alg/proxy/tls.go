@@ -109,10 +109,10 @@ func (s *session) upgrade(ctx context.Context, up *tls.Conn, reachable bool) err
 	s.m.TLSHandshakes.WithLabelValues("client").Inc()
 	s.m.TLSHandshakeTime.WithLabelValues("client").Observe(time.Since(start).Seconds())
 	s.cconn = tc
-	s.cr = bufio.NewReaderSize(tc, s.maxLine())
+	s.cr = newLineReader(tc)
 	if !verifiedBefore {
 		s.uconn = up
-		s.ur = bufio.NewReaderSize(up, s.maxLine())
+		s.ur = newLineReader(up)
 	}
 	s.mu.Lock()
 	s.tlsOn = true
@@ -189,7 +189,7 @@ func (s *session) clearLeg(c *tls.Conn, rec *recordConn, tlsReader *bufio.Reader
 	}
 	_ = raw.SetReadDeadline(deadline)
 	defer raw.SetReadDeadline(time.Time{})
-	br := bufio.NewReaderSize(raw, s.maxLine())
+	br := newLineReader(raw)
 	b, err := br.Peek(1)
 	if err != nil {
 		return nil, err
@@ -227,10 +227,16 @@ func (s *session) upstreamHandshake(ctx context.Context, sni string) (*tls.Conn,
 	// One session cache for this control session: the control
 	// connection stores the server's session, the relay's data
 	// connections resume it (see sessionCache).
-	cache := &sessionCache{}
+	// The control connection itself resumes a session of an earlier
+	// control session to the same server when it can (the proxy's cache
+	// per server): no certificate chain to send, sign and verify again.
+	cache := &sessionCache{shared: s.p.upstreamCache(s.srv.Name)}
 	cfg.ClientSessionCache = cache.control()
-	data := cfg.Clone()
-	data.ClientSessionCache = cache.data()
+	var data *tls.Config
+	if s.srv.MITM != nil && s.srv.MITM.Data == policy.DataRelay {
+		data = cfg.Clone()
+		data.ClientSessionCache = cache.data()
+	}
 	s.mu.Lock()
 	s.upCache, s.upData = cache, data
 	s.mu.Unlock()
