@@ -86,6 +86,8 @@ type ftpsServer struct {
 	cert     tls.Certificate
 	implicit bool
 	pasv     string // the 227 text it announces
+	once     sync.Once
+	conf     *tls.Config
 	mu       sync.Mutex
 	seen     []string
 }
@@ -102,7 +104,10 @@ func (s *ftpsServer) serve() {
 
 func (s *ftpsServer) session(c net.Conn) {
 	defer c.Close()
-	cfg := &tls.Config{Certificates: []tls.Certificate{s.cert}, MinVersion: tls.VersionTLS12}
+	// One configuration for all sessions, as a real server has: its
+	// session tickets are accepted across connections.
+	s.once.Do(func() { s.conf = &tls.Config{Certificates: []tls.Certificate{s.cert}, MinVersion: tls.VersionTLS12} })
+	cfg := s.conf
 	raw := c
 	if s.implicit {
 		c = tls.Server(newRecordConn(raw, nil), cfg)

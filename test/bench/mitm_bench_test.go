@@ -185,7 +185,8 @@ func BenchmarkMITMIdleMemory(b *testing.B) {
 	pki := harness.NewPKI(b, l.Dir(), harness.PKIOptions{})
 	startResponder(b, l, pki)
 	l.InstallGatewayFirewall(harness.CtMark)
-	d := harness.Start(b, l, binary, pki.MITMPolicy("warn", ""))
+	// One client address holds them all: lift the per-client cap.
+	d := harness.Start(b, l, binary, "limits:\n  max_sessions_per_client: 2000\n"+pki.MITMPolicy("warn", ""))
 	nd := harness.NSDialer{L: l, NS: lab.Client}
 	open := func() (*ftpc.Client, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
