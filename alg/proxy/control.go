@@ -409,7 +409,15 @@ func (s *session) reply(d ftp.Decision) string {
 // is committed — and returns the line to send the client instead of the
 // server's (a translated announcement), or nil.
 func (s *session) openPinhole(ctx context.Context, d ftp.Decision) ([]byte, error) {
-	relay := s.srv.MITM != nil && s.srv.MITM.Data == policy.DataRelay
+	// Only TLS data connections need the relay (it resumes the control
+	// connection's session, as servers that require reuse demand); clear
+	// ones (PROT C) go through a pinhole the kernel forwards, at the
+	// speed of routing. The protection level is the one in force when the
+	// connection is announced (RFC 4217: PROT precedes the transfer).
+	s.mu.Lock()
+	protP := s.prot == "P"
+	s.mu.Unlock()
+	relay := s.srv.MITM != nil && s.srv.MITM.Data == policy.DataRelay && protP
 	var k relayKey
 	if relay {
 		ph := d.Pinhole

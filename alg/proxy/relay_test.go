@@ -164,6 +164,9 @@ type relayOpts struct {
 	requireClientReuse bool
 	serverNoTickets    bool
 	maxVersion         uint16 // both servers' (0: TLS 1.3)
+	// passthrough: the server announces its own data listener, as the
+	// kernel forwards a passthrough pinhole to it (PROT C data).
+	passthrough bool
 }
 
 func newRelayRig(t *testing.T, o relayOpts) *relayRig {
@@ -185,7 +188,11 @@ func newRelayRig(t *testing.T, o relayOpts) *relayRig {
 	sln, dln, pln, rln := listen(), listen(), listen(), listen()
 	payload := make([]byte, 3<<20+17)
 	_, _ = rand.Read(payload)
-	rs := &reuseServer{ln: sln, dln: dln, cert: srvCert, annPort: uint16(rln.Addr().(*net.TCPAddr).Port),
+	ann := rln
+	if o.passthrough {
+		ann = dln
+	}
+	rs := &reuseServer{ln: sln, dln: dln, cert: srvCert, annPort: uint16(ann.Addr().(*net.TCPAddr).Port),
 		maxVer: o.maxVersion, noTickets: o.serverNoTickets, payload: payload, uploads: map[string][]byte{}}
 	go rs.serve()
 
@@ -271,7 +278,9 @@ func TestRelay(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			rg := newRelayRig(t, relayOpts{maxVersion: tc.maxVer})
+			// Clear data (PROT C) is not relayed: it goes through a
+			// pinhole the kernel forwards, here straight to the server.
+			rg := newRelayRig(t, relayOpts{maxVersion: tc.maxVer, passthrough: !tc.prot})
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			c := rg.login(ctx, tc.maxVer, tc.cache, tc.prot)
@@ -308,6 +317,18 @@ func TestRelay(t *testing.T) {
 				t.Fatal(err)
 			}
 			m := rg.m
+			rg.tbl.mu.Lock()
+			holes := rg.tbl.holes
+			rg.tbl.mu.Unlock()
+			if !tc.prot {
+				if len(holes) != 2 || holes[0].Relay || holes[1].Relay {
+					t.Errorf("pinholes %v, want two forwarded (not relay) pinholes for PROT C data", holes)
+				}
+				if got := testutil.ToFloat64(m.RelayConnections.WithLabelValues(metrics.RelayOK)); got != 0 {
+					t.Errorf("%v PROT C connections relayed, want 0", got)
+				}
+				return
+			}
 			waitFor(t, func() bool { return testutil.ToFloat64(m.RelayConnections.WithLabelValues(metrics.RelayOK)) == 2 })
 			if got := testutil.ToFloat64(m.RelayBytes.WithLabelValues(metrics.DirServerToClient)); got != float64(len(rg.srv.payload)) {
 				t.Errorf("relayed bytes to the client %v, want %d", got, len(rg.srv.payload))
@@ -315,18 +336,13 @@ func TestRelay(t *testing.T) {
 			if got := testutil.ToFloat64(m.RelayBytes.WithLabelValues(metrics.DirClientToServer)); got != float64(len(up)) {
 				t.Errorf("relayed bytes to the server %v, want %d", got, len(up))
 			}
-			if tc.prot {
-				if got := testutil.ToFloat64(m.RelayHandshakes.WithLabelValues("upstream", "true")); got != 2 {
-					t.Errorf("upstream resumed handshakes %v, want 2", got)
-				}
-				want := map[bool]string{true: "true", false: "false"}[tc.cache == nil]
-				if got := testutil.ToFloat64(m.RelayHandshakes.WithLabelValues("client", want)); got != 2 {
-					t.Errorf("client handshakes resumed=%s: %v, want 2", want, got)
-				}
+			if got := testutil.ToFloat64(m.RelayHandshakes.WithLabelValues("upstream", "true")); got != 2 {
+				t.Errorf("upstream resumed handshakes %v, want 2", got)
 			}
-			rg.tbl.mu.Lock()
-			holes := rg.tbl.holes
-			rg.tbl.mu.Unlock()
+			want := map[bool]string{true: "true", false: "false"}[tc.cache == nil]
+			if got := testutil.ToFloat64(m.RelayHandshakes.WithLabelValues("client", want)); got != 2 {
+				t.Errorf("client handshakes resumed=%s: %v, want 2", want, got)
+			}
 			if len(holes) != 2 || !holes[0].Relay {
 				t.Errorf("pinholes %v, want two relay elements", holes)
 			}

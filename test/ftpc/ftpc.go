@@ -192,6 +192,10 @@ func (c *Client) TLSState() (tls.ConnectionState, bool) {
 	return tls.ConnectionState{}, false
 }
 
+// Secure wraps a data connection the caller made in TLS when PROT P is in
+// force, as the client's own data connections are.
+func (c *Client) Secure(ctx context.Context, dc net.Conn) (net.Conn, error) { return c.secure(ctx, dc) }
+
 // secure wraps a data connection in TLS when PROT P is in force; the
 // client is the TLS client whichever side opened the connection.
 func (c *Client) secure(ctx context.Context, dc net.Conn) (net.Conn, error) {
