@@ -58,7 +58,7 @@ func (q *Queue) Run(ctx context.Context) error {
 		NetNS:        q.NetNS,
 		// No WriteTimeout: a verdict is handed to the kernel inside
 		// sendmsg and never waits, and a deadline per verdict arms a
-		// runtime timer per packet (measured: p50 +N µs per packet).
+		// runtime timer per packet (docs/benchmarks.md, issue 12).
 	})
 	if err != nil {
 		return fmt.Errorf("failed to open nfqueue %d: %w", q.Num, err)
