@@ -44,6 +44,13 @@ type Kernel struct {
 	table *nftables.Table
 	tpl   templates // element templates of the applied table
 
+	// rmu and rconn: a second connection for reads (Live, Pinholes). The
+	// kernel answers element reads under RCU, without the transaction
+	// mutex, so a long read (a listing of 100,000 pinholes takes over a
+	// second) never holds up a commit on conn.
+	rmu   sync.Mutex
+	rconn *nftables.Conn
+
 	// Read without k.mu, by the Watcher and Check: never held up by a
 	// transaction in progress.
 	name   atomic.Pointer[string] // the table's name (last applied, or WithTable)
@@ -80,6 +87,12 @@ func New(opts ...Option) (*Kernel, error) {
 // Close releases the netlink socket. It leaves the table in place: a
 // stopping daemon calls Delete first.
 func (k *Kernel) Close() error {
+	k.rmu.Lock()
+	if k.rconn != nil {
+		_ = k.rconn.CloseLasting()
+		k.rconn = nil
+	}
+	k.rmu.Unlock()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.conn == nil {
@@ -154,6 +167,28 @@ func (k *Kernel) do(ctx context.Context, fn func(c *nftables.Conn) error) error 
 		_ = k.conn.CloseLasting()
 		k.conn, k.sock = nil, nil
 		k.portID.Store(0)
+	}
+	return err
+}
+
+// doRead is do for reads, on the read connection (dialled at first use).
+func (k *Kernel) doRead(ctx context.Context, fn func(c *nftables.Conn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	k.rmu.Lock()
+	defer k.rmu.Unlock()
+	if k.rconn == nil {
+		c, _, err := dialConn(k.opts)
+		if err != nil {
+			return err
+		}
+		k.rconn = c
+	}
+	err := fn(k.rconn)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		_ = k.rconn.CloseLasting()
+		k.rconn = nil
 	}
 	return err
 }
@@ -489,7 +524,7 @@ func (k *Kernel) Pinholes(ctx context.Context) ([]Element, error) {
 		return nil, fmt.Errorf("nft: failed to list pinholes: %w", err)
 	}
 	var out []Element
-	err = k.do(ctx, func(c *nftables.Conn) error {
+	err = k.doRead(ctx, func(c *nftables.Conn) error {
 		nat := map[key]netip.Addr{}
 		err := eachMapElement(c, []*nftables.Set{tpl.snat4, tpl.snat6}, func(p Pinhole, val []byte) bool {
 			a, ok := netip.AddrFromSlice(val)
@@ -555,7 +590,7 @@ func (k *Kernel) Live(ctx context.Context, p ...Pinhole) ([]bool, error) {
 		return nil, fmt.Errorf("nft: failed to look pinholes up: %w", err)
 	}
 	out := make([]bool, len(norm))
-	err = k.do(ctx, func(c *nftables.Conn) error {
+	err = k.doRead(ctx, func(c *nftables.Conn) error {
 		for i, p := range norm {
 			v6 := !p.Src.Is4()
 			set, key := tpl.ph4, pinholeKey(p)

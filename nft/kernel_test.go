@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -496,4 +497,153 @@ func BenchmarkAddPinhole(b *testing.B) {
 		}
 		i++
 	}
+}
+
+// BenchmarkPinholeScale fills the pinhole sets with 100,000 live pinholes
+// (1h timeouts; 50,000 per family, as one set holds MaxPinholes) in a
+// fresh namespace, then measures at that size:
+// a listing of every pinhole (what a poll of the whole table costs), the
+// commit of one pinhole (p50/p99 over 2,000 commits at 1,000/s, 500 while
+// listing: alone,
+// while another goroutine lists the table every 500 ms as the gateway's
+// poll did, and while it makes the gateway's poll's look-ups now), and one
+// session's end: Live and DeletePinholes of its 2 pinholes.
+func BenchmarkPinholeScale(b *testing.B) {
+	requirePriv(b)
+	ns := newNetns(b)
+	k, err := New(WithNetNS(ns.fd()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer k.Close()
+	ctx := context.Background()
+	if err := k.Apply(ctx, testSpec(QueueCompat)); err != nil {
+		b.Fatal(err)
+	}
+	const live = 100_000
+	// Documentation prefixes only: 192.0.2.x . 198.51.100.y . port, and
+	// 2001:db8:c::x . 2001:db8:5::y . port.
+	ph := func(i int) Pinhole {
+		x, y, port := byte(i/2%250), byte(i/2/60000%250), uint16(1024+i/2%60000)
+		if i%2 == 1 {
+			return Pinhole{Src: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x0c, 15: x}),
+				Dst: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0x05, 15: y}), DstPort: port, Timeout: time.Hour}
+		}
+		return Pinhole{Src: netip.AddrFrom4([4]byte{192, 0, 2, x}), Dst: netip.AddrFrom4([4]byte{198, 51, 100, y}),
+			DstPort: port, Timeout: time.Hour}
+	}
+	fill := time.Now()
+	for i := 0; i < live; i += 1000 {
+		batch := make([]Pinhole, 0, 1000)
+		for j := i; j < i+1000; j++ {
+			batch = append(batch, ph(j))
+		}
+		if err := k.AddPinholes(ctx, batch...); err != nil {
+			b.Fatalf("fill at %d: %v", i, err)
+		}
+	}
+	b.Logf("filled %d pinholes in %v", live, time.Since(fill).Round(time.Millisecond))
+
+	b.ResetTimer()
+	start := time.Now()
+	els, err := k.Pinholes(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	listing := time.Since(start)
+	if len(els) != live {
+		b.Fatalf("listed %d pinholes, want %d", len(els), live)
+	}
+	b.ReportMetric(float64(listing.Milliseconds()), "ms/listing")
+
+	// commits makes n commits of new pinholes, one per millisecond (a
+	// steady announcement rate, not synchronisation), while background
+	// (if any) runs every 500 ms, and returns the sorted latencies.
+	commits := func(n, from int, background func()) []time.Duration {
+		stop, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			if background == nil {
+				return
+			}
+			t := time.NewTicker(500 * time.Millisecond)
+			defer t.Stop()
+			for {
+				background()
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+				}
+			}
+		}()
+		d := make([]time.Duration, 0, n)
+		pace := time.NewTicker(time.Millisecond)
+		defer pace.Stop()
+		for i := from; i < from+n; i++ {
+			<-pace.C
+			p := Pinhole{Src: netip.MustParseAddr("203.0.113.7"), Dst: netip.MustParseAddr("198.51.100.2"),
+				DstPort: uint16(1024 + i%60000), Timeout: time.Minute}
+			t0 := time.Now()
+			if err := k.AddPinholes(ctx, p); err != nil {
+				b.Fatal(err)
+			}
+			d = append(d, time.Since(t0))
+		}
+		close(stop)
+		<-done
+		slices.Sort(d)
+		return d
+	}
+	pct := func(d []time.Duration, p float64) float64 {
+		return float64(d[int(float64(len(d)-1)*p)].Microseconds())
+	}
+	alone := commits(2000, 0, nil)
+	b.ReportMetric(pct(alone, 0.5), "p50-µs/commit")
+	b.ReportMetric(pct(alone, 0.99), "p99-µs/commit")
+
+	// The gateway's poll before: a listing of the whole table.
+	listed := commits(500, 2000, func() {
+		if _, err := k.Pinholes(ctx); err != nil {
+			b.Error(err)
+		}
+	})
+	b.ReportMetric(pct(listed, 0.5), "p50-µs/commit-listing")
+	b.ReportMetric(pct(listed, 0.99), "p99-µs/commit-listing")
+
+	// The gateway's poll now (alg/gateway ledger.go): at most 1,024
+	// look-ups, liveChunk (8) per Live call.
+	var lookups time.Duration
+	looked := commits(2000, 4000, func() {
+		t0 := time.Now()
+		for c := 0; c < 1024; c += 8 {
+			ps := make([]Pinhole, 8)
+			for j := range ps {
+				ps[j] = ph((c + j) * 97 % live)
+			}
+			if _, err := k.Live(ctx, ps...); err != nil {
+				b.Error(err)
+			}
+		}
+		lookups = time.Since(t0)
+	})
+	b.ReportMetric(pct(looked, 0.5), "p50-µs/commit-lookups")
+	b.ReportMetric(pct(looked, 0.99), "p99-µs/commit-lookups")
+	b.ReportMetric(float64(lookups.Microseconds()), "µs/1024-lookups")
+
+	own := []Pinhole{ph(4242), ph(77777)}
+	t0 := time.Now()
+	l, err := k.Live(ctx, own...)
+	if err != nil || !l[0] || !l[1] {
+		b.Fatalf("Live: %v %v", l, err)
+	}
+	lookup := time.Since(t0)
+	t0 = time.Now()
+	if err := k.DeletePinholes(ctx, own...); err != nil {
+		b.Fatal(err)
+	}
+	del := time.Since(t0)
+	b.ReportMetric(float64(lookup.Microseconds()), "µs/live-2")
+	b.ReportMetric(float64(del.Microseconds()), "µs/delete-2")
+	b.StopTimer()
 }

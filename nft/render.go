@@ -137,6 +137,14 @@ func renderValue(typ string, v []byte) string {
 		if len(v) == 2 {
 			return fmt.Sprint(binary.BigEndian.Uint16(v))
 		}
+	case "mark":
+		if len(v) == 4 {
+			return fmt.Sprintf("0x%08x", binary.NativeEndian.Uint32(v))
+		}
+	case "tcp_flag":
+		if len(v) == 1 {
+			return fmt.Sprintf("0x%x", v[0])
+		}
 	}
 	return fmt.Sprintf("0x%x", v)
 }
@@ -313,6 +321,8 @@ func renderRule(r *nftables.Rule, sets map[string]*nftables.Set) string {
 				continue
 			}
 			switch {
+			case e.Len == 1 && len(e.Mask) == 1 && isZero(e.Xor):
+				v.text = fmt.Sprintf("%s & 0x%02x", v.text, e.Mask[0])
 			case e.Len == 4 && xor == 0:
 				v.text = fmt.Sprintf("%s & %s", v.text, fmtConst(v.kind, e.Mask))
 			case e.Len == 4 && mask == ^xor:
@@ -601,8 +611,8 @@ func payloadVal(e *expr.Payload, nfproto, l4 string) regVal {
 	switch e.Base {
 	case expr.PayloadBaseNetworkHeader:
 		names := map[string]map[[2]uint32]string{
-			"ip":  {{12, 4}: "saddr", {16, 4}: "daddr"},
-			"ip6": {{8, 16}: "saddr", {24, 16}: "daddr"},
+			"ip":  {{12, 4}: "saddr", {16, 4}: "daddr", {2, 2}: "length"},
+			"ip6": {{8, 16}: "saddr", {24, 16}: "daddr", {4, 2}: "length", {6, 1}: "nexthdr"},
 		}
 		if n, ok := names[nfproto][[2]uint32{e.Offset, e.Len}]; ok {
 			return regVal{text: nfproto + " " + n, kind: kindAddr}

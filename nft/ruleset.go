@@ -19,6 +19,8 @@ const (
 	setCtl6      = "ctl6"
 	setPinholes4 = "pinholes4"
 	setPinholes6 = "pinholes6"
+	setBare4     = "bare4"
+	setBare6     = "bare6"
 	chainForward = "forward"
 
 	// Only in tables with mitm servers.
@@ -72,6 +74,10 @@ var (
 	typeCtl6      = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService)
 	typePinholes4 = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeInetService)
 	typePinholes6 = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeIP6Addr, nftables.TypeInetService)
+	// Segments the packet path never needs (bareKey): IP header byte
+	// (version and header length; next header for IPv6) . IP length . TCP
+	// data offset . TCP flags FIN, SYN, RST.
+	typeBare = nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeInetService, nftables.TypeMark, nftables.TypeTCPFlag)
 	// The destination NAT maps' values: address . port.
 	typeTarget4 = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
 	typeTarget6 = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService)
@@ -171,10 +177,12 @@ func buildRuleset(s Spec) *ruleset {
 		Comment: "inspected control endpoints: server . control port"}
 	ph4, ph6 := pinholeSets(t)
 
+	bare4, bare6 := bareSets(t)
+
 	rs := &ruleset{
 		table: t,
-		sets:  []*nftables.Set{ctl4, ctl6, ph4, ph6},
-		elems: map[string][]nftables.SetElement{},
+		sets:  []*nftables.Set{ctl4, ctl6, ph4, ph6, bare4, bare6},
+		elems: map[string][]nftables.SetElement{setBare4: bareElements(ipv4), setBare6: bareElements(ipv6)},
 	}
 	for _, ap := range s.Control {
 		name := setCtl6
@@ -221,10 +229,10 @@ func buildRuleset(s Spec) *ruleset {
 	for _, f := range []family{ipv4, ipv6} {
 		add("control "+f.name+": client to inspected server -> nfqueue",
 			cat(markNotSet(s.PacketMark), f.match(), matchTCP(),
-				f.addrPort(offDst, offDport), lookup(f.ctl), counter(), queue(s))...)
+				f.addrPort(offDst, offDport), lookup(f.ctl), f.bareKey(), lookupNot(f.bare), counter(), queue(s))...)
 		add("control "+f.name+": inspected server to client -> nfqueue",
 			cat(markNotSet(s.PacketMark), f.match(), matchTCP(),
-				f.addrPort(offSrc, offSport), lookup(f.ctl), counter(), queue(s))...)
+				f.addrPort(offSrc, offSport), lookup(f.ctl), f.bareKey(), lookupNot(f.bare), counter(), queue(s))...)
 	}
 	for _, f := range []family{ipv4, ipv6} {
 		add("data "+f.name+": first packet uses its pinhole once, marks the flow",
@@ -354,6 +362,7 @@ type family struct {
 	srcOff        uint32 // source address offset in the network header
 	dstOff        uint32
 	ctl, pinholes string
+	bare          string
 	mitm, snat    string
 	relay         string
 	dnat          string // destination NAT map
@@ -366,10 +375,10 @@ type family struct {
 
 var (
 	ipv4 = family{name: "ipv4", nfproto: unix.NFPROTO_IPV4, addrLen: 4, srcOff: 12, dstOff: 16,
-		ctl: setCtl4, pinholes: setPinholes4, mitm: setMITM4, snat: mapSNAT4, relay: setRelay4, regs: [3]uint32{1, 9, 10},
+		ctl: setCtl4, bare: setBare4, pinholes: setPinholes4, mitm: setMITM4, snat: mapSNAT4, relay: setRelay4, regs: [3]uint32{1, 9, 10},
 		dnat: mapDNAT4, dnatPinholes: setDNATPinholes4}
 	ipv6 = family{name: "ipv6", nfproto: unix.NFPROTO_IPV6, addrLen: 16, srcOff: 8, dstOff: 24,
-		ctl: setCtl6, pinholes: setPinholes6, mitm: setMITM6, snat: mapSNAT6, relay: setRelay6, regs: [3]uint32{1, 2, 3},
+		ctl: setCtl6, bare: setBare6, pinholes: setPinholes6, mitm: setMITM6, snat: mapSNAT6, relay: setRelay6, regs: [3]uint32{1, 2, 3},
 		dnat: mapDNAT6, dnatPinholes: setDNATPinholes6}
 )
 
@@ -533,6 +542,11 @@ func lookup(set string) []expr.Any {
 	return []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: set}}
 }
 
+// lookupNot is "KEY != @set".
+func lookupNot(set string) []expr.Any {
+	return []expr.Any{&expr.Lookup{SourceRegister: 1, SetName: set, Invert: true}}
+}
+
 func dynsetDelete(set string) []expr.Any {
 	return []expr.Any{&expr.Dynset{SrcRegKey: 1, SetName: set, Operation: dynsetOpDelete}}
 }
@@ -634,3 +648,64 @@ func decodePinholeKey(b []byte) (Pinhole, bool) {
 	dst, _ := netip.AddrFromSlice(b[n : 2*n])
 	return Pinhole{Src: src, Dst: dst, DstPort: binary.BigEndian.Uint16(b[2*n:])}, true
 }
+
+// bareSets returns the two constant sets of bare TCP segments (bareKey):
+// no payload and none of FIN, SYN, RST. Such a segment (a pure ACK, a
+// window update, a keep-alive) tells the packet path nothing, so the queue
+// rules leave it in the kernel.
+func bareSets(t *nftables.Table) (v4, v6 *nftables.Set) {
+	mk := func(name, comment string) *nftables.Set {
+		return &nftables.Set{Table: t, Name: name, KeyType: typeBare, Concatenation: true, Constant: true,
+			Comment: comment}
+	}
+	return mk(setBare4, "bare TCP segments, not queued: ip version+hdrlength . ip length . tcp doff . tcp flags & (fin|syn|rst)"),
+		mk(setBare6, "bare TCP segments, not queued: ip6 nexthdr . ip6 length . tcp doff . tcp flags & (fin|syn|rst)")
+}
+
+// bareElements lists every bare segment of family f the sets recognise,
+// one per TCP data offset (5 to 15 words): IPv4 without IP options (first
+// byte 0x45) whose total length is the two headers exactly, and IPv6
+// whose next header is TCP (no extension headers) and whose payload length
+// is the TCP header exactly. A segment with IP options or IPv6 extension
+// headers is therefore always queued, bare or not: recognising less than
+// every bare segment only costs a queue round trip, while a segment with
+// payload must never be recognised.
+func bareElements(f family) []nftables.SetElement {
+	var out []nftables.SetElement
+	for doff := 5; doff <= 15; doff++ {
+		first, length := byte(0x45), 20+4*doff
+		if f.nfproto == unix.NFPROTO_IPV6 {
+			first, length = unix.IPPROTO_TCP, 4*doff
+		}
+		k := []byte{first, 0, 0, 0}
+		k = appendPort(k, uint16(length))
+		k = append(k, byte(doff<<4), 0, 0, 0, 0, 0, 0, 0)
+		out = append(out, nftables.SetElement{Key: k})
+	}
+	return out
+}
+
+// bareKey loads the key of the bare sets: the IPv4 header's first byte
+// (version and header length) or the IPv6 next header, the IP length (total
+// length for IPv4, payload length for IPv6), the TCP data offset (the
+// reserved and AE bits masked off) and the TCP flags FIN, SYN and RST. The
+// lengths are those the kernel delivers by: it trims the packet to the IP
+// length before the forward hook, so a segment whose lengths match an
+// element carries no byte of payload (RFC 791, RFC 8200 §3, RFC 9293 §3.1).
+func (f family) bareKey() []expr.Any {
+	first, length := uint32(0), uint32(2)
+	if f.nfproto == unix.NFPROTO_IPV6 {
+		first, length = 6, 4
+	}
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: first, Len: 1},
+		&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: length, Len: 2},
+		&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 12, Len: 1},
+		&expr.Bitwise{SourceRegister: 10, DestRegister: 10, Len: 1, Mask: []byte{0xf0}, Xor: []byte{0}},
+		&expr.Payload{DestRegister: 11, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 11, DestRegister: 11, Len: 1, Mask: []byte{flagsFinSynRst}, Xor: []byte{0}},
+	}
+}
+
+// flagsFinSynRst is the TCP flags byte's FIN, SYN and RST bits.
+const flagsFinSynRst = 0x07

@@ -156,10 +156,15 @@ func checkDir(dir Direction) Direction {
 // In inspect mode, ActionTLSCleared with an empty Line at the offset where
 // clear text returns precedes the decisions about the lines after it.
 func (s *Session) Feed(dir Direction, p []byte) []Decision {
+	return s.FeedAppend(nil, dir, p)
+}
+
+// FeedAppend is Feed appending the decisions to out, so that a caller
+// that reuses its buffer allocates nothing for them.
+func (s *Session) FeedAppend(out []Decision, dir Direction, p []byte) []Decision {
 	d := &s.dirs[checkDir(dir)]
 	pos := d.fed
 	d.fed += uint64(len(p))
-	var out []Decision
 	for len(p) > 0 {
 		if d.tracking {
 			n, clear := d.rec.consume(p)

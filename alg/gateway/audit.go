@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"context"
 	"crypto/tls"
+	"log/slog"
 	"time"
 
 	"github.com/ftpsalg/ftpsalg/alg/certs"
@@ -57,7 +59,9 @@ func (s *Session) Observe(d ftp.Decision) {
 			s.audit.pending = append(s.audit.pending, pendingTransfer{verb: d.Verb, path: d.Arg})
 		}
 		s.mu.Unlock()
-		s.Log.Debug("command", "verb", d.Verb, "arg", d.Arg)
+		if s.Log.Enabled(context.Background(), slog.LevelDebug) { // no boxing per line otherwise
+			s.Log.Debug("command", "verb", d.Verb, "arg", d.Arg)
+		}
 	case ftp.ActionReply:
 		m.Replies.WithLabelValues(metrics.ReplyClassLabel(d.Code)).Inc()
 		s.mu.Lock()
@@ -73,7 +77,9 @@ func (s *Session) Observe(d ftp.Decision) {
 		if done != nil {
 			s.Log.Info("transfer", "verb", done.verb, "path", done.path, "code", d.Code, "user", user)
 		}
-		s.Log.Debug("reply", "code", d.Code, "verb", d.Verb)
+		if s.Log.Enabled(context.Background(), slog.LevelDebug) {
+			s.Log.Debug("reply", "code", d.Code, "verb", d.Verb)
+		}
 	case ftp.ActionTLSStarted:
 		if s.Mode == metrics.ModeInspect {
 			// The packet path cannot see the handshake: the start is all.

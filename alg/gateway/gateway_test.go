@@ -485,3 +485,58 @@ func TestTakePeak(t *testing.T) {
 		t.Fatalf("peak after the reset %d, want the 1 in progress", p)
 	}
 }
+
+// TestPollLargeLedger: beyond pollListMax entries a poll looks entries up
+// instead of listing the table, and still counts every used and expired
+// admission: fresh ones at once, older ones in turns (here two, with 1,300
+// older entries), expired ones when their deadline passes.
+func TestPollLargeLedger(t *testing.T) {
+	t.Parallel()
+	doc := strings.Replace(testPolicy, "max_flows: 2", "max_flows: 2000\n  max_sessions_per_client: 2000", 1)
+	doc = strings.ReplaceAll(doc, `passive_ports: "50000-50100"`, `passive_ports: "50000-51999"`)
+	r := newRig(t, doc)
+	ctx := t.Context()
+	open := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			s, refused := r.g.Admit(Packet, netip.AddrPortFrom(cli.Addr(), uint16(20000+i)), inspSrv)
+			if refused != nil {
+				t.Fatal(refused.Reason)
+			}
+			if _, err := s.OpenPinhole(ctx, passive(uint16(50000+i), inspSrv), false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	use := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			if !r.tbl.Use(cli.Addr(), inspSrv.Addr(), uint16(50000+i)) {
+				t.Fatalf("pinhole %d not usable", i)
+			}
+		}
+	}
+	used := func() float64 { return testutilToFloat64(r.g.m.PinholesUsed) }
+	const old, fresh = 1300, 5
+	open(0, old)
+	r.clk.add(3*time.Second, r.tbl) // older than four intervals, not yet due
+	open(old, old+fresh)
+	use(old, old+fresh) // fresh: looked up at every poll
+	use(100, 120)       // old: in turns
+	r.g.Poll(ctx)
+	if u := used(); u <= fresh || u >= fresh+20 {
+		t.Fatalf("used after one poll: %v, want the %d fresh ones and some but not all of the 20 old ones (two turns)", u, fresh)
+	}
+	r.clk.add(500*time.Millisecond, r.tbl)
+	r.g.Poll(ctx)
+	if u := used(); u != fresh+20 {
+		t.Fatalf("used after two turns: %v, want %d", u, fresh+20)
+	}
+	// Past their deadline: due, all of them within two polls (budget).
+	r.clk.add(30*time.Second, r.tbl)
+	r.g.Poll(ctx)
+	r.g.Poll(ctx)
+	if e := testutilToFloat64(r.g.m.PinholesExpired); e != old-20 {
+		t.Fatalf("expired: %v, want %d", e, old-20)
+	}
+}

@@ -55,6 +55,8 @@ type Engine struct {
 
 	mu    sync.Mutex
 	flows map[flowKey]*flow
+	// decisions is the FTP core's output buffer, reused under mu.
+	decisions []ftp.Decision
 }
 
 type flowKey struct{ client, server netip.AddrPort }
@@ -115,8 +117,9 @@ func (e *Engine) refuse(reason string) {
 
 // Process decides the fate of one queued packet.
 func (e *Engine) Process(ctx context.Context, raw []byte) Verdict {
-	p, err := parsePacket(raw)
-	if err != nil {
+	var pk packet
+	p := &pk
+	if err := p.parse(raw); err != nil {
 		// The queue rule sends only TCP control flows. Whatever cannot be
 		// parsed cannot be inspected: fail closed.
 		e.m.QueueErrors.WithLabelValues("parse").Inc()
@@ -272,7 +275,8 @@ func (e *Engine) payload(ctx context.Context, f *flow, dir ftp.Direction, p *pac
 	}
 	changed := st.reapply(off, p.Payload)
 	fresh := p.Payload[st.next-off:]
-	decisions := f.sess.Feed(dir, fresh)
+	decisions := f.sess.FeedAppend(e.decisions[:0], dir, fresh)
+	e.decisions = decisions
 	st.next += uint64(len(fresh))
 
 	accept := true

@@ -38,26 +38,36 @@ var (
 // IP header). Fragments are refused: the control channel is never
 // fragmented by sane peers, and reassembly belongs to the kernel.
 func parsePacket(b []byte) (*packet, error) {
-	if len(b) < 1 {
-		return nil, errShort
+	p := new(packet)
+	if err := p.parse(b); err != nil {
+		return nil, err
 	}
-	p := &packet{Raw: b}
+	return p, nil
+}
+
+// parse is parsePacket into p, which the caller may keep on its stack: the
+// packet path's hot loop allocates nothing per packet.
+func (p *packet) parse(b []byte) error {
+	if len(b) < 1 {
+		return errShort
+	}
+	*p = packet{Raw: b}
 	var l4 int
 	switch b[0] >> 4 {
 	case 4:
 		if len(b) < 20 {
-			return nil, errShort
+			return errShort
 		}
 		ihl := int(b[0]&0x0f) * 4
 		total := int(binary.BigEndian.Uint16(b[2:4]))
 		if ihl < 20 || total < ihl || total > len(b) {
-			return nil, fmt.Errorf("bad IPv4 header lengths (ihl %d, total %d, captured %d): %w", ihl, total, len(b), errShort)
+			return fmt.Errorf("bad IPv4 header lengths (ihl %d, total %d, captured %d): %w", ihl, total, len(b), errShort)
 		}
 		if frag := binary.BigEndian.Uint16(b[6:8]); frag&0x3fff != 0 {
-			return nil, errFragment
+			return errFragment
 		}
 		if b[9] != 6 {
-			return nil, errNotTCP
+			return errNotTCP
 		}
 		p.Raw = b[:total]
 		src, _ := netip.AddrFromSlice(b[12:16])
@@ -66,11 +76,11 @@ func parsePacket(b []byte) (*packet, error) {
 		l4 = ihl
 	case 6:
 		if len(b) < 40 {
-			return nil, errShort
+			return errShort
 		}
 		plen := int(binary.BigEndian.Uint16(b[4:6]))
 		if 40+plen > len(b) {
-			return nil, fmt.Errorf("bad IPv6 payload length %d: %w", plen, errShort)
+			return fmt.Errorf("bad IPv6 payload length %d: %w", plen, errShort)
 		}
 		p.Raw = b[:40+plen]
 		p.V6 = true
@@ -82,26 +92,26 @@ func parsePacket(b []byte) (*packet, error) {
 			switch next {
 			case 0, 43, 60: // hop-by-hop, routing, destination options
 				if off+8 > len(p.Raw) {
-					return nil, errShort
+					return errShort
 				}
 				next, off = p.Raw[off], off+8*(int(p.Raw[off+1])+1)
 			case 44:
-				return nil, errFragment
+				return errFragment
 			default:
-				return nil, errNotTCP
+				return errNotTCP
 			}
 		}
 		l4 = off
 	default:
-		return nil, errVersion
+		return errVersion
 	}
 	if l4+20 > len(p.Raw) {
-		return nil, errShort
+		return errShort
 	}
 	t := p.Raw[l4:]
 	doff := int(t[12]>>4) * 4
 	if doff < 20 || doff > len(t) {
-		return nil, fmt.Errorf("bad TCP data offset %d: %w", doff, errShort)
+		return fmt.Errorf("bad TCP data offset %d: %w", doff, errShort)
 	}
 	p.Src = netip.AddrPortFrom(p.Src.Addr(), binary.BigEndian.Uint16(t[0:2]))
 	p.Dst = netip.AddrPortFrom(p.Dst.Addr(), binary.BigEndian.Uint16(t[2:4]))
@@ -110,7 +120,7 @@ func parsePacket(b []byte) (*packet, error) {
 	p.Flags = t[13]
 	p.tcpOff = l4
 	p.Payload = t[doff:]
-	return p, nil
+	return nil
 }
 
 // fixChecksum recomputes the TCP checksum over the pseudo-header and the

@@ -56,7 +56,9 @@ func (q *Queue) Run(ctx context.Context) error {
 		Copymode:     nfqueue.NfQnlCopyPacket,
 		Flags:        flags,
 		NetNS:        q.NetNS,
-		WriteTimeout: 100 * time.Millisecond,
+		// No WriteTimeout: a verdict is handed to the kernel inside
+		// sendmsg and never waits, and a deadline per verdict arms a
+		// runtime timer per packet (docs/benchmarks.md, issue 12).
 	})
 	if err != nil {
 		return fmt.Errorf("failed to open nfqueue %d: %w", q.Num, err)
@@ -68,6 +70,12 @@ func (q *Queue) Run(ctx context.Context) error {
 		log.Warn("failed to enlarge the queue's receive buffer", "err", err)
 	}
 
+	// Resolved once: a label lookup per packet hashes the label values.
+	var (
+		vDrop, vRewrite, vAccept = m.QueueVerdicts.WithLabelValues("drop"),
+			m.QueueVerdicts.WithLabelValues("rewrite"), m.QueueVerdicts.WithLabelValues("accept")
+		eVerdict = m.QueueErrors.WithLabelValues("verdict")
+	)
 	hook := func(a nfqueue.Attribute) int {
 		start := time.Now()
 		if a.PacketID == nil {
@@ -94,17 +102,17 @@ func (q *Queue) Run(ctx context.Context) error {
 		switch {
 		case !v.Accept:
 			verr = nf.SetVerdict(id, nfqueue.NfDrop)
-			m.QueueVerdicts.WithLabelValues("drop").Inc()
+			vDrop.Inc()
 		case v.Payload != nil:
 			verr = nf.SetVerdictWithOption(id, nfqueue.NfAccept,
 				nfqueue.WithMark(mark|q.PacketMark), nfqueue.WithAlteredPacket(v.Payload))
-			m.QueueVerdicts.WithLabelValues("rewrite").Inc()
+			vRewrite.Inc()
 		default:
 			verr = nf.SetVerdictWithOption(id, nfqueue.NfAccept, nfqueue.WithMark(mark|q.PacketMark))
-			m.QueueVerdicts.WithLabelValues("accept").Inc()
+			vAccept.Inc()
 		}
 		if verr != nil {
-			m.QueueErrors.WithLabelValues("verdict").Inc()
+			eVerdict.Inc()
 			log.Warn("failed to send verdict", "err", verr)
 		}
 		m.VerdictLatency.Observe(time.Since(start).Seconds())
