@@ -60,6 +60,7 @@ func (s *session) run(ctx context.Context) string {
 	if s.gs.Upstream != s.gs.Orig {
 		leg.Public = s.gs.Orig.Addr()
 	}
+	s.followMasquerade(ctx, up, &leg)
 	s.gs.SetLeg(leg)
 	s.m.MITMConnections.WithLabelValues("accepted").Inc()
 	s.cr = bufio.NewReaderSize(s.cconn, s.maxLine())

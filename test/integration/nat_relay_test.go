@@ -58,12 +58,25 @@ func TestNATRelay(t *testing.T) {
 // and the daemon with the layout's keys and serverKeys.
 func natMITMLab(t *testing.T, layout natLayout, reuse bool, serverKeys string) (*lab.Lab, *lab.Vsftpd, *harness.Daemon, *natTLS) {
 	t.Helper()
+	return natLab(t, layout, reuse, natServerYAML(layout)+serverKeys, natTopYAML(layout), "")
+}
+
+// natLab is natMITMLab with the policy's NAT keys given (serverKeys,
+// topKeys) and, when operator is not empty, the operator's own NAT
+// ruleset (an nft script) loaded in the gateway before the daemon starts.
+func natLab(t *testing.T, layout natLayout, reuse bool, serverKeys, topKeys, operator string) (*lab.Lab, *lab.Vsftpd, *harness.Daemon, *natTLS) {
+	t.Helper()
 	l := lab.New(t, lab.Options{})
 	l.InstallGatewayFirewall(ctMark)
 	pki := harness.NewPKI(t, l.Dir(), harness.PKIOptions{ExtraIPs: []netip.Addr{natPublic, natPublic6}})
 	v := l.StartVsftpd(lab.VsftpdOptions{TLS: &lab.VsftpdTLS{CertFile: pki.ServerCert, KeyFile: pki.Server,
 		ImplicitPort: 990, RequireSSLReuse: reuse}})
-	pol := pki.MITMPolicy("debug", natServerYAML(layout)+"    active_mode: true\n"+serverKeys) + natTopYAML(layout)
+	if operator != "" {
+		if err := l.NftScript(lab.Gateway, operator); err != nil {
+			t.Fatalf("operator ruleset: %v", err)
+		}
+	}
+	pol := pki.MITMPolicy("debug", "    active_mode: true\n"+serverKeys) + topKeys
 	d := startDaemon(t, l, pol)
 	t.Cleanup(func() {
 		if log := d.Proc.Log(); strings.Contains(log, "DATA RACE") {
