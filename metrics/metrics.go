@@ -254,7 +254,7 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		NATOpaque: prometheus.NewCounter(prometheus.CounterOpts{Name: NameNATOpaque,
 			Help: "Translated inspect-mode control sessions that turned to TLS (AUTH TLS or implicit TLS): relayed unread, their data connections cannot be translated."}),
 		NATFollowed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameNATFollowed,
-			Help: "Control sessions whose translation ftpsalg learned from the kernel instead of its policy, by kind (dnat: the operator's port-forward; masquerade: the operator's source NAT of the upstream connection; uncarried: a translated connection that could not be carried, refused with a reply)."}, []string{"kind"}),
+			Help: "Control sessions whose translation ftpsalg learned from the kernel instead of its policy, by kind (dnat: the operator's port-forward; masquerade: the operator's source NAT of the upstream connection)."}, []string{"kind"}),
 		RelayConnections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRelayConnections,
 			Help: "Data connections diverted to the relay, by result (ok, aborted, unexpected, upstream_unreachable, client_tls_failed, upstream_tls_failed, client_not_resumed)."}, []string{"result"}),
 		RelayActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameRelayActive,

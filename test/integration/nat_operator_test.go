@@ -1,10 +1,16 @@
 package integration
 
 import (
+	"context"
 	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/ftpsalg/ftpsalg/test/harness"
 	"github.com/ftpsalg/ftpsalg/test/lab"
 )
 
@@ -95,5 +101,45 @@ func TestNATOperatorRules(t *testing.T) {
 			}
 			natNoPrivateLeak(t, v, tc.layout)
 		})
+	}
+}
+
+// TestNATOperatorConflict: the combination the issue found failing — the
+// operator's port-forward of the public address left in place and the
+// same address as the server's public: in ftpsalg's policy — is refused
+// by check-config and at start-up, both naming the operator's rule.
+// (What the kernel did with it, measured before the refusal existed: the
+// client's SYN was diverted at mangle (-150) to ftpsalg's listener and
+// then translated by the operator's dnat (-100), so the listener's
+// handshake ran under the server's address; the client's ACK, still
+// addressed to the public address at -150, was again assigned to the
+// listener, which reset it. ftpsalg's listener never accepted, so it
+// logged nothing; the client saw "Connection reset by peer".)
+func TestNATOperatorConflict(t *testing.T) {
+	lab.RequirePrivileged(t)
+	t.Parallel()
+	l := lab.New(t, lab.Options{})
+	if err := l.NftScript(lab.Gateway, operatorDNATRuleset()); err != nil {
+		t.Fatal(err)
+	}
+	pki := harness.NewPKI(t, l.Dir(), harness.PKIOptions{ExtraIPs: []netip.Addr{natPublic, natPublic6}})
+	pol := pki.MITMPolicy("info", natServerYAML(published)) + "admin:\n  socket: " + harness.AdminSocket(l) + "\n"
+	path := filepath.Join(l.Dir(), "conflict.yaml")
+	if err := os.WriteFile(path, []byte(pol), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, args := range [][]string{{"check-config", path}, {"run", path}} {
+		out, err := l.Run(ctx, lab.Gateway, binary, args...)
+		if err == nil {
+			t.Fatalf("ftpsalg %s accepted a policy that conflicts with the operator's dnat:\n%s", args[0], out)
+		}
+		for _, want := range []string{"table inet operator_nat chain prerouting handle", "ip daddr 192.0.2.1",
+			"public address 192.0.2.1 port 21 is also translated by the operator's rule"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("ftpsalg %s: output lacks %q:\n%s", args[0], want, out)
+			}
+		}
 	}
 }
