@@ -206,8 +206,13 @@ func movedLabel(moved bool) string {
 // natFailed counts and logs an announcement that could not be translated.
 func (s *Session) natFailed(kind string, err error) {
 	reason := "error"
-	if errors.Is(err, nat.ErrExhausted) {
+	switch {
+	case errors.Is(err, nat.ErrExhausted):
 		reason = "ports_exhausted"
+	case errors.Is(err, ftp.ErrNotRewritable):
+		// A multi-line 227 whose address was on an earlier line: that
+		// line has gone to the client already (docs/nat.md, Limits).
+		reason = "not_rewritable"
 	}
 	s.g.m.NATFailures.WithLabelValues(kind, reason).Inc()
 	s.Log.Warn("announcement not translated", "data_mode", kind, "reason", reason, "err", err)
