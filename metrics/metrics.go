@@ -47,6 +47,7 @@ const (
 	NameNATTranslations    = "ftpsalg_nat_translations_total"
 	NameNATFailures        = "ftpsalg_nat_failures_total"
 	NameNATOpaque          = "ftpsalg_nat_opaque_sessions_total"
+	NameNATFollowed        = "ftpsalg_nat_followed_sessions_total"
 	NameNATReserved        = "ftpsalg_nat_ports_reserved"
 
 	// The table's health (gateway.Reconciler) and restoration.
@@ -145,6 +146,7 @@ type Metrics struct {
 	NATTranslations *prometheus.CounterVec // data_mode, port (kept|moved)
 	NATFailures     *prometheus.CounterVec // data_mode, reason
 	NATOpaque       prometheus.Counter
+	NATFollowed     *prometheus.CounterVec // kind
 
 	RelayConnections *prometheus.CounterVec // result
 	RelayActive      prometheus.Gauge
@@ -251,6 +253,8 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 			Help: "Data announcements that could not be translated (the client got a 4xx/5xx reply), by data mode and reason (ports_exhausted, error)."}, []string{"data_mode", "reason"}),
 		NATOpaque: prometheus.NewCounter(prometheus.CounterOpts{Name: NameNATOpaque,
 			Help: "Translated inspect-mode control sessions that turned to TLS (AUTH TLS or implicit TLS): relayed unread, their data connections cannot be translated."}),
+		NATFollowed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameNATFollowed,
+			Help: "Control sessions whose translation ftpsalg learned from the kernel instead of its policy, by kind (dnat: the operator's port-forward; masquerade: the operator's source NAT of the upstream connection)."}, []string{"kind"}),
 		RelayConnections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameRelayConnections,
 			Help: "Data connections diverted to the relay, by result (ok, aborted, unexpected, upstream_unreachable, client_tls_failed, upstream_tls_failed, client_not_resumed)."}, []string{"result"}),
 		RelayActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameRelayActive,
@@ -298,7 +302,7 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		m.FlowsActive, m.FlowEvictions, m.ConntrackEvent, m.ConntrackRest,
 		m.NFTSyncs, m.NFTSyncSeconds, m.NFTLastSuccess,
 		m.TLSHandshakes, m.TLSHandshakeFails, m.TLSHandshakeTime, m.DataRefused, m.MITMConnections,
-		m.NATTranslations, m.NATFailures, m.NATOpaque,
+		m.NATTranslations, m.NATFailures, m.NATOpaque, m.NATFollowed,
 		m.RelayConnections, m.RelayActive, m.RelayBytes, m.RelayDuration, m.RelayHandshakes,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -41,7 +41,17 @@ const (
 	setDNATPinholes4 = "pinholes_dnat4"
 	setDNATPinholes6 = "pinholes_dnat6"
 	chainDstnat      = "dstnat"
+	// chainFollow runs after every destination NAT (the operator's too):
+	// it follows translations ftpsalg did not make (docs/nat.md,
+	// "The operator's own NAT").
+	chainFollow = "prerouting_nat"
 )
+
+// followPriority is dstnat + 10 (-90): after the standard destination NAT
+// priority, where the operator's port-forward (dnat) has rewritten a new
+// connection's destination and conntrack has undone the operator's
+// masquerade on a reply, and still before the routing decision.
+const followPriority nftables.ChainPriority = -90
 
 // dstnatPriority is dstnat (-100), the standard destination NAT priority:
 // after TPROXY (prerouting, -150), which diverts connections to local
@@ -338,6 +348,26 @@ func buildMITM(rs *ruleset, s Spec, addChain func(string, nftables.ChainType, *n
 				cat(ctStateNew(), f.match(), matchTCP(), f.pinholeKey(), lookup(f.relay), counter(),
 					tproxy(f, s.RelayPort), f.pinholeKey(), dynsetDelete(f.relay),
 					metaMarkOr(s.TProxyMark), accept())...)
+		}
+	}
+
+	// After destination NAT: the operator's own translations (docs/nat.md).
+	// A connection the operator's dnat sent to a served control endpoint
+	// is diverted here, by its translated destination; TPROXY before the
+	// translation would hand its handshake to a listener under the
+	// original address while the kernel answers under the translated one
+	// (the client's first ACK then meets the listener and is reset). The
+	// socket rule again: a reply to the proxy's upstream connection whose
+	// source the operator masqueraded reaches its socket's address only
+	// once conntrack has undone the masquerade (dstnat).
+	add = addChain(chainFollow, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, followPriority)
+	add("follow: packet of a transparent proxy socket, after the operator's NAT -> routing mark",
+		cat(matchTCP(), socketTransparent(), metaMarkOr(s.TProxyMark), counter(), accept())...)
+	for _, f := range []family{ipv4, ipv6} {
+		for _, set := range []string{f.mitm, f.ctl} {
+			add("follow "+f.name+": control connection the operator's dnat sent to a served endpoint ("+set+") -> transparent listener",
+				cat(ctStateNew(), ctStatusDNAT(), f.match(), matchTCP(), f.addrPort(offDst, offDport), lookup(set),
+					counter(), tproxy(f, s.TProxyPort), metaMarkOr(s.TProxyMark), accept())...)
 		}
 	}
 

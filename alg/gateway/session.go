@@ -90,12 +90,26 @@ type activeNAT struct{ from, to netip.AddrPort }
 // and logged here; the packet path drops the packet, the stream path
 // sends Refusal.Reply and closes.
 func (g *Gateway) Admit(t Transport, client, orig netip.AddrPort) (*Session, *Refusal) {
+	return g.admit(t, client, orig, netip.AddrPort{})
+}
+
+// admit is Admit; followed, when valid, is the served endpoint a
+// translation ftpsalg did not make (the operator's dnat) sent the
+// connection to orig to (AdmitFollowed).
+func (g *Gateway) admit(t Transport, client, orig, followed netip.AddrPort) (*Session, *Refusal) {
 	pol := g.pol.Load()
 	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
 	orig = netip.AddrPortFrom(orig.Addr().Unmap(), orig.Port())
 	log := g.log.With("client", client.String(), "server", orig.String())
-	srv, ok := pol.ServerFor(orig.Addr(), orig.Port())
+	lookup := orig
+	if followed.IsValid() {
+		lookup = followed
+	}
+	srv, ok := pol.ServerFor(lookup.Addr(), lookup.Port())
 	upstream, source, natPorts := orig, netip.Addr{}, nat.DefaultActiveRange
+	if followed.IsValid() {
+		upstream = followed
+	}
 	if ok && t == Stream {
 		if priv, pub := srv.Private(orig.Addr()); pub {
 			upstream = netip.AddrPortFrom(priv, orig.Port())
@@ -112,7 +126,7 @@ func (g *Gateway) Admit(t Transport, client, orig netip.AddrPort) (*Session, *Re
 			g.m.MITMConnections.WithLabelValues("refused").Inc()
 		}
 		log.Warn("connection refused", append([]any{"reason", reason}, attrs...)...)
-		return nil, &Refusal{Reason: reason, Reply: reply, Implicit: ok && slices.Contains(srv.ImplicitTLSPorts, orig.Port())}
+		return nil, &Refusal{Reason: reason, Reply: reply, Implicit: ok && slices.Contains(srv.ImplicitTLSPorts, upstream.Port())}
 	}
 	// Inspect-mode servers reach the stream path only when the session
 	// needs translating: the packet path cannot resize payloads.
@@ -171,7 +185,9 @@ func (g *Gateway) Admit(t Transport, client, orig netip.AddrPort) (*Session, *Re
 func (s *Session) ID() uint64 { return s.id }
 
 // Implicit reports whether the client connected to an implicit-TLS port.
-func (s *Session) Implicit() bool { return slices.Contains(s.Server.ImplicitTLSPorts, s.Orig.Port()) }
+func (s *Session) Implicit() bool {
+	return slices.Contains(s.Server.ImplicitTLSPorts, s.Upstream.Port())
+}
 
 // Translated reports whether the stream path translates this session
 // (published server or masqueraded client).

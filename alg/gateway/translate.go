@@ -19,6 +19,23 @@ type Opened struct {
 	// (an ActionRewrite decision): the transport sends its Replacement
 	// instead of the server's line.
 	Rewrite *ftp.Decision
+	// Relay, for a relay element, is where the relay connects onward and
+	// from which address (see RelayPlan).
+	Relay RelayPlan
+}
+
+// RelayPlan is what the data relay does with the one connection a relay
+// element diverts to it. The element is keyed by the tuple the initiator
+// uses (Hole: initiator . announced target . announced port); behind NAT
+// that target is a gateway address, and the relay connects onward to
+// where the translation would have sent the connection (Target), from
+// the address the other peer knows (Source). Without NAT Target is the
+// announced endpoint itself and Source is invalid (the relay's default:
+// the client's address for passive connections, the server's for active
+// ones).
+type RelayPlan struct {
+	Target netip.AddrPort
+	Source netip.Addr
 }
 
 // OpenPinhole commits the admission the core asks for (an
@@ -28,6 +45,22 @@ type Opened struct {
 // On error nothing is committed and the announcement must not be
 // released.
 func (s *Session) OpenPinhole(ctx context.Context, d ftp.Decision, relay bool) (Opened, error) {
+	return s.open(ctx, d, relay, nil)
+}
+
+// OpenRelay is OpenPinhole for a relay element: it computes the
+// translation as for a pinhole, turns it into the relay's plan (the
+// element keyed by the tuple the initiator uses, the translation target
+// as where the relay connects onward), and calls expect with both before
+// the element is committed — the connection may arrive as soon as it is.
+// expect is not called when the announcement cannot be translated. On
+// error nothing is committed; the caller withdraws what expect
+// registered.
+func (s *Session) OpenRelay(ctx context.Context, d ftp.Decision, expect func(nft.Pinhole, RelayPlan)) (Opened, error) {
+	return s.open(ctx, d, true, expect)
+}
+
+func (s *Session) open(ctx context.Context, d ftp.Decision, relay bool, expect func(nft.Pinhole, RelayPlan)) (Opened, error) {
 	ph := d.Pinhole
 	h := nft.Pinhole{Src: ph.Src, Dst: ph.Dst, DstPort: ph.DstPort, Timeout: s.pinholeTimeout(), Relay: relay}
 	var out Opened
@@ -35,7 +68,6 @@ func (s *Session) OpenPinhole(ctx context.Context, d ftp.Decision, relay bool) (
 	var translation []any
 	leg := s.Leg()
 	switch {
-	case relay:
 	case ph.Mode == ftp.Passive:
 		if leg.Published() && ph.Dst.Unmap() == leg.Server.Unmap() {
 			// Published server: the client connects to the public
@@ -89,6 +121,20 @@ func (s *Session) OpenPinhole(ctx context.Context, d ftp.Decision, relay bool) (
 		if leg.Published() {
 			// The client knows the server by its public address.
 			h.SNAT = leg.Public
+		}
+	}
+	if relay {
+		// The relay makes the onward connection itself: the translation
+		// becomes where it connects and from where, and the kernel only
+		// diverts the announced tuple to it (nft: a relay element has no
+		// NAT of its own).
+		out.Relay = RelayPlan{Target: netip.AddrPortFrom(h.Dst, h.DstPort), Source: h.SNAT}
+		if h.DNAT.IsValid() {
+			out.Relay.Target = h.DNAT
+		}
+		h.DNAT, h.SNAT = netip.AddrPort{}, netip.Addr{}
+		if expect != nil {
+			expect(h, out.Relay)
 		}
 	}
 	if err := s.commit(ctx, h, ph.Mode); err != nil {
@@ -160,8 +206,13 @@ func movedLabel(moved bool) string {
 // natFailed counts and logs an announcement that could not be translated.
 func (s *Session) natFailed(kind string, err error) {
 	reason := "error"
-	if errors.Is(err, nat.ErrExhausted) {
+	switch {
+	case errors.Is(err, nat.ErrExhausted):
 		reason = "ports_exhausted"
+	case errors.Is(err, ftp.ErrNotRewritable):
+		// A multi-line 227 whose address was on an earlier line: that
+		// line has gone to the client already (docs/nat.md, Limits).
+		reason = "not_rewritable"
 	}
 	s.g.m.NATFailures.WithLabelValues(kind, reason).Inc()
 	s.Log.Warn("announcement not translated", "data_mode", kind, "reason", reason, "err", err)

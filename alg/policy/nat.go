@@ -190,9 +190,6 @@ func (d *decoder) natContradictions(cfg *Config, csrcs []clientSrc) {
 				}
 				owner[ap] = i
 			}
-			if s.MITM != nil && s.MITM.Data == DataRelay {
-				d.errorf(line, path, "data: relay cannot be combined with a public address yet (docs/nat.md, limitations): use data: passthrough")
-			}
 		}
 	}
 	// Clients entries: no overlaps, nothing of the servers inside them.
@@ -220,10 +217,6 @@ func (d *decoder) natContradictions(cfg *Config, csrcs []clientSrc) {
 						at("%s contains %s of server %q (%s, line %d): servers and public addresses are outside the masqueraded networks",
 							p, a, s.Name, srcs[si].path, srcs[si].line)
 					}
-				}
-				if s.MITM != nil && s.MITM.Data == DataRelay && slices.ContainsFunc(s.Clients, p.Overlaps) {
-					at("%s overlaps the clients of server %q (data: relay, %s, line %d): relay with masqueraded clients is not supported yet (docs/nat.md)",
-						p, s.Name, srcs[si].path, srcs[si].line)
 				}
 			}
 		}

@@ -148,10 +148,6 @@ func TestParseNATErrors(t *testing.T) {
 		{"shared public address on the same port", srv("    public: [192.0.2.1]",
 			"  - name: two", "    mode: inspect", "    addresses: [198.51.100.3]", "    public: [192.0.2.1]"),
 			[]natErr{{9, "servers[1].public[0]", `port 21 already belongs to server "ftp"`}}},
-		{"relay with public", []string{
-			"servers:", "  - name: ftp", "    mode: mitm", "    addresses: [198.51.100.2]",
-			"    public: [192.0.2.1]", "    data: relay"},
-			[]natErr{{5, "servers[0].public[0]", "data: relay cannot be combined"}}},
 		{"overlapping clients prefixes", srv("clients:",
 			"  - name: a", "    prefixes: [\"192.0.2.0/24\"]", "    nat_addresses: [198.51.100.1]",
 			"  - name: b", "    prefixes: [\"192.0.2.128/25\"]", "    nat_addresses: [198.51.100.1]"),
@@ -176,10 +172,6 @@ func TestParseNATErrors(t *testing.T) {
 		{"unknown key in a clients entry", srv("clients:", "  - name: a", "    prefixes: [\"192.0.2.0/24\"]",
 			"    nat_addresses: [198.51.100.1]", "    nat_port: \"50000-50010\""),
 			[]natErr{{9, "clients[0].nat_port", `did you mean "nat_ports"`}}},
-		{"relay server whose clients are masqueraded", []string{
-			"servers:", "  - name: ftp", "    mode: mitm", "    addresses: [198.51.100.2]", "    data: relay",
-			"clients:", "  - name: a", "    prefixes: [\"192.0.2.0/24\"]", "    nat_addresses: [198.51.100.1]"},
-			[]natErr{{8, "clients[0].prefixes[0]", "relay with masqueraded clients is not supported"}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -199,6 +191,22 @@ func TestParseNATErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRelayWithNAT: the data relay combines with both layouts (issue 10):
+// a relay server may be published and its clients masqueraded.
+func TestRelayWithNAT(t *testing.T) {
+	t.Parallel()
+	for name, in := range map[string][]string{
+		"public": {"servers:", "  - name: ftp", "    mode: mitm", "    addresses: [198.51.100.2]",
+			"    public: [192.0.2.1]", "    data: relay"},
+		"masqueraded clients": {"servers:", "  - name: ftp", "    mode: mitm", "    addresses: [198.51.100.2]", "    data: relay",
+			"clients:", "  - name: a", "    prefixes: [\"192.0.2.0/24\"]", "    nat_addresses: [198.51.100.1]"},
+	} {
+		if _, err := policy.Parse("p.yaml", []byte(doc(in...))); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }
 

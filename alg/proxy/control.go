@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/ftpsalg/ftpsalg/alg/ftp"
+	"github.com/ftpsalg/ftpsalg/alg/gateway"
 	"github.com/ftpsalg/ftpsalg/alg/nat"
 	"github.com/ftpsalg/ftpsalg/alg/policy"
 	"github.com/ftpsalg/ftpsalg/metrics"
+	"github.com/ftpsalg/ftpsalg/nft"
 )
 
 // The control loop: one goroutine per direction, lines through the FTP
@@ -59,6 +61,7 @@ func (s *session) run(ctx context.Context) string {
 	if s.gs.Upstream != s.gs.Orig {
 		leg.Public = s.gs.Orig.Addr()
 	}
+	s.followMasquerade(ctx, up, &leg)
 	s.gs.SetLeg(leg)
 	s.m.MITMConnections.WithLabelValues("accepted").Inc()
 	s.cr = newLineReader(s.cconn)
@@ -418,26 +421,40 @@ func (s *session) openPinhole(ctx context.Context, d ftp.Decision) ([]byte, erro
 	protP := s.prot == "P"
 	s.mu.Unlock()
 	relay := s.srv.MITM != nil && s.srv.MITM.Data == policy.DataRelay && protP
-	var k relayKey
+	var op gateway.Opened
+	var err error
 	if relay {
-		ph := d.Pinhole
-		k = relayKey{src: ph.Src.Unmap(), dst: netip.AddrPortFrom(ph.Dst.Unmap(), ph.DstPort)}
-		s.p.expect(k, expectation{s: s, mode: ph.Mode, deadline: s.p.o.Now().Add(s.gs.Policy.Pinholes.Timeout)})
-		s.mu.Lock()
-		s.relayed = append(s.relayed, k)
-		s.mu.Unlock()
-	}
-	op, err := s.gs.OpenPinhole(ctx, d, relay)
-	if err != nil {
-		if relay {
+		// The gateway names the element's key (the tuple the initiator
+		// uses, translated behind NAT) and where the relay connects.
+		var k relayKey
+		op, err = s.gs.OpenRelay(ctx, d, func(h nft.Pinhole, plan gateway.RelayPlan) {
+			k = relayKey{src: h.Src.Unmap(), dst: netip.AddrPortFrom(h.Dst.Unmap(), h.DstPort)}
+			s.p.expect(k, expectation{s: s, mode: d.Pinhole.Mode, deadline: s.p.o.Now().Add(s.gs.Policy.Pinholes.Timeout),
+				target: unmapAP(plan.Target), source: plan.Source.Unmap()})
+			s.mu.Lock()
+			s.relayed = append(s.relayed, k)
+			s.mu.Unlock()
+		})
+		if err != nil && k.dst.IsValid() {
 			s.p.forget(s, k)
 		}
+	} else {
+		op, err = s.gs.OpenPinhole(ctx, d, false)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if op.Rewrite != nil {
 		return op.Rewrite.Replacement, nil
 	}
 	return nil, nil
+}
+
+func unmapAP(ap netip.AddrPort) netip.AddrPort {
+	if !ap.IsValid() {
+		return ap
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // errOpaque tells serverToClient that a translated inspect session has

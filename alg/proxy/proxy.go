@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ftpsalg/ftpsalg/alg/gateway"
+	"github.com/ftpsalg/ftpsalg/conntrack"
 	"github.com/ftpsalg/ftpsalg/metrics"
 )
 
@@ -37,6 +38,10 @@ type Options struct {
 	Metrics *metrics.Metrics // nil: the gateway's
 	Log     *slog.Logger
 	Now     func() time.Time
+	// ReplyDestination looks up where conntrack sends the replies of an
+	// upstream connection (the operator's masquerade, docs/nat.md);
+	// defaults to conntrack.ReplyDestination.
+	ReplyDestination func(ctx context.Context, src, dst netip.AddrPort) (netip.AddrPort, error)
 }
 
 // Proxy serves diverted control connections and, for servers with data:
@@ -64,6 +69,9 @@ func New(o Options) *Proxy {
 	}
 	if o.Dial == nil {
 		o.Dial = DialTransparent
+	}
+	if o.ReplyDestination == nil {
+		o.ReplyDestination = conntrack.ReplyDestination
 	}
 	if o.Now == nil {
 		o.Now = time.Now

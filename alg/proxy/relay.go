@@ -50,6 +50,12 @@ type expectation struct {
 	s        *session
 	mode     ftp.DataMode
 	deadline time.Time
+	// target is where the relay connects onward and source the address
+	// it connects from (invalid: the default of the mode). Behind NAT the
+	// key's target is a gateway address and target the translated one
+	// (gateway.RelayPlan); without NAT target is the key's.
+	target netip.AddrPort
+	source netip.Addr
 }
 
 // expect registers an announced data connection for s until deadline.
@@ -108,7 +114,7 @@ func (p *Proxy) handleRelay(ctx context.Context, c net.Conn) {
 		c.Close()
 		return
 	}
-	e.s.relayData(ctx, c, e.mode, src, dst)
+	e.s.relayData(ctx, c, e, src, dst)
 }
 
 // dataNote is why the relay expects the server to refuse the current data
@@ -155,7 +161,8 @@ type relayRun struct {
 // the connection the relay listener accepted (the client's in passive
 // mode, the server's in active mode), src its initiator and dst its
 // announced target.
-func (s *session) relayData(ctx context.Context, in net.Conn, mode ftp.DataMode, src, dst netip.AddrPort) {
+func (s *session) relayData(ctx context.Context, in net.Conn, e expectation, src, dst netip.AddrPort) {
+	mode := e.mode
 	start := time.Now()
 	m := s.m
 	m.RelayActive.Inc()
@@ -167,7 +174,15 @@ func (s *session) relayData(ctx context.Context, in net.Conn, mode ftp.DataMode,
 	r := &relayRun{s: s, protP: protP}
 	log := s.gs.Log.With("data_mode", mode.String(), "src", src.String(), "dst", dst.String(),
 		"prot", map[bool]string{false: "C", true: "P"}[protP])
-	result := r.run(ctx, in, mode, src, dst, srvTLS, upData, upCache, log)
+	target := dst
+	if e.target.IsValid() && e.target != dst {
+		target = e.target
+		log = log.With("target", target.String())
+	}
+	if e.source.IsValid() {
+		log = log.With("source", e.source.String())
+	}
+	result := r.run(ctx, in, mode, src, target, e.source, srvTLS, upData, upCache, log)
 	for _, c := range []net.Conn{in, r.clientRaw, r.serverRaw} {
 		if c != nil {
 			c.Close()
@@ -203,9 +218,10 @@ func (s *session) relayData(ctx context.Context, in net.Conn, mode ftp.DataMode,
 	}
 }
 
-// run makes the onward connection, the TLS handshakes and the copy, and
-// returns the result label. The caller closes the connections.
-func (r *relayRun) run(ctx context.Context, in net.Conn, mode ftp.DataMode, src, dst netip.AddrPort,
+// run makes the onward connection to dst (from source when it is valid),
+// the TLS handshakes and the copy, and returns the result label. The
+// caller closes the connections.
+func (r *relayRun) run(ctx context.Context, in net.Conn, mode ftp.DataMode, src, dst netip.AddrPort, source netip.Addr,
 	srvTLS, upData *tls.Config, upCache *sessionCache, log *slog.Logger) string {
 	s := r.s
 	network := "tcp4"
@@ -220,15 +236,24 @@ func (r *relayRun) run(ctx context.Context, in net.Conn, mode ftp.DataMode, src,
 	if mode == ftp.Passive {
 		r.clientRaw = in
 		var laddr netip.AddrPort
-		if s.srv.MITM == nil || s.srv.MITM.UpstreamSource != policy.UpstreamGateway {
+		switch {
+		case source.IsValid():
+			laddr = netip.AddrPortFrom(source, 0) // the server knows the client by a NAT address
+		case s.srv.MITM == nil || s.srv.MITM.UpstreamSource != policy.UpstreamGateway:
 			laddr = netip.AddrPortFrom(s.gs.Client.Addr(), 0) // as the control connection
 		}
 		r.serverRaw, err = s.p.o.Dial(dctx, network, laddr, dst)
 	} else {
-		// Active: the server connected to the client's announced port;
-		// the client sees the connection come from the server's address.
+		// Active: the server connected to the client's announced port
+		// (or a gateway port standing for it); the client sees the
+		// connection come from the address it knows the server by: the
+		// server's own, or the published address.
 		r.serverRaw = in
-		r.clientRaw, err = s.p.o.Dial(dctx, network, netip.AddrPortFrom(src.Addr(), 0), dst)
+		from := src.Addr()
+		if source.IsValid() {
+			from = source
+		}
+		r.clientRaw, err = s.p.o.Dial(dctx, network, netip.AddrPortFrom(from, 0), dst)
 	}
 	cancel()
 	if err != nil {

@@ -72,7 +72,16 @@ type finalReply struct {
 
 func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 	orig := addrPort(c.LocalAddr())
-	gs, refused := p.gw.Admit(gateway.Stream, addrPort(c.RemoteAddr()), orig)
+	var gs *gateway.Session
+	var refused *gateway.Refusal
+	if od, ok := originalDst(c); ok && od != orig {
+		// The operator's dnat sent this connection here (the follow
+		// chain diverts it by its translated destination): conntrack's
+		// original tuple names the address the client asked for.
+		gs, refused = p.gw.AdmitFollowed(addrPort(c.RemoteAddr()), od, orig)
+	} else {
+		gs, refused = p.gw.Admit(gateway.Stream, addrPort(c.RemoteAddr()), orig)
+	}
 	if refused != nil {
 		// A client of an explicit port reads why; one of an implicit
 		// port speaks TLS first and would read garbage.

@@ -35,6 +35,14 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "%s: %v (use --skip-host-check to check a policy for another machine)\n", *path, err)
 			return 1
 		}
+		// The host's own NAT rules (reading them needs CAP_NET_ADMIN;
+		// the daemon has it and checks them at start-up too).
+		if ops, err := readOperatorNAT(cfg.NFTables.Table); err != nil {
+			fmt.Fprintf(stderr, "%s: warning: the host's NAT rules were not checked: %v\n", *path, err)
+		} else if err := policy.CheckOperatorNAT(cfg, ops); err != nil {
+			fmt.Fprintf(stderr, "%s: %v (use --skip-host-check to check a policy for another machine)\n", *path, err)
+			return 1
+		}
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d servers)\n", *path, len(cfg.Servers))
 	return 0

@@ -251,7 +251,10 @@ func checkHost(cfg *policy.Config) error {
 	if err != nil {
 		return err
 	}
-	return policy.CheckHost(cfg, local)
+	if err := policy.CheckHost(cfg, local); err != nil {
+		return err
+	}
+	return checkOperatorNAT(cfg)
 }
 
 // deleteTable removes our table on a clean exit, pinholes with it.
