@@ -40,6 +40,10 @@ type Options struct {
 	// pinholes with the kernel's sets to count them used or expired
 	// (default 500ms).
 	PollInterval time.Duration
+	// LocalPrefixes are the gateway's own networks (its interfaces'
+	// prefixes): a client on a published server's own network is refused
+	// (hairpin NAT).
+	LocalPrefixes []netip.Prefix
 	// MaxPinholes bounds the pinholes one session holds open at once; the
 	// oldest is retired first (default 16: a client needs one data
 	// connection at a time).
@@ -57,6 +61,7 @@ type Gateway struct {
 	ports *nat.Ports
 	every time.Duration
 	maxPH int
+	local []netip.Prefix
 
 	pol    atomic.Pointer[policy.Config]
 	nextID atomic.Uint64
@@ -87,7 +92,7 @@ type Gateway struct {
 // New returns a Gateway. Nothing touches the kernel until Apply.
 func New(o Options) *Gateway {
 	g := &Gateway{tbl: o.Table, kind: o.QueueKind, m: o.Metrics, log: o.Log, now: o.Now, ports: o.Ports,
-		every: o.PollInterval, maxPH: o.MaxPinholes,
+		every: o.PollInterval, maxPH: o.MaxPinholes, local: o.LocalPrefixes,
 		sessions: map[*Session]struct{}{}, perClient: map[netip.Addr]int{}, owners: map[nft.Pinhole]*hole{},
 		settleq: make(chan settleJob, 4096), reconcile: make(chan struct{}, 1)}
 	if g.m == nil {

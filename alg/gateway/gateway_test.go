@@ -540,3 +540,27 @@ func TestPollLargeLedger(t *testing.T) {
 		t.Fatalf("expired: %v, want %d", e, old-20)
 	}
 }
+
+// TestHairpinRefused: a client on a published server's own network that
+// connects to its public address is refused with the reason (its data
+// connections would bypass the translation); one from elsewhere is not.
+func TestHairpinRefused(t *testing.T) {
+	t.Parallel()
+	cfg := parse(t, `servers:
+  - name: pub
+    mode: inspect
+    addresses: [198.51.100.20]
+    public: [203.0.113.1]
+    passive_ports: "50000-50100"
+`)
+	g := New(Options{Policy: cfg, Table: nft.NewFake(), QueueKind: nft.QueueCompat,
+		LocalPrefixes: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("192.0.2.0/24")}})
+	public := netip.MustParseAddrPort("203.0.113.1:21")
+	_, ref := g.Admit(Stream, netip.MustParseAddrPort("198.51.100.30:40000"), public)
+	if ref == nil || ref.Reason != RefuseHairpin || !strings.HasPrefix(ref.Reply, "421 ") {
+		t.Fatalf("inside client: %+v, want a hairpin refusal with a 421", ref)
+	}
+	if _, ref := g.Admit(Stream, cli, public); ref != nil {
+		t.Fatalf("outside client refused: %+v", ref)
+	}
+}

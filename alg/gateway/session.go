@@ -42,6 +42,7 @@ const (
 	RefuseClientNotAllowed = "client_not_allowed"
 	RefuseFlowLimit        = "flow_limit"
 	RefuseClientLimit      = "client_limit"
+	RefuseHairpin          = "hairpin"
 )
 
 // Session is one admitted control connection: its policy, addresses,
@@ -138,6 +139,13 @@ func (g *Gateway) admit(t Transport, client, orig, followed netip.AddrPort) (*Se
 		return refuse(RefuseNotInPolicy, "421 ftpsalg: this server is not in the gateway's policy.\r\n")
 	case !srv.ClientAllowed(client.Addr()):
 		return refuse(RefuseClientNotAllowed, "421 ftpsalg: this client may not use this server.\r\n", "server_name", srv.Name)
+	case t == Stream && upstream.Addr() != orig.Addr() && g.hairpin(client.Addr(), upstream.Addr()):
+		// A client on the server's own network reaching it through its
+		// published address: the server would answer its data
+		// connections directly, past the gateway's translation, and they
+		// would fail. Refused with the reason instead (docs/nat.md).
+		return refuse(RefuseHairpin, "421 ftpsalg: connect to this server by its own address from its network (hairpin NAT is not supported).\r\n",
+			"server_name", srv.Name, "upstream", upstream.String())
 	}
 	// One count for both transports: max_flows bounds what the gateway
 	// holds, whichever path carries it.
@@ -244,3 +252,14 @@ func (s *Session) Start(midstream bool) {
 // pinholeTimeout is how long the session's pinholes wait for their data
 // connection.
 func (s *Session) pinholeTimeout() time.Duration { return s.Policy.Pinholes.Timeout }
+
+// hairpin reports whether client and server are on the same network of
+// the gateway's (one of its interface prefixes holds both).
+func (g *Gateway) hairpin(client, server netip.Addr) bool {
+	for _, p := range g.local {
+		if p.Contains(client) && p.Contains(server) {
+			return true
+		}
+	}
+	return false
+}

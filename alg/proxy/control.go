@@ -267,6 +267,15 @@ func (s *session) clientToServer(ctx context.Context) string {
 	}
 }
 
+// maxHeld bounds the held lines of one multi-line announcement.
+const maxHeld = 8 << 10
+
+// isAnnouncementStart reports whether line opens a multi-line 227, 228 or
+// 229 reply ("227-...").
+func isAnnouncementStart(line []byte) bool {
+	return len(line) >= 4 && line[3] == '-' && line[0] == '2' && line[1] == '2' && line[2] >= '7' && line[2] <= '9'
+}
+
 // timedOut refuses a client that sent no complete command in time: the
 // reply says why, the refusal is counted and logged.
 func (s *session) timedOut(reason, reply string) string {
@@ -278,6 +287,13 @@ func (s *session) timedOut(reason, reply string) string {
 // serverToClient relays replies, committing pinholes before the reply that
 // announces them leaves.
 func (s *session) serverToClient(ctx context.Context) string {
+	// held are the lines of a multi-line 227/228/229 reply of a
+	// translated session, held back until its final line: an address on
+	// a non-final line is the server's own, and the client must not see
+	// it (ftp.RewriteAnnouncement rewrites only a final line; the reply
+	// is then refused whole).
+	var held []byte
+	holding, overflow := false, false
 	for {
 		line, err := readLine(s.ur, s.maxLine())
 		if err != nil {
@@ -288,11 +304,28 @@ func (s *session) serverToClient(ctx context.Context) string {
 			}
 			return "server_closed"
 		}
+		if !holding && isAnnouncementStart(line) && s.gs.Leg().Published() {
+			holding = true
+		}
 		s.mu.Lock()
 		ds := s.core.Feed(ftp.FromServer, line)
 		s.mu.Unlock()
 		forward := true
 		var final *finalReply
+		ended := false
+		for _, d := range ds {
+			if d.Action == ftp.ActionReply || d.Action == ftp.ActionOpenPinhole || d.Action == ftp.ActionRefuse {
+				ended = true
+			}
+		}
+		if holding && !ended {
+			if len(held)+len(line) <= maxHeld {
+				held = append(held, line...)
+			} else {
+				overflow = true
+			}
+			continue
+		}
 		for _, d := range ds {
 			switch d.Action {
 			case ftp.ActionOpenPinhole:
@@ -335,6 +368,17 @@ func (s *session) serverToClient(ctx context.Context) string {
 			}
 			s.uconn, s.ur = up, newLineReader(up)
 			s.upPending = up
+		}
+		if holding {
+			if overflow && forward {
+				forward = false
+				s.gs.Refused("reply_too_long", "direction", "server", "detail", "a multi-line announcement longer than the gateway holds")
+				s.writeClient("425 ftpsalg: cannot open the data connection.\r\n")
+			}
+			if forward {
+				line = append(held, line...)
+			}
+			held, holding, overflow = nil, false, false
 		}
 		if forward {
 			if err := s.writeClient(string(line)); err != nil {

@@ -166,6 +166,25 @@ func TestNATPublishedPassive(t *testing.T) {
 	}
 }
 
+// TestNATMultilineAnnouncementHeld: a published server's 227 with its
+// address on a non-final line cannot be rewritten; the client gets a 425
+// and never a line with the server's own address.
+func TestNATMultilineAnnouncementHeld(t *testing.T) {
+	t.Parallel()
+	rg := newNATRig(t, natOpts{published: true})
+	c := rg.dial()
+	rg.srv.multiline.Store(true)
+	if r := c.cmd("PASV"); !strings.HasPrefix(r, "425 ") {
+		t.Fatalf("PASV: %q; want a 425 and nothing of the server's address", r)
+	}
+	if r := c.cmd("NOOP"); strings.Contains(r, "127,0,0,9") || !strings.HasPrefix(r, "500") {
+		t.Fatalf("next reply %q: a held line leaked or the pairing is off", r)
+	}
+	if got := testutil.ToFloat64(rg.m.NATFailures.WithLabelValues("passive", "not_rewritable")); got != 1 {
+		t.Fatalf("not_rewritable failures %v, want 1", got)
+	}
+}
+
 func TestNATPublishedPortTaken(t *testing.T) {
 	t.Parallel()
 	busy := netip.AddrPortFrom(natPublic, 50000)

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,14 +83,15 @@ func (f *fakeTable) count() int                            { f.mu.Lock(); defer 
 
 // ftpsServer is a scripted explicit/implicit FTPS server on loopback.
 type ftpsServer struct {
-	ln       net.Listener
-	cert     tls.Certificate
-	implicit bool
-	pasv     string // the 227 text it announces
-	once     sync.Once
-	conf     *tls.Config
-	mu       sync.Mutex
-	seen     []string
+	ln        net.Listener
+	cert      tls.Certificate
+	implicit  bool
+	pasv      string // the 227 text it announces
+	once      sync.Once
+	multiline atomic.Bool // PASV answered in two lines
+	conf      *tls.Config
+	mu        sync.Mutex
+	seen      []string
 }
 
 func (s *ftpsServer) serve() {
@@ -143,6 +145,10 @@ func (s *ftpsServer) session(c net.Conn) {
 		case "PBSZ", "PROT":
 			fmt.Fprintf(c, "200 ok.\r\n")
 		case "PASV":
+			if s.multiline.Load() { // the address on the first line of two
+				fmt.Fprintf(c, "227-Entering Passive Mode (%s).\r\n227 Done.\r\n", s.announce())
+				continue
+			}
 			fmt.Fprintf(c, "227 Entering Passive Mode (%s).\r\n", s.announce())
 		case "EPSV":
 			fmt.Fprintf(c, "229 Entering Extended Passive Mode (|||%d|)\r\n", s.epsvPort())

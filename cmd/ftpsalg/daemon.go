@@ -79,6 +79,22 @@ func hostAddrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
+// hostPrefixes returns the networks of the host's interfaces (not the
+// loopback's), for the gateway's hairpin check.
+func hostPrefixes() ([]netip.Prefix, error) {
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("failed to list the host's addresses: %w", err)
+	}
+	var out []netip.Prefix
+	for _, a := range as {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && !p.Addr().IsLoopback() {
+			out = append(out, p.Masked())
+		}
+	}
+	return out, nil
+}
+
 // mitmState is what mitm mode loads at start: the operator CA, the leaf
 // minter and the static certificates, all checked before the kernel is
 // touched.
@@ -162,7 +178,12 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	}
 	ports := &nat.Ports{Probe: nat.BindProbe}
 	reg.MustRegister(metrics.NewNATReserved(ports.Held))
-	gw := gateway.New(gateway.Options{Policy: cfg, Table: tbl, QueueKind: kind, Metrics: m, Log: log, Ports: ports})
+	local, err := hostPrefixes()
+	if err != nil {
+		return err
+	}
+	gw := gateway.New(gateway.Options{Policy: cfg, Table: tbl, QueueKind: kind, Metrics: m, Log: log, Ports: ports,
+		LocalPrefixes: local})
 	if err := gw.Apply(ctx, cfg); err != nil {
 		return err
 	}

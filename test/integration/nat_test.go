@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -530,4 +531,35 @@ func TestNATPortCollision(t *testing.T) {
 	if got := m[`ftpsalg_nat_translations_total{data_mode="passive",port="moved"}`]; got < 2 {
 		t.Fatalf("moved translations = %v; want at least 2", got)
 	}
+}
+
+// TestNATHairpinRefused: a host on a published server's own network that
+// connects to the server's public address (hairpin NAT) is told with a 421
+// why it is refused, and counted; the server's data connections could not
+// reach it through the translation.
+func TestNATHairpinRefused(t *testing.T) {
+	lab.RequirePrivileged(t)
+	t.Parallel()
+	l := lab.New(t, lab.Options{})
+	l.InstallGatewayFirewall(ctMark)
+	l.StartVsftpd(lab.VsftpdOptions{})
+	// The server's own network may use the server (so the refusal is the
+	// hairpin's, not the client prefix's).
+	pol := strings.Replace(policyFor([]int{21}, natServerYAML(published), natTopYAML(published)),
+		`clients: ["192.0.2.0/24", "2001:db8:c::/64"]`, `clients: ["192.0.2.0/24", "2001:db8:c::/64", "198.51.100.0/24"]`, 1)
+	d := startDaemon(t, l, pol)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	// The server's own namespace stands for a host of its network.
+	c, err := l.Dial(ctx, lab.Server, "tcp4", netip.AddrPort{}, netip.AddrPortFrom(natPublic, 21))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "421 ") || !strings.Contains(line, "hairpin") {
+		t.Fatalf("hairpin connection got %q %v, want a 421 naming hairpin NAT", line, err)
+	}
+	d.WaitMetric(`ftpsalg_policy_refusals_total{reason="hairpin"}`, 1)
 }
