@@ -25,6 +25,7 @@ const (
 	dataRouted      = "routed"      // no ftpsalg, no firewall: the gateway forwards everything
 	dataPassthrough = "passthrough" // ftpsalg mitm, data forwarded by the kernel through a pinhole
 	dataRelay       = "relay"       // ftpsalg mitm with data: relay
+	dataRelayNAT    = "relay-nat"   // the same, the server published at a gateway address (docs/nat.md)
 )
 
 // BenchmarkFTPSDownload downloads a 50 MiB file with curl, PROT P over
@@ -46,12 +47,12 @@ func BenchmarkFTPSDownload(b *testing.B) {
 		suite        string // what curl negotiated on the data connection
 	}
 	results := map[string]result{}
-	for _, path := range []string{dataRouted, dataPassthrough, dataRelay} {
+	for _, path := range []string{dataRouted, dataPassthrough, dataRelay, dataRelayNAT} {
 		b.Run(path, func(b *testing.B) {
 			l := lab.New(b, lab.Options{})
 			caDir, caFile, certFile, keyFile := operatorCA(b, l)
 			v := l.StartVsftpd(lab.VsftpdOptions{TLS: &lab.VsftpdTLS{CertFile: certFile, KeyFile: keyFile,
-				RequireSSLReuse: path == dataRelay}})
+				RequireSSLReuse: path == dataRelay || path == dataRelayNAT}})
 			want, err := v.CreateFile("big.bin", size)
 			if err != nil {
 				b.Fatal(err)
@@ -60,8 +61,11 @@ func BenchmarkFTPSDownload(b *testing.B) {
 			if path != dataRouted {
 				l.InstallGatewayFirewall(harness.CtMark)
 				data := ""
-				if path == dataRelay {
+				switch path {
+				case dataRelay:
 					data = "    data: relay\n"
+				case dataRelayNAT:
+					data = fmt.Sprintf("    data: relay\n    public: [%s]\n", natPublicAddr)
 				}
 				d = harness.Start(b, l, binary, mitmPolicy(caDir, caFile, data))
 			}
@@ -70,7 +74,11 @@ func BenchmarkFTPSDownload(b *testing.B) {
 			// One warm-up download (page cache, the daemon's leaf cache).
 			var suite string
 			download := func() time.Duration {
-				tr, err := l.DownloadCurl(ctx, v.URL(lab.ServerAddr4, "big.bin"), lab.EPSV, "--cacert", caFile, "--ssl-reqd")
+				target := lab.ServerAddr4
+				if path == dataRelayNAT {
+					target = natPublicAddr
+				}
+				tr, err := l.DownloadCurl(ctx, v.URL(target, "big.bin"), lab.EPSV, "--cacert", caFile, "--ssl-reqd")
 				if err != nil {
 					b.Fatalf("download: %v", err)
 				}
@@ -99,7 +107,7 @@ func BenchmarkFTPSDownload(b *testing.B) {
 			if d != nil {
 				r.cpuPerGiB = cpu / (rounds * size / float64(1<<30))
 				b.ReportMetric(r.cpuPerGiB, "cpu-s/GiB")
-				if path == dataRelay {
+				if path == dataRelay || path == dataRelayNAT {
 					if m := d.Metrics(); m[`ftpsalg_relay_connections_total{result="ok"}`] < rounds+1 {
 						b.Fatalf("relayed connections %v, want %d", m[`ftpsalg_relay_connections_total{result="ok"}`], rounds+1)
 					}
@@ -108,7 +116,7 @@ func BenchmarkFTPSDownload(b *testing.B) {
 			results[path] = r
 		})
 	}
-	for _, path := range []string{dataRouted, dataPassthrough, dataRelay} {
+	for _, path := range []string{dataRouted, dataPassthrough, dataRelay, dataRelayNAT} {
 		r := results[path]
 		b.Logf("%-12s median %v (%.0f MiB/s), best %v, daemon CPU %.2f s/GiB; curl's data connection: %s", path, r.median.Round(time.Millisecond),
 			float64(size)/(1<<20)/r.median.Seconds(), r.best.Round(time.Millisecond), r.cpuPerGiB, r.suite)
@@ -149,7 +157,7 @@ func operatorCA(b *testing.B, l *lab.Lab) (caDir, caFile, certFile, keyFile stri
 		b.Fatal(err)
 	}
 	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: "files.lab"}, DNSNames: []string{"files.lab"},
-		IPAddresses: []net.IP{lab.ServerAddr4.AsSlice(), lab.ServerAddr6.AsSlice()}, NotAfter: time.Now().Add(48 * time.Hour)}
+		IPAddresses: []net.IP{lab.ServerAddr4.AsSlice(), lab.ServerAddr6.AsSlice(), natPublicAddr.AsSlice()}, NotAfter: time.Now().Add(48 * time.Hour)}
 	leaf, err := certs.NewMinter(ca, 24*time.Hour, nil).Leaf(tmpl, "")
 	if err != nil {
 		b.Fatal(err)

@@ -36,6 +36,7 @@ func TestNATRelay(t *testing.T) {
 			l, v, d, tls := natMITMLab(t, layout, true, "    data: relay\n")
 			natTransfers(t, l, d, v, layout, tls)
 			natImplicit(t, l, d, v, layout, tls)
+			natFtplib(t, l, v, layout, tls)
 			m := waitAtLeast(t, &mitmLab{l: l, v: v, d: d}, `ftpsalg_relay_connections_total{result="ok"}`, 10)
 			for k, val := range m {
 				if strings.HasPrefix(k, "ftpsalg_relay_connections_total") && !strings.Contains(k, `"ok"`) && val != 0 {
@@ -125,5 +126,50 @@ func natNoPrivateLeak(t *testing.T, v *lab.Vsftpd, layout natLayout) {
 	if strings.Contains(log, `Client "192.0.2.`) || strings.Contains(log, `Client "::ffff:192.0.2.`) ||
 		strings.Contains(log, "PORT 192,0,2,") || strings.Contains(log, "|1|192.0.2.") {
 		t.Fatalf("the server saw a private client address:\n%s", tail(log))
+	}
+}
+
+// ftplibScript drives Python's stock ftplib (FTP_TLS, which never resumes
+// the control session on data connections) through passive and active
+// mode: a download checked against its sha256, and an upload read back
+// and checked. Arguments: host user password cafile name sha256.
+const ftplibScript = `
+import ftplib, hashlib, io, ssl, sys
+host, user, pw, ca, name, want = sys.argv[1:7]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+up = bytes(range(256)) * 400
+for pasv in (True, False):
+    f = ftplib.FTP_TLS(context=ctx, timeout=20)
+    f.connect(host, 21)
+    f.login(user, pw)
+    f.prot_p()
+    f.set_pasv(pasv)
+    h = hashlib.sha256()
+    f.retrbinary("RETR " + name, h.update)
+    if h.hexdigest() != want:
+        sys.exit("download sha256 mismatch, passive=%s" % pasv)
+    f.storbinary("STOR py-%d.bin" % pasv, io.BytesIO(up))
+    back = hashlib.sha256()
+    f.retrbinary("RETR py-%d.bin" % pasv, back.update)
+    if back.hexdigest() != hashlib.sha256(up).hexdigest():
+        sys.exit("upload sha256 mismatch, passive=%s" % pasv)
+    f.quit()
+print("ftplib ok")
+`
+
+// natFtplib runs ftplibScript from the client through the layout.
+func natFtplib(t *testing.T, l *lab.Lab, v *lab.Vsftpd, layout natLayout, tls *natTLS) {
+	t.Helper()
+	want, err := v.CreateFile("py.bin", 256<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := l.Run(ctx, lab.Client, "python3", "-c", ftplibScript, natTarget(layout).String(),
+		v.User, v.Password, tls.pki.CAFile, "py.bin", want)
+	if err != nil || !strings.Contains(string(out), "ftplib ok") {
+		t.Fatalf("python ftplib through the %s layout: %v\n%s", layout, err, out)
 	}
 }
