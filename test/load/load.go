@@ -30,6 +30,9 @@ type Config struct {
 	Window time.Duration
 	// SessionTimeout bounds each session (its context's deadline).
 	SessionTimeout time.Duration
+	// MaxSessions, when positive, bounds the sessions started; the window
+	// then ends early when the last of them has ended.
+	MaxSessions int
 	// MaxErrors is how many distinct error texts Result keeps (default 5).
 	MaxErrors int
 }
@@ -96,17 +99,28 @@ func Run(ctx context.Context, cfg Config, fn Session) Result {
 		cfg.MaxErrors = 5
 	}
 	var (
-		mu  sync.Mutex
-		res = Result{Concurrency: cfg.Concurrency, Window: cfg.Window, Errors: map[string]int{}}
-		wg  sync.WaitGroup
+		mu      sync.Mutex
+		res     = Result{Concurrency: cfg.Concurrency, Window: cfg.Window, Errors: map[string]int{}}
+		wg      sync.WaitGroup
+		started int
 	)
+	// next claims the right to start one more session.
+	next := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if cfg.MaxSessions > 0 && started >= cfg.MaxSessions {
+			return false
+		}
+		started++
+		return true
+	}
 	start := time.Now()
 	from, until := start.Add(cfg.Warmup), start.Add(cfg.Warmup+cfg.Window)
 	stop, cancel := context.WithDeadline(ctx, until)
 	defer cancel()
 	for range cfg.Concurrency {
 		wg.Go(func() {
-			for stop.Err() == nil {
+			for stop.Err() == nil && next() {
 				// Each session's deadline is its own, not the window's: a
 				// session started just before the end runs to completion.
 				sctx, scancel := context.WithTimeout(ctx, cfg.SessionTimeout)
@@ -131,6 +145,10 @@ func Run(ctx context.Context, cfg Config, fn Session) Result {
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
+	if end := time.Now(); end.Before(until) {
+		// Out of sessions before the window's end (MaxSessions).
+		res.Window = max(end.Sub(from), 0)
+	}
 	sort.Slice(res.Latencies, func(i, j int) bool { return res.Latencies[i] < res.Latencies[j] })
 	return res
 }

@@ -271,3 +271,17 @@ func TestFormatNumber(t *testing.T) {
 		}
 	}
 }
+
+// TestRunMaxSessions: a bounded count ends the run and the window early.
+func TestRunMaxSessions(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int64
+	res := Run(context.Background(), Config{Concurrency: 3, Window: time.Minute, SessionTimeout: time.Second, MaxSessions: 10},
+		func(ctx context.Context) error { calls.Add(1); return nil })
+	if calls.Load() != 10 || res.Sessions != 10 || res.Failures != 0 {
+		t.Fatalf("%d calls: %v", calls.Load(), res)
+	}
+	if res.Window >= time.Minute || res.Elapsed >= time.Minute {
+		t.Fatalf("window %v, elapsed %v: the run did not end with its last session", res.Window, res.Elapsed)
+	}
+}

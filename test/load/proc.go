@@ -132,22 +132,29 @@ func parseSmapsRollup(b []byte) (map[string]int64, error) {
 	return m, nil
 }
 
-// RaiseFileLimit raises this process's RLIMIT_NOFILE, soft and hard, to at
-// least n (root may raise the hard limit up to fs.nr_open). Processes it
-// starts afterwards inherit the new limit: Go restores the limit it found
-// at start-up for children only while the program has not set it itself.
-func RaiseFileLimit(n uint64) error {
+// RaiseFileLimit raises this process's RLIMIT_NOFILE to n, soft and hard,
+// and returns the soft limit in force afterwards. Raising the hard limit
+// needs CAP_SYS_RESOURCE (up to fs.nr_open); without it the soft limit
+// goes up to the hard one and the result says how far that is. Processes
+// started afterwards inherit the limit: Go restores the limit it found at
+// start-up for children only while the program has not set it itself.
+func RaiseFileLimit(n uint64) (uint64, error) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return fmt.Errorf("failed to read RLIMIT_NOFILE: %w", err)
+		return 0, fmt.Errorf("failed to read RLIMIT_NOFILE: %w", err)
 	}
-	if lim.Cur >= n && lim.Max >= n {
-		return nil
+	if lim.Cur >= n {
+		return lim.Cur, nil
 	}
-	lim.Cur = max(lim.Cur, n)
-	lim.Max = max(lim.Max, n)
+	want := syscall.Rlimit{Cur: n, Max: max(lim.Max, n)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
+		return n, nil
+	} else if !errors.Is(err, syscall.EPERM) {
+		return 0, fmt.Errorf("failed to raise RLIMIT_NOFILE to %d: %w", n, err)
+	}
+	lim.Cur = lim.Max
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return fmt.Errorf("failed to raise RLIMIT_NOFILE to %d: %w", n, err)
+		return 0, fmt.Errorf("failed to raise RLIMIT_NOFILE to its hard limit %d: %w", lim.Max, err)
 	}
-	return nil
+	return lim.Cur, nil
 }
