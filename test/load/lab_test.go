@@ -104,6 +104,7 @@ func daemonBinary(tb testing.TB) string {
 type target struct {
 	l       *lab.Lab
 	d       *harness.Daemon
+	srv     *lab.Process // the server (vsftpd: its listener, not the sessions)
 	mode    string
 	server  string
 	user    string
@@ -135,7 +136,7 @@ func newTarget(tb testing.TB, mode, server string) *target {
 	switch server {
 	case serverLabftpd:
 		tg.user, tg.pass = user, password
-		startServer(tb, l, mode, pki, content)
+		tg.srv = startServer(tb, l, mode, pki, content)
 	case serverVsftpd:
 		opts := lab.VsftpdOptions{PasvMinPort: pasvMin, PasvMaxPort: pasvMax,
 			Extra: []string{"idle_session_timeout=1800"}}
@@ -150,7 +151,7 @@ func newTarget(tb testing.TB, mode, server string) *target {
 		if err := os.WriteFile(v.Home+"/"+fileName, content, 0o644); err != nil {
 			tb.Fatal(err)
 		}
-		tg.user, tg.pass = v.User, v.Password
+		tg.user, tg.pass, tg.srv = v.User, v.Password, v.Process
 	default:
 		tb.Fatalf("unknown server %q", server)
 	}
