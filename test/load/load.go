@@ -35,6 +35,12 @@ type Config struct {
 	MaxSessions int
 	// MaxErrors is how many distinct error texts Result keeps (default 5).
 	MaxErrors int
+	// OnWindowStart and OnWindowEnd, when set, are called when the
+	// window starts and ends (from a timer: for reading the daemon's CPU
+	// time over exactly the window). Run returns after both have
+	// returned; a window cut short by MaxSessions (even during the
+	// warm-up) still has both, in order.
+	OnWindowStart, OnWindowEnd func()
 }
 
 // Result is what a Run measured.
@@ -118,6 +124,13 @@ func Run(ctx context.Context, cfg Config, fn Session) Result {
 	from, until := start.Add(cfg.Warmup), start.Add(cfg.Warmup+cfg.Window)
 	stop, cancel := context.WithDeadline(ctx, until)
 	defer cancel()
+	windowStarted := make(chan struct{})
+	startTimer := time.AfterFunc(cfg.Warmup, func() {
+		defer close(windowStarted)
+		if cfg.OnWindowStart != nil {
+			cfg.OnWindowStart()
+		}
+	})
 	for range cfg.Concurrency {
 		wg.Go(func() {
 			for stop.Err() == nil && next() {
@@ -143,12 +156,31 @@ func Run(ctx context.Context, cfg Config, fn Session) Result {
 			}
 		})
 	}
-	wg.Wait()
-	res.Elapsed = time.Since(start)
+	// The window ends at its time or when the last worker stopped
+	// (MaxSessions), whichever comes first.
+	workersDone := make(chan struct{})
+	go func() { wg.Wait(); close(workersDone) }()
+	select {
+	case <-stop.Done():
+	case <-workersDone:
+	}
+	if startTimer.Stop() {
+		// Out of sessions during the warm-up: an empty window, still
+		// opened and closed so that the hooks pair up.
+		if cfg.OnWindowStart != nil {
+			cfg.OnWindowStart()
+		}
+		close(windowStarted)
+	}
+	<-windowStarted
 	if end := time.Now(); end.Before(until) {
-		// Out of sessions before the window's end (MaxSessions).
 		res.Window = max(end.Sub(from), 0)
 	}
+	if cfg.OnWindowEnd != nil {
+		cfg.OnWindowEnd()
+	}
+	<-workersDone
+	res.Elapsed = time.Since(start)
 	sort.Slice(res.Latencies, func(i, j int) bool { return res.Latencies[i] < res.Latencies[j] })
 	return res
 }

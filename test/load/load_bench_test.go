@@ -74,25 +74,27 @@ func writeChart(tb testing.TB, name string, c Chart) {
 type row struct {
 	mode string
 	res  Result
-	// daemon: RSS at the end of the level, peak RSS so far, CPU used
-	// during the run (cores = CPU / elapsed), threads.
-	rss, hwm    int64
-	cpu         time.Duration
-	threads     int
-	serverCPU   time.Duration // the embedded server process
-	clientCPU   time.Duration // this process: the clients
-	conntrackIn int           // conntrack entries in the gateway afterwards
+	// daemon: RSS at the end of the window, peak RSS so far, CPU used
+	// during the window, threads.
+	rss, hwm  int64
+	cpu       time.Duration
+	threads   int
+	serverCPU time.Duration // the embedded server process, in the window
+	clientCPU time.Duration // this process (the clients), in the window
+	conntrack int           // conntrack entries in the gateway afterwards
+	pinholes  [3]int        // opened, used, expired during the run
 }
 
 func (r row) String() string {
 	per := time.Duration(0)
-	if n := r.res.Sessions + r.res.Failures; n > 0 {
-		per = r.cpu / time.Duration(n)
+	if r.res.Sessions > 0 {
+		per = r.cpu / time.Duration(r.res.Sessions)
 	}
-	return fmt.Sprintf("%-7s %5d concurrent: %7.1f sessions/s  p50 %8.2f ms  p95 %8.2f ms  p99 %8.2f ms  failures %d  daemon RSS %6.1f MiB (peak %6.1f)  CPU %.2f cores, %.2f ms/session, %d threads  server CPU %.2f cores  clients %.2f cores",
+	w := r.res.Window.Seconds()
+	return fmt.Sprintf("%-7s %5d concurrent: %6.1f sessions/s  p50 %7.1f ms  p95 %7.1f ms  p99 %7.1f ms  failures %d  daemon RSS %5.1f MiB (peak %5.1f)  CPU %.2f cores = %.2f ms/session, %d threads  server %.2f cores  clients %.2f cores  pinholes opened/used/expired %d/%d/%d  conntrack %d",
 		r.mode, r.res.Concurrency, r.res.Rate(), msf(r.res.Percentile(0.5)), msf(r.res.Percentile(0.95)), msf(r.res.Percentile(0.99)),
-		r.res.Failures, mib(r.rss), mib(r.hwm), r.cpu.Seconds()/r.res.Elapsed.Seconds(), msf(per), r.threads,
-		r.serverCPU.Seconds()/r.res.Elapsed.Seconds(), r.clientCPU.Seconds()/r.res.Elapsed.Seconds())
+		r.res.Failures, mib(r.rss), mib(r.hwm), r.cpu.Seconds()/w, msf(per), r.threads,
+		r.serverCPU.Seconds()/w, r.clientCPU.Seconds()/w, r.pinholes[0], r.pinholes[1], r.pinholes[2], r.conntrack)
 }
 
 func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -134,11 +136,19 @@ func BenchmarkLoad(b *testing.B) {
 			b.Fatalf("%s warm-up: %v\n%s", mode, res, res.ErrorSummary())
 		}
 		for _, n := range levels {
-			d0, s0, c0 := mustProc(b, tg.d.Proc.PID()), mustProc(b, tg.srv.PID()), mustProc(b, os.Getpid())
-			res := Run(context.Background(), Config{Concurrency: n, Warmup: 3 * time.Second, Window: window, SessionTimeout: time.Minute}, tg.session)
-			d1, s1, c1 := mustProc(b, tg.d.Proc.PID()), mustProc(b, tg.srv.PID()), mustProc(b, os.Getpid())
-			r := row{mode: mode, res: res, rss: d1.RSS, hwm: d1.HWM, cpu: d1.CPU - d0.CPU, threads: d1.Threads,
-				serverCPU: s1.CPU - s0.CPU, clientCPU: c1.CPU - c0.CPU, conntrackIn: tg.conntrackCount(b)}
+			var d0, d1, s0, s1, c0, c1 Proc
+			m0 := tg.d.Metrics()
+			res := Run(context.Background(), Config{Concurrency: n, Warmup: 3 * time.Second, Window: window, SessionTimeout: time.Minute,
+				// CPU over exactly the window: the steady state, without
+				// the burst of the start and the drain of the end.
+				OnWindowStart: func() { d0, s0, c0 = mustProc(b, tg.d.Proc.PID()), mustProc(b, tg.srv.PID()), mustProc(b, os.Getpid()) },
+				OnWindowEnd:   func() { d1, s1, c1 = mustProc(b, tg.d.Proc.PID()), mustProc(b, tg.srv.PID()), mustProc(b, os.Getpid()) }},
+				tg.session)
+			m1 := tg.d.Metrics()
+			delta := func(k string) int { return int(m1[k] - m0[k]) }
+			r := row{mode: mode, res: res, rss: d1.RSS, hwm: mustProc(b, tg.d.Proc.PID()).HWM, cpu: d1.CPU - d0.CPU, threads: d1.Threads,
+				serverCPU: s1.CPU - s0.CPU, clientCPU: c1.CPU - c0.CPU, conntrack: tg.conntrackCount(b),
+				pinholes: [3]int{delta(`ftpsalg_pinholes_opened_total{data_mode="passive"}`), delta("ftpsalg_pinholes_used_total"), delta("ftpsalg_pinholes_expired_total")}}
 			b.Log(r)
 			if res.Failures > 0 {
 				b.Logf("%s at %d: %d failures:\n%s", mode, n, res.Failures, res.ErrorSummary())

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -283,5 +284,22 @@ func TestRunMaxSessions(t *testing.T) {
 	}
 	if res.Window >= time.Minute || res.Elapsed >= time.Minute {
 		t.Fatalf("window %v, elapsed %v: the run did not end with its last session", res.Window, res.Elapsed)
+	}
+}
+
+// TestRunWindowHooks: both hooks run, in order, also when the sessions
+// run out during the warm-up.
+func TestRunWindowHooks(t *testing.T) {
+	t.Parallel()
+	for _, max := range []int{0, 1} {
+		var order []string
+		var mu sync.Mutex
+		hook := func(s string) func() { return func() { mu.Lock(); order = append(order, s); mu.Unlock() } }
+		Run(context.Background(), Config{Concurrency: 2, Warmup: 20 * time.Millisecond, Window: 30 * time.Millisecond,
+			SessionTimeout: time.Second, MaxSessions: max, OnWindowStart: hook("start"), OnWindowEnd: hook("end")},
+			func(ctx context.Context) error { return nil })
+		if diff := cmp.Diff([]string{"start", "end"}, order); diff != "" {
+			t.Errorf("MaxSessions %d: hooks (-want +got):\n%s", max, diff)
+		}
 	}
 }
