@@ -27,6 +27,10 @@ const (
 	envHeld = "FTPSALG_LOAD_HELD"
 	// envDocs is where the pictures go (default: the repository's docs/).
 	envDocs = "FTPSALG_BENCH_DOCS"
+	// envServer picks BenchmarkLoad's server: labftpd (default) or vsftpd
+	// (PAM logins and a process per session: then the server, not the
+	// daemon, sets the pace, and its CPU is not counted).
+	envServer = "FTPSALG_LOAD_SERVER"
 )
 
 func envInts(tb testing.TB, key string, def []int) []int {
@@ -128,9 +132,13 @@ func BenchmarkLoad(b *testing.B) {
 		}
 		window = d
 	}
+	server := serverLabftpd
+	if v := os.Getenv(envServer); v != "" {
+		server = v
+	}
 	rows := map[string][]row{}
 	for _, mode := range []string{modeMITM, modeInspect} {
-		tg := newTarget(b, mode, serverLabftpd)
+		tg := newTarget(b, mode, server)
 		// Warm up: code paths, the minter's leaf cache, the daemon's pools.
 		if res := Run(context.Background(), Config{Concurrency: 4, Window: time.Minute, SessionTimeout: 20 * time.Second, MaxSessions: 40}, tg.session); res.Failures > 0 {
 			b.Fatalf("%s warm-up: %v\n%s", mode, res, res.ErrorSummary())
