@@ -11,6 +11,7 @@ BUILD_DATE := $(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
 FUZZTIME  ?= 20s
 BENCHTIME ?= 1x
+BENCH     ?= .
 STATICCHECK_VERSION := v0.7.0
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $$($(GO) env GOPATH)/bin/staticcheck)
 PROMTOOL  ?= promtool
@@ -48,9 +49,11 @@ fuzz:
 	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
 
-# Benchmarks against the real kernel (root); results go to docs/benchmarks.md by hand.
+# Benchmarks against the real kernel (root); results go to docs/benchmarks.md
+# by hand, the load generator's pictures to docs/bench-load-*.svg. One package
+# at a time (-p 1): they share two cores. BENCH=Load runs the load generator only.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 -timeout 30m -v ./test/bench/ | tee bin/bench.txt
+	$(GO) test -p 1 -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -count 1 -timeout 30m -v ./test/bench/ ./test/load/ | tee bin/bench.txt
 
 # The main job on a built-in lab (root): namespaces, an FTP server, a client,
 # ftpsalg between them under a default-drop firewall.
