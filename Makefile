@@ -54,6 +54,11 @@ fuzz:
 # at a time (-p 1): they share two cores. BENCH=Load runs the load generator only.
 bench: build
 	$(GO) test -p 1 -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -count 1 -timeout 30m -v ./test/bench/ ./test/load/ | tee bin/bench.txt
+	# In process: the proxy's memory per idle session, and its handshakes
+	# with a CPU profile (where the time goes), printed after the figures.
+	$(GO) test -run '^$$' -bench 'IdleSessionMemory' -benchtime 1x -count 1 ./alg/proxy/ | tee -a bin/bench.txt
+	$(GO) test -run '^$$' -bench 'Handshake' -benchtime 3s -count 1 -cpuprofile bin/handshake.prof -o bin/proxy.test ./alg/proxy/ | tee -a bin/bench.txt
+	$(GO) tool pprof -top -nodecount=25 bin/proxy.test bin/handshake.prof | tee -a bin/bench.txt
 
 # The main job on a built-in lab (root): namespaces, an FTP server, a client,
 # ftpsalg between them under a default-drop firewall.

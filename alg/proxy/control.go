@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ftpsalg/ftpsalg/alg/certs"
 	"github.com/ftpsalg/ftpsalg/alg/ftp"
 	"github.com/ftpsalg/ftpsalg/alg/gateway"
 	"github.com/ftpsalg/ftpsalg/alg/nat"
@@ -362,7 +364,13 @@ func (s *session) serverToClient(ctx context.Context) string {
 			up, err := s.upstreamHandshake(ctx, "")
 			if err != nil {
 				s.gs.Refused("upstream_unverified", "direction", "server", "verb", "AUTH")
-				s.writeClient("431 ftpsalg: the server's TLS certificate could not be verified; see the gateway's log.\r\n")
+				why := "its TLS handshake failed"
+				var verr *tls.CertificateVerificationError
+				var uerr *certs.UntrustedError
+				if errors.As(err, &verr) || errors.As(err, &uerr) {
+					why = "its TLS certificate could not be verified"
+				}
+				s.writeClient("431 ftpsalg: the server cannot be used securely: " + why + "; see the gateway's log.\r\n")
 				s.transition <- finalReply{verb: "AUTH", code: 431}
 				return "tls_failed"
 			}
