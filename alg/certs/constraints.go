@@ -111,11 +111,8 @@ func (nc NameConstraints) Describe() []string {
 }
 
 // checkLeaf returns an error wrapping ErrOutsideConstraints, naming every
-// name nc forbids, for a leaf with the DNS names dns, the addresses ips and
-// the subject common name cn. The common name counts when the leaf has no
-// DNS names and cn looks like one, because OpenSSL (and so curl and lftp
-// built on it) then checks it against the DNS constraints.
-func (nc NameConstraints) checkLeaf(cn string, dns []string, ips []net.IP) error {
+// name nc forbids, for a leaf with the DNS names dns and the addresses ips.
+func (nc NameConstraints) checkLeaf(dns []string, ips []net.IP) error {
 	if nc.IsZero() {
 		return nil
 	}
@@ -123,11 +120,6 @@ func (nc NameConstraints) checkLeaf(cn string, dns []string, ips []net.IP) error
 	for _, n := range dns {
 		if err := nc.CheckDNS(n); err != nil {
 			errs = append(errs, err)
-		}
-	}
-	if len(dns) == 0 && strings.Contains(cn, ".") && net.ParseIP(cn) == nil && hostnameRE.MatchString(strings.ToLower(cn)) {
-		if err := nc.CheckDNS(cn); err != nil {
-			errs = append(errs, fmt.Errorf("common name: %w", err))
 		}
 	}
 	for _, ip := range ips {
@@ -143,6 +135,14 @@ func (nc NameConstraints) checkLeaf(cn string, dns []string, ips []net.IP) error
 		return nil
 	}
 	return joined(errs)
+}
+
+// constrainsDNS reports whether nc constrains DNS names. Clients then
+// check the common name of a leaf without DNS names against them: GnuTLS
+// whatever it holds, OpenSSL when it looks like a host name (an IP
+// address does).
+func (nc NameConstraints) constrainsDNS() bool {
+	return len(nc.PermittedDNS)+len(nc.ExcludedDNS) > 0
 }
 
 // joined is errors.Join on one line: it ends up in a log line.

@@ -43,13 +43,19 @@ func newConstrainedCA(t testing.TB, permit Permitted) (*CA, string) {
 
 // signLeaf signs a server leaf for dns and ips with the CA's key directly,
 // bypassing the Minter's constraint check: a stand-in for a leaf made with
-// a stolen CA key.
+// a stolen CA key. Like the Minter's, a leaf without DNS names has no
+// common name (OpenSSL and GnuTLS would check it against the DNS
+// constraints).
 func signLeaf(t testing.TB, ca *CA, dns []string, ips []net.IP) *x509.Certificate {
 	t.Helper()
 	key := newKey(t)
+	var subject pkix.Name
+	if len(dns) > 0 {
+		subject.CommonName = "leaf"
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          mustSerial(t),
-		Subject:               pkix.Name{CommonName: "leaf"},
+		Subject:               subject,
 		DNSNames:              dns,
 		IPAddresses:           ips,
 		NotBefore:             time.Now().Add(-time.Hour),
@@ -113,8 +119,8 @@ func TestInitConstrainedOneForm(t *testing.T) {
 		ConstraintsOf(ipOnly.Cert).Describe()); diff != "" {
 		t.Errorf("IP only (-want +got):\n%s", diff)
 	}
-	// What clients do with it: crypto/x509 and OpenSSL refuse the other
-	// form.
+	// What clients do with it: crypto/x509, OpenSSL and GnuTLS refuse
+	// the other form.
 	for _, tc := range []struct {
 		name string
 		ca   *CA
@@ -132,7 +138,7 @@ func TestInitConstrainedOneForm(t *testing.T) {
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: tc.ca.Pool()}); (err == nil) != tc.ok {
 			t.Errorf("%s: crypto/x509: %v; want ok %v", tc.name, err, tc.ok)
 		}
-		opensslVerify(t, filepath.Join(tc.dir, CertFile), tc.name, leaf, tc.ok)
+		externalVerify(t, filepath.Join(tc.dir, CertFile), tc.name, leaf, tc.ok)
 	}
 }
 
@@ -246,7 +252,7 @@ func TestCheckAgreesWithX509(t *testing.T) {
 // TestClientRefusesLeafOutsideConstraints: a leaf for a name outside the
 // CA's constraints, signed with the CA's key (as by a thief; the Minter
 // would refuse), is refused by clients: crypto/x509, a crypto/tls
-// handshake, and OpenSSL when it is installed. A leaf for a name inside
+// handshake, and OpenSSL and GnuTLS when they are installed. A leaf for a name inside
 // is accepted by the same clients.
 func TestClientRefusesLeafOutsideConstraints(t *testing.T) {
 	t.Parallel()
@@ -285,36 +291,47 @@ func TestClientRefusesLeafOutsideConstraints(t *testing.T) {
 		t.Errorf("TLS client shown a leaf outside the constraints: %v; want a name constraint error", cerr)
 	}
 
-	// OpenSSL (curl and lftp on most systems verify with it or GnuTLS).
+	// OpenSSL and GnuTLS (curl and lftp verify with one or the other).
 	for _, tc := range []struct {
 		name string
 		leaf *x509.Certificate
 		ok   bool
 	}{{"outside-dns", outside, false}, {"outside-ip", outsideIP, false}, {"inside", inside, true}} {
-		opensslVerify(t, filepath.Join(dir, CertFile), tc.name, tc.leaf, tc.ok)
+		externalVerify(t, filepath.Join(dir, CertFile), tc.name, tc.leaf, tc.ok)
 	}
 }
 
-// opensslVerify checks that `openssl verify` accepts leaf under the CA in
-// caFile exactly when ok, refusing it for a name constraint. Without an
-// openssl binary it logs loudly and checks nothing.
-func opensslVerify(t *testing.T, caFile, name string, leaf *x509.Certificate, ok bool) {
+// externalVerify checks that `openssl verify` (OpenSSL: curl, Python) and,
+// when installed, `certtool --verify` (GnuTLS: lftp and curl-gnutls on
+// Debian) accept leaf under the CA in caFile exactly when ok, refusing it
+// for a name constraint. A tool that is missing is logged loudly and not
+// checked.
+func externalVerify(t *testing.T, caFile, name string, leaf *x509.Certificate, ok bool) {
 	t.Helper()
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Logf("SKIPPED the OpenSSL sub-check for %s: no openssl binary in PATH (crypto/x509 was checked)", name)
-		return
-	}
 	path := filepath.Join(t.TempDir(), "leaf.pem")
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(openssl, "verify", "-purpose", "sslserver", "-CAfile", caFile, path).CombinedOutput()
-	switch {
-	case ok && err != nil:
-		t.Errorf("openssl verify refused %s, inside the constraints: %v\n%s", name, err, out)
-	case !ok && (err == nil || !strings.Contains(string(out), "subtree violation")):
-		t.Errorf("openssl verify on %s: %v\n%s\nwant a subtree violation", name, err, out)
+	for _, tool := range []struct {
+		bin     string
+		args    []string
+		refusal string // in the output of a refusal for a name constraint
+	}{
+		{"openssl", []string{"verify", "-purpose", "sslserver", "-CAfile", caFile, path}, "subtree violation"},
+		{"certtool", []string{"--verify", "--load-ca-certificate", caFile, "--infile", path}, "violates the signer's constraints"},
+	} {
+		bin, err := exec.LookPath(tool.bin)
+		if err != nil {
+			t.Logf("SKIPPED the %s sub-check for %s: no %s binary in PATH (crypto/x509 was checked)", tool.bin, name, tool.bin)
+			continue
+		}
+		out, err := exec.Command(bin, tool.args...).CombinedOutput()
+		switch {
+		case ok && err != nil:
+			t.Errorf("%s refused %s, inside the constraints: %v\n%s", tool.bin, name, err, out)
+		case !ok && (err == nil || !strings.Contains(string(out), tool.refusal)):
+			t.Errorf("%s on %s: %v\n%s\nwant a refusal for the name constraints (%q)", tool.bin, name, err, out, tool.refusal)
+		}
 	}
 }
 
@@ -322,7 +339,7 @@ func opensslVerify(t *testing.T, caFile, name string, leaf *x509.Certificate, ok
 // its CA may not sign for, and says which.
 func TestMinterRefusesOutsideConstraints(t *testing.T) {
 	t.Parallel()
-	ca, _ := newConstrainedCA(t, testPermit)
+	ca, dir := newConstrainedCA(t, testPermit)
 	is := newIssuer(t, "Public CA")
 	m := NewMinter(ca, 24*time.Hour, nil)
 
@@ -364,13 +381,25 @@ func TestMinterRefusesOutsideConstraints(t *testing.T) {
 	if _, err := m.Leaf(ipBad, ""); !errors.Is(err, ErrOutsideConstraints) || !strings.Contains(err.Error(), "IP address 203.0.113.5") {
 		t.Errorf("Leaf with 203.0.113.5: %v; want it refused by address", err)
 	}
-	// A common name OpenSSL would check: no DNS SANs, only an address.
-	cnBad, _ := is.issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "www.example.org"}, IPAddresses: []net.IP{upstreamIP4}})
-	if _, err := m.Leaf(cnBad, ""); !errors.Is(err, ErrOutsideConstraints) || !strings.Contains(err.Error(), "common name: DNS name www.example.org") {
-		t.Errorf("Leaf with common name www.example.org: %v; want it refused", err)
+	// Only an address: the leaf has no common name, which OpenSSL and
+	// GnuTLS would check against the DNS constraints.
+	for _, cn := range []string{"www.example.org", "198.51.100.2", "FTP server"} {
+		up, _ := is.issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: cn}, IPAddresses: []net.IP{upstreamIP4}})
+		leaf, err := m.Leaf(up, "")
+		if err != nil {
+			t.Errorf("Leaf for an address, common name %q: %v", cn, err)
+			continue
+		}
+		if leaf.Leaf.Subject.String() != "" {
+			t.Errorf("leaf for an address has subject %q; want none", leaf.Leaf.Subject)
+		}
+		if _, err := leaf.Leaf.Verify(x509.VerifyOptions{DNSName: "198.51.100.2", Roots: ca.Pool()}); err != nil {
+			t.Errorf("leaf for an address, upstream common name %q: %v", cn, err)
+		}
+		externalVerify(t, filepath.Join(dir, CertFile), "leaf for an address, upstream common name "+cn, leaf.Leaf, true)
 	}
-	if n := m.mints.Load(); n != 1 {
-		t.Errorf("%d leaves minted, want 1 (refusals mint nothing)", n)
+	if n := m.mints.Load(); n != 4 {
+		t.Errorf("%d leaves minted, want 4 (refusals mint nothing)", n)
 	}
 }
 
