@@ -66,6 +66,17 @@ type InitOptions struct {
 	// Force replaces an existing CA key. Clients that trust the old CA stop
 	// trusting the leaves signed by the new one.
 	Force bool
+	// Permit restricts the CA to these DNS names and IP ranges with a
+	// critical name constraints extension; the zero value leaves it
+	// unconstrained.
+	Permit Permitted
+	// ReuseKey keeps the existing ca.key and re-issues only ca.crt: a new
+	// self-signed certificate for the same key, with the existing subject
+	// (unless CommonName is set), a new validity and Permit. This is how
+	// an existing CA gains (or loses) constraints: leaves chain to either
+	// certificate, and clients enforce the constraints once they trust the
+	// new ca.crt instead of the old one. Not with Force.
+	ReuseKey bool
 }
 
 // InitCA creates a CA in dir: an ECDSA P-256 key and a self-signed
@@ -74,7 +85,19 @@ type InitOptions struct {
 // each written to a temporary file and renamed into place, so a crash never
 // leaves a half-written file. An existing ca.key is never overwritten unless
 // opts.Force is set: the error then wraps ErrExists and names the file.
+// With opts.Permit the certificate carries critical name constraints (see
+// Permitted); with opts.ReuseKey the existing key is kept (see
+// InitOptions).
 func InitCA(dir string, opts InitOptions) (*CA, error) {
+	if err := opts.Permit.validate(); err != nil {
+		return nil, fmt.Errorf("failed to create CA: %w", err)
+	}
+	if opts.ReuseKey {
+		if opts.Force {
+			return nil, errors.New("failed to create CA: reusing the key and forcing a new one contradict each other")
+		}
+		return reissueCA(dir, opts)
+	}
 	cn := opts.CommonName
 	if cn == "" {
 		cn = DefaultCommonName
@@ -102,38 +125,9 @@ func InitCA(dir string, opts InitOptions) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to generate CA key: %w", err)
 	}
-	skid, err := subjectKeyID(key.Public())
+	der, cert, err := selfSign(key, &x509.Certificate{Subject: pkix.Name{CommonName: cn}}, lifetime, opts.Permit)
 	if err != nil {
 		return nil, err
-	}
-	serial, err := randomSerial()
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
-		// An hour back: clients whose clocks run a little slow accept a CA
-		// made moments ago.
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(lifetime),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		// Leaves only: a stolen leaf key cannot sign further certificates,
-		// and neither can an intermediate nobody made.
-		MaxPathLen:     0,
-		MaxPathLenZero: true,
-		SubjectKeyId:   skid,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, fmt.Errorf("failed to create CA certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("failed to parse new CA certificate: %w", err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
@@ -154,6 +148,96 @@ func InitCA(dir string, opts InitOptions) (*CA, error) {
 			// leave it to block the next attempt.
 			os.Remove(keyPath)
 		}
+		return nil, fmt.Errorf("failed to write CA certificate: %w", err)
+	}
+	return &CA{Cert: cert, key: key}, nil
+}
+
+// selfSign makes the CA certificate for key: the subject of subj (its raw
+// encoding when it has one, so that a re-issued certificate keeps the
+// exact name leaves were issued under), valid from an hour ago for
+// lifetime, constrained to permit.
+func selfSign(key crypto.Signer, subj *x509.Certificate, lifetime time.Duration, permit Permitted) ([]byte, *x509.Certificate, error) {
+	skid, err := subjectKeyID(key.Public())
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	nc := permit.constraints()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      subj.Subject,
+		RawSubject:   subj.RawSubject,
+		// An hour back: clients whose clocks run a little slow accept a CA
+		// made moments ago.
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(lifetime),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		// Leaves only: a stolen leaf key cannot sign further certificates,
+		// and neither can an intermediate nobody made.
+		MaxPathLen:     0,
+		MaxPathLenZero: true,
+		SubjectKeyId:   skid,
+		// Critical (RFC 5280 section 4.2.1.10 says MUST): a client that
+		// cannot enforce the constraints refuses the CA instead of
+		// trusting it for every name.
+		PermittedDNSDomainsCritical: nc.Critical,
+		PermittedDNSDomains:         nc.PermittedDNS,
+		ExcludedDNSDomains:          nc.ExcludedDNS,
+		PermittedIPRanges:           ipNets(nc.PermittedIPs),
+		ExcludedIPRanges:            ipNets(nc.ExcludedIPs),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to create CA certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to parse new CA certificate: %w", err)
+	}
+	return der, cert, nil
+}
+
+// reissueCA re-issues ca.crt in dir for the existing ca.key (InitOptions.ReuseKey).
+func reissueCA(dir string, opts InitOptions) (*CA, error) {
+	lifetime := opts.Lifetime
+	if lifetime == 0 {
+		lifetime = DefaultCALifetime
+	}
+	if lifetime < 0 {
+		return nil, fmt.Errorf("failed to re-issue CA: negative lifetime %v", lifetime)
+	}
+	certPath, keyPath := filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile)
+	if err := CheckKeyFile(keyPath); err != nil {
+		return nil, fmt.Errorf("failed to re-issue CA: %w", err)
+	}
+	key, err := readKey(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("failed to re-issue CA: %w", err)
+	}
+	old, err := readCert(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("failed to re-issue CA (the subject is taken from the existing certificate): %w", err)
+	}
+	if !publicKeyEqual(old.PublicKey, key.Public()) {
+		return nil, fmt.Errorf("failed to re-issue CA: %s does not match %s: the key belongs to another certificate", keyPath, certPath)
+	}
+	subj := &x509.Certificate{Subject: old.Subject, RawSubject: old.RawSubject}
+	if opts.CommonName != "" {
+		subj = &x509.Certificate{Subject: pkix.Name{CommonName: opts.CommonName}}
+	}
+	der, cert, err := selfSign(key, subj, lifetime, opts.Permit)
+	if err != nil {
+		return nil, err
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if err := writeAtomic(certPath, certPEM, 0o644, true); err != nil {
 		return nil, fmt.Errorf("failed to write CA certificate: %w", err)
 	}
 	return &CA{Cert: cert, key: key}, nil

@@ -2,8 +2,10 @@
 // which ftpsalg terminates a client's FTPS control connection (RFC 4217)
 // and opens its own TLS connection to the real server:
 //
-//   - the operator's CA: InitCA creates it (ftpsalg ca init), LoadCA reads
+//   - the operator's CA: InitCA creates it (ftpsalg ca init), optionally
+//     restricted by name constraints to the gateway's servers, LoadCA reads
 //     it and refuses a key file that group or others may read;
+//     NameConstraints reads and checks the constraints;
 //   - Minter mints, from that CA, the leaf certificate a client is shown
 //     for a server: a copy of the names in the real server's certificate,
 //     cached so that handshakes do not mint;

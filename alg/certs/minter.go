@@ -48,6 +48,7 @@ var hostnameRE = regexp.MustCompile(`^(\*\.)?[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_]
 // not mint. A Minter is safe for concurrent use.
 type Minter struct {
 	ca       *CA
+	nc       NameConstraints // the CA's, checked before each mint
 	lifetime time.Duration
 	now      func() time.Time
 
@@ -94,6 +95,7 @@ func NewMinter(ca *CA, lifetime time.Duration, now func() time.Time) *Minter {
 	}
 	return &Minter{
 		ca:       ca,
+		nc:       ConstraintsOf(ca.Cert),
 		lifetime: lifetime,
 		now:      now,
 		entries:  make(map[leafKey]*list.Element),
@@ -117,7 +119,11 @@ func NewMinter(ca *CA, lifetime time.Duration, now func() time.Time) *Minter {
 //
 // The leaf is valid from five minutes ago until the earlier of now plus the
 // lifetime and upstream's NotAfter; an expired upstream certificate is an
-// error. Its chain is the leaf and the CA certificate. Each leaf has its own
+// error. When the CA has name constraints and a name of the leaf is
+// outside them, no leaf is minted: the error names each such name and
+// matches ErrOutsideConstraints (errors.Is). When the CA constrains DNS
+// names and the leaf has none, its subject is empty: clients would check a
+// common name against the DNS constraints. Its chain is the leaf and the CA certificate. Each leaf has its own
 // ECDSA P-256 key.
 //
 // Leaves are cached by upstream certificate (its DER; for a certificate
@@ -195,6 +201,20 @@ func (m *Minter) mint(upstream *x509.Certificate, extra string, now time.Time) (
 	if extra != "" {
 		dns = append(dns, extra)
 	}
+	// A leaf the CA's name constraints forbid would be refused by every
+	// client that enforces them; refusing here says why in the log.
+	if err := m.nc.checkLeaf(dns, ips); err != nil {
+		return nil, fmt.Errorf("refusing to mint leaf for %q: %w", upstream.Subject.CommonName, err)
+	}
+	subject := pkix.Name{CommonName: upstream.Subject.CommonName}
+	if len(dns) == 0 && m.nc.constrainsDNS() {
+		// Without DNS names, GnuTLS checks any common name, and OpenSSL
+		// one like "198.51.100.2", against the DNS constraints, and
+		// would refuse the leaf. The names are in the SANs; the subject
+		// stays empty (RFC 5280 section 4.1.2.6 allows it, and
+		// crypto/x509 then marks the SAN extension critical).
+		subject = pkix.Name{}
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("failed to generate leaf key: %w", err)
@@ -205,7 +225,7 @@ func (m *Minter) mint(upstream *x509.Certificate, extra string, now time.Time) (
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: upstream.Subject.CommonName},
+		Subject:      subject,
 		DNSNames:     dns,
 		IPAddresses:  ips,
 		NotBefore:    now.Add(-backdate),

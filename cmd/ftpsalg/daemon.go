@@ -125,8 +125,15 @@ func loadMITM(cfg *policy.Config, log *slog.Logger) (*mitmState, error) {
 			st.static[srv.Name] = c
 		}
 	}
+	nc := certs.ConstraintsOf(ca.Cert)
 	log.Info("operator CA loaded", "dir", cfg.MITM.CADir, "subject", ca.Cert.Subject.String(),
-		"not_after", ca.Cert.NotAfter, "fingerprint", certs.Fingerprint(ca.Cert))
+		"not_after", ca.Cert.NotAfter, "fingerprint", certs.Fingerprint(ca.Cert), "name_constraints", describeConstraints(nc))
+	// A warning, not a refusal: the other servers work, and the minter
+	// refuses (and logs) each leaf the constraints forbid.
+	for _, w := range constraintWarnings(cfg, nc) {
+		log.Warn("a mitm server's name or address is outside the operator CA's name constraints: clients would refuse a certificate minted for it",
+			"server_name", w.server, "key", w.key, "name", w.err.Name, "constraint", w.constraint())
+	}
 	return st, nil
 }
 

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -25,6 +27,9 @@ type PKI struct {
 	CADir, CAFile      string
 	ServerCert, Server string // server certificate and key files
 	Pool               *x509.CertPool
+	// ServerName is the server's tls.server_name in MITMPolicy; empty
+	// leaves it out.
+	ServerName string
 }
 
 // PKIOptions vary NewPKI.
@@ -34,16 +39,31 @@ type PKIOptions struct {
 	// ExtraIPs are added to the server certificate's names: a published
 	// server's certificate names the public address clients connect to.
 	ExtraIPs []netip.Addr
+	// ConstrainWith, when set, is the ftpsalg binary: the operator CA is
+	// then made as an operator would constrain it, by `ftpsalg ca init
+	// --from-policy` on MITMPolicy's policy, with tls.server_name files.lab
+	// so that the CA may sign for that name and the server's two
+	// addresses only.
+	ConstrainWith string
 }
 
 // NewPKI creates the CA under dir and issues the server certificate.
 func NewPKI(t lab.TB, dir string, o PKIOptions) *PKI {
 	t.Helper()
 	caDir := filepath.Join(dir, "ca")
-	ca, err := certs.InitCA(caDir, certs.InitOptions{CommonName: "lab operator CA"})
+	p := &PKI{CADir: caDir, CAFile: filepath.Join(caDir, certs.CertFile)}
+	var ca *certs.CA
+	var err error
+	if o.ConstrainWith != "" {
+		p.ServerName = "files.lab"
+		ca, err = constrainedCA(p, dir, o.ConstrainWith)
+	} else {
+		ca, err = certs.InitCA(caDir, certs.InitOptions{CommonName: "lab operator CA"})
+	}
 	if err != nil {
 		t.Fatalf("harness: %v", err)
 	}
+	p.Pool = ca.Pool()
 	issuer := ca
 	if o.Untrusted {
 		if issuer, err = certs.InitCA(filepath.Join(dir, "rogue"), certs.InitOptions{CommonName: "rogue CA"}); err != nil {
@@ -62,9 +82,24 @@ func NewPKI(t lab.TB, dir string, o PKIOptions) *PKI {
 	if err != nil {
 		t.Fatalf("harness: %v", err)
 	}
-	p := &PKI{CADir: caDir, CAFile: filepath.Join(caDir, certs.CertFile), Pool: ca.Pool()}
 	p.ServerCert, p.Server = writeLeaf(t, dir, leaf)
 	return p
+}
+
+// constrainedCA makes p's CA with `bin ca init --from-policy` on p's
+// policy (the CA directory is the policy's mitm.ca_dir) and loads it.
+func constrainedCA(p *PKI, dir, bin string) (*certs.CA, error) {
+	pol := filepath.Join(dir, "ca-policy.yaml")
+	if err := os.WriteFile(pol, []byte(p.MITMPolicy("info", "")), 0o600); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "ca", "init", "--cn", "lab operator CA", "--from-policy", pol).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("ftpsalg ca init --from-policy: %w\n%s", err, out)
+	}
+	return certs.LoadCA(p.CADir)
 }
 
 func writeLeaf(t lab.TB, dir string, c *tls.Certificate) (certFile, keyFile string) {
@@ -96,8 +131,12 @@ func (p *PKI) ClientTLS() *tls.Config {
 // MITMPolicy returns a policy with the lab server in mitm mode (explicit
 // on 21, implicit on 990), verified against the operator CA, with extra
 // YAML lines appended to the server (after its tls block) and level as the
-// log level.
+// log level; with tls.server_name when p.ServerName is set.
 func (p *PKI) MITMPolicy(level, extra string) string {
+	serverName := ""
+	if p.ServerName != "" {
+		serverName = "      server_name: " + p.ServerName + "\n"
+	}
 	return fmt.Sprintf(`log:
   level: %s
 mitm:
@@ -113,5 +152,5 @@ servers:
     tls:
       verify: ca
       ca_file: %s
-%s`, level, p.CADir, lab.ServerAddr4, lab.ServerAddr6, lab.DefaultPasvMinPort, lab.DefaultPasvMaxPort, p.CAFile, extra)
+%s%s`, level, p.CADir, lab.ServerAddr4, lab.ServerAddr6, lab.DefaultPasvMinPort, lab.DefaultPasvMaxPort, p.CAFile, serverName, extra)
 }

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -37,7 +38,10 @@ type mitmOpts struct {
 	server    string // extra YAML lines appended to the server (after its tls block)
 	untrusted bool   // the server's certificate comes from a CA ftpsalg does not trust
 	wrongName bool   // the server's certificate names another host
-	vsftpd    lab.VsftpdOptions
+	// constrained: the operator CA is made by `ftpsalg ca init
+	// --from-policy` on the lab policy (tls.server_name files.lab).
+	constrained bool
+	vsftpd      lab.VsftpdOptions
 	// edit, when set, changes the policy's text before the daemon starts.
 	edit func(policy string) string
 }
@@ -47,7 +51,11 @@ func newMITMLab(t *testing.T, o mitmOpts) *mitmLab {
 	vopts := o.vsftpd
 	l := lab.New(t, lab.Options{})
 	l.InstallGatewayFirewall(ctMark)
-	pki := harness.NewPKI(t, l.Dir(), harness.PKIOptions{Untrusted: o.untrusted, WrongName: o.wrongName})
+	popts := harness.PKIOptions{Untrusted: o.untrusted, WrongName: o.wrongName}
+	if o.constrained {
+		popts.ConstrainWith = binary
+	}
+	pki := harness.NewPKI(t, l.Dir(), popts)
 	reuse := vopts.TLS != nil && vopts.TLS.RequireSSLReuse
 	vopts.TLS = &lab.VsftpdTLS{CertFile: pki.ServerCert, KeyFile: pki.Server, ImplicitPort: 990, RequireSSLReuse: reuse}
 	if vopts.PasvAddress.IsValid() {
@@ -434,6 +442,92 @@ func TestMITMUpstreamWrongName(t *testing.T) {
 	if ml.d.Metrics()[`ftpsalg_pinholes_opened_total{data_mode="passive"}`] != 0 {
 		t.Fatal("pinhole opened")
 	}
+}
+
+// TestMITMConstrainedCA: a CA made with `ftpsalg ca init --from-policy`
+// for the lab policy may sign only for the server's tls.server_name and
+// addresses, and still serves it: curl, lftp and the Go client, trusting
+// only that CA, by address and by name, explicit and implicit. (That a
+// client refuses a leaf outside the constraints is shown in alg/certs,
+// TestClientRefusesLeafOutsideConstraints.)
+func TestMITMConstrainedCA(t *testing.T) {
+	lab.RequirePrivileged(t)
+	t.Parallel()
+	// No TLS 1.3 tickets from vsftpd: see TestMITMTransfers.
+	ml := newMITMLab(t, mitmOpts{constrained: true, vsftpd: lab.VsftpdOptions{OpenSSL: lab.OpenSSLNoTLS13Tickets}})
+	l, v := ml.l, ml.v
+	ca, err := certs.ReadCertificate(ml.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := certs.ConstraintsOf(ca)
+	wantIPs := []string{netip.PrefixFrom(lab.ServerAddr4, 32).String(), netip.PrefixFrom(lab.ServerAddr6, 128).String()}
+	var gotIPs []string
+	for _, p := range nc.PermittedIPs {
+		gotIPs = append(gotIPs, p.String())
+	}
+	if !nc.Critical || strings.Join(nc.PermittedDNS, ",") != "files.lab" || strings.Join(gotIPs, ",") != strings.Join(wantIPs, ",") {
+		t.Fatalf("CA constraints %+v; want critical, files.lab and %v", nc, wantIPs)
+	}
+	if _, err := v.CreateFile("down.bin", 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := v.SHA256("down.bin")
+	for _, fam := range []netip.Addr{lab.ServerAddr4, lab.ServerAddr6} {
+		for _, implicit := range []bool{false, true} {
+			url := v.URL(fam, "down.bin")
+			if implicit {
+				url = v.ImplicitURL(fam, "down.bin")
+			}
+			name := fmt.Sprintf("%s/implicit=%v", fam, implicit)
+			t.Run(name+"/curl", func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				tr, err := l.DownloadCurl(ctx, url, lab.EPSV, ml.curlTLS()...)
+				if err != nil {
+					t.Fatalf("download: %v", err)
+				}
+				if tr.SHA256 != want {
+					t.Fatal("download sha256 mismatch")
+				}
+			})
+			t.Run(name+"/lftp", func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				tr, err := l.DownloadLftp(ctx, url, lab.EPSV, ml.lftpTLS()...)
+				if err != nil {
+					t.Fatalf("download: %v", err)
+				}
+				if tr.SHA256 != want {
+					t.Fatal("download sha256 mismatch")
+				}
+			})
+			t.Run(name+"/go", func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				c := ml.goTLSClient(t, ctx, fam, implicit) // verifies files.lab
+				sum, _, err := c.Retrieve(ctx, ftpc.Mode(lab.EPSV.String()), "down.bin")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if sum != want {
+					t.Fatal("download sha256 mismatch")
+				}
+				st, _ := c.TLSState()
+				if !bytes.Equal(st.PeerCertificates[0].AuthorityKeyId, ca.SubjectKeyId) {
+					t.Fatal("the control leaf was not minted from the constrained CA")
+				}
+			})
+		}
+	}
+	log := ml.d.Proc.Log()
+	if !strings.Contains(log, `"name_constraints":"permitted DNS: files.lab; permitted IP: `) {
+		t.Error("the daemon did not log the CA's constraints")
+	}
+	if strings.Contains(log, "outside the operator CA's name constraints") || strings.Contains(log, "refusing to mint") {
+		t.Errorf("the daemon found the lab server outside the constraints:\n%s", tail(log))
+	}
+	ml.d.Stop()
 }
 
 // TestMITMRefusesReadableCAKey: the daemon does not start while the CA key
