@@ -293,7 +293,7 @@ func TestLoadCABroughtElsewhere(t *testing.T) {
 				t.Fatalf("LoadCA: %v", err)
 			}
 			up, _ := newIssuer(t, "Upstream CA").upstream(t)
-			leaf, err := NewMinter(ca, time.Hour, nil).Leaf(up, "")
+			leaf, err := NewMinter(ca, time.Hour, nil).Leaf(up)
 			if err != nil {
 				t.Fatalf("Leaf: %v", err)
 			}

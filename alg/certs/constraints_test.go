@@ -346,7 +346,7 @@ func TestMinterRefusesOutsideConstraints(t *testing.T) {
 	// Inside: ftp.example.net, *.files.example.com and both addresses.
 	good, _ := is.issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "ftp.example.net"},
 		DNSNames: []string{"ftp.example.net", "*.files.example.com"}, IPAddresses: []net.IP{upstreamIP4, upstreamIP6}})
-	leaf, err := m.Leaf(good, "")
+	leaf, err := m.Leaf(good)
 	if err != nil {
 		t.Fatalf("Leaf inside the constraints: %v", err)
 	}
@@ -356,7 +356,7 @@ func TestMinterRefusesOutsideConstraints(t *testing.T) {
 
 	// The usual upstream certificate names ftp.example.com: outside.
 	bad, _ := is.upstream(t)
-	_, err = m.Leaf(bad, "")
+	_, err = m.Leaf(bad)
 	if !errors.Is(err, ErrOutsideConstraints) {
 		t.Fatalf("Leaf outside the constraints: %v; want ErrOutsideConstraints", err)
 	}
@@ -369,23 +369,17 @@ func TestMinterRefusesOutsideConstraints(t *testing.T) {
 		t.Errorf("error\n%q\nwant prefix\n%q\nand *.files.example.com not named", err, want)
 	}
 
-	// A pin or none server: the SNI the client sent is added, and refused
-	// when outside.
-	_, err = m.Leaf(good, "www.example.org")
-	if !errors.Is(err, ErrOutsideConstraints) || !strings.Contains(err.Error(), "www.example.org") {
-		t.Errorf("Leaf with SNI www.example.org: %v; want it refused by name", err)
-	}
 	// An address outside.
 	ipBad, _ := is.issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "ftp.example.net"},
 		DNSNames: []string{"ftp.example.net"}, IPAddresses: []net.IP{net.ParseIP("203.0.113.5").To4()}})
-	if _, err := m.Leaf(ipBad, ""); !errors.Is(err, ErrOutsideConstraints) || !strings.Contains(err.Error(), "IP address 203.0.113.5") {
+	if _, err := m.Leaf(ipBad); !errors.Is(err, ErrOutsideConstraints) || !strings.Contains(err.Error(), "IP address 203.0.113.5") {
 		t.Errorf("Leaf with 203.0.113.5: %v; want it refused by address", err)
 	}
 	// Only an address: the leaf has no common name, which OpenSSL and
 	// GnuTLS would check against the DNS constraints.
 	for _, cn := range []string{"www.example.org", "198.51.100.2", "FTP server"} {
 		up, _ := is.issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: cn}, IPAddresses: []net.IP{upstreamIP4}})
-		leaf, err := m.Leaf(up, "")
+		leaf, err := m.Leaf(up)
 		if err != nil {
 			t.Errorf("Leaf for an address, common name %q: %v", cn, err)
 			continue
@@ -417,7 +411,7 @@ func TestReissueWithConstraints(t *testing.T) {
 	keyBefore, _ := os.ReadFile(keyPath)
 	is := newIssuer(t, "Public CA")
 	up, _ := is.issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "files.example.com"}, DNSNames: []string{"files.example.com"}})
-	oldLeaf, err := NewMinter(old, time.Hour, nil).Leaf(up, "")
+	oldLeaf, err := NewMinter(old, time.Hour, nil).Leaf(up)
 	if err != nil {
 		t.Fatal(err)
 	}

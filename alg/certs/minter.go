@@ -66,7 +66,6 @@ type Minter struct {
 // name it adds, if any.
 type leafKey struct {
 	digest [sha256.Size]byte // of the upstream certificate's DER
-	extra  string            // SNI added to the names; "" when none
 }
 
 type entry struct {
@@ -106,16 +105,12 @@ func NewMinter(ca *CA, lifetime time.Duration, now func() time.Time) *Minter {
 }
 
 // Leaf returns a leaf certificate for upstream, the certificate the real
-// server presented, to show a client that sent sni (empty when the client
-// sent no SNI). The leaf has upstream's subject common name and its DNS and
-// IP subject alternative names; when upstream has no SANs at all, its common
-// name becomes one (clients following RFC 6125 ignore a common name beside
-// SANs, and many ignore it always). When sni is a DNS name that none of
-// those names covers, it is added: the caller passes sni only after the
-// upstream leg has verified the server under the policy (with verify system
-// or ca that includes the name, so it is always covered; with pin or none
-// the operator has chosen to trust the server for whatever the client asked
-// for). An IP address in sni is ignored.
+// server presented. The leaf has upstream's subject common name and its
+// DNS and IP subject alternative names — those and no others: a leaf never
+// names what the server's certificate did not (the caller refuses a client
+// that asks for another name; alg/proxy). When upstream has no SANs at all,
+// its common name becomes one (clients following RFC 6125 ignore a common
+// name beside SANs, and many ignore it always).
 //
 // The leaf is valid from five minutes ago until the earlier of now plus the
 // lifetime and upstream's NotAfter; an expired upstream certificate is an
@@ -127,16 +122,15 @@ func NewMinter(ca *CA, lifetime time.Duration, now func() time.Time) *Minter {
 // ECDSA P-256 key.
 //
 // Leaves are cached by upstream certificate (its DER; for a certificate
-// made by the caller without DER, its common name, SANs and NotAfter) and
-// added name, in a bounded LRU. A cached leaf is returned until less than a tenth of its validity is
+// made by the caller without DER, its common name, SANs and NotAfter), in
+// a bounded LRU. A cached leaf is returned until less than a tenth of its validity is
 // left; then it is minted again. The same *tls.Certificate is returned for
 // every hit; callers must not modify it.
-func (m *Minter) Leaf(upstream *x509.Certificate, sni string) (*tls.Certificate, error) {
+func (m *Minter) Leaf(upstream *x509.Certificate) (*tls.Certificate, error) {
 	if upstream == nil {
 		return nil, errors.New("failed to mint leaf: no upstream certificate")
 	}
-	extra := extraName(upstream, sni)
-	k := leafKey{digest: digest(upstream), extra: extra}
+	k := leafKey{digest: digest(upstream)}
 	now := m.now()
 
 	m.mu.Lock()
@@ -157,7 +151,7 @@ func (m *Minter) Leaf(upstream *x509.Certificate, sni string) (*tls.Certificate,
 	m.inflight[k] = c
 	m.mu.Unlock()
 
-	c.cert, c.err = m.mint(upstream, extra, now)
+	c.cert, c.err = m.mint(upstream, now)
 
 	m.mu.Lock()
 	delete(m.inflight, k)
@@ -187,8 +181,8 @@ func (m *Minter) store(k leafKey, cert *tls.Certificate) {
 	}
 }
 
-// mint creates a leaf for upstream, adding the name extra if not empty.
-func (m *Minter) mint(upstream *x509.Certificate, extra string, now time.Time) (*tls.Certificate, error) {
+// mint creates a leaf for upstream.
+func (m *Minter) mint(upstream *x509.Certificate, now time.Time) (*tls.Certificate, error) {
 	if !now.Before(upstream.NotAfter) {
 		return nil, fmt.Errorf("upstream certificate %q expired at %s: no leaf is minted for an expired certificate",
 			upstream.Subject.CommonName, upstream.NotAfter.UTC().Format(time.RFC3339))
@@ -198,9 +192,6 @@ func (m *Minter) mint(upstream *x509.Certificate, extra string, now time.Time) (
 		notAfter = upstream.NotAfter
 	}
 	dns, ips := leafNames(upstream)
-	if extra != "" {
-		dns = append(dns, extra)
-	}
 	// A leaf the CA's name constraints forbid would be refused by every
 	// client that enforces them; refusing here says why in the log.
 	if err := m.nc.checkLeaf(dns, ips); err != nil {
@@ -287,22 +278,4 @@ func leafNames(upstream *x509.Certificate) ([]string, []net.IP) {
 		return []string{cn}, nil
 	}
 	return nil, nil
-}
-
-// extraName returns the name to add to upstream's for a client that sent
-// sni: sni, normalised, when it is a DNS name none of upstream's covers;
-// otherwise "".
-func extraName(upstream *x509.Certificate, sni string) string {
-	sni = strings.ToLower(strings.TrimSuffix(sni, "."))
-	if sni == "" || strings.HasPrefix(sni, "*") || len(sni) > 253 || !hostnameRE.MatchString(sni) || net.ParseIP(sni) != nil {
-		return ""
-	}
-	if upstream.VerifyHostname(sni) == nil {
-		return ""
-	}
-	dns, _ := leafNames(upstream)
-	if slices.Contains(dns, sni) {
-		return "" // a common name copied into the SANs
-	}
-	return sni
 }

@@ -37,7 +37,7 @@ func TestLeafVerifies(t *testing.T) {
 	up, _ := newIssuer(t, "Public CA").upstream(t)
 	m := NewMinter(ca, 24*time.Hour, nil)
 
-	leaf, err := m.Leaf(up, "")
+	leaf, err := m.Leaf(up)
 	if err != nil {
 		t.Fatalf("Leaf: %v", err)
 	}
@@ -96,30 +96,23 @@ func TestLeafNames(t *testing.T) {
 		}
 		return a
 	}
+	// The leaf names what the upstream certificate names, and nothing a
+	// client asked for beyond it (alg/proxy refuses such a client).
 	tests := []struct {
 		name     string
 		upstream *x509.Certificate
-		sni      string
 		wantDNS  []string
 		wantIP   []net.IP
 	}{
-		{"no SNI", up, "", []string{"ftp.example.com", "*.files.example.com"}, []net.IP{ip("198.51.100.2"), ip("2001:db8::2")}},
-		{"SNI covered", up, "FTP.example.com.", []string{"ftp.example.com", "*.files.example.com"}, []net.IP{ip("198.51.100.2"), ip("2001:db8::2")}},
-		{"SNI covered by the wildcard", up, "x.files.example.com", []string{"ftp.example.com", "*.files.example.com"}, []net.IP{ip("198.51.100.2"), ip("2001:db8::2")}},
-		{"SNI not covered is added", up, "Other.Example.com", []string{"ftp.example.com", "*.files.example.com", "other.example.com"}, []net.IP{ip("198.51.100.2"), ip("2001:db8::2")}},
-		{"SNI that is an address is ignored", up, "198.51.100.9", []string{"ftp.example.com", "*.files.example.com"}, []net.IP{ip("198.51.100.2"), ip("2001:db8::2")}},
-		{"SNI that is not a name is ignored", up, "ftp example", []string{"ftp.example.com", "*.files.example.com"}, []net.IP{ip("198.51.100.2"), ip("2001:db8::2")}},
-		{"wildcard SNI is ignored", up, "*.example.com", []string{"ftp.example.com", "*.files.example.com"}, []net.IP{ip("198.51.100.2"), ip("2001:db8::2")}},
-		{"common name only", cnOnly, "", []string{"legacy.example.com"}, nil},
-		{"common name only, SNI is the common name", cnOnly, "legacy.example.com", []string{"legacy.example.com"}, nil},
-		{"common name address", cnIP, "", nil, []net.IP{ip("198.51.100.7")}},
-		{"common name not a name", cnText, "", nil, nil},
-		{"common name not a name, SNI added", cnText, "ftp.example.com", []string{"ftp.example.com"}, nil},
+		{"SANs", up, []string{"ftp.example.com", "*.files.example.com"}, []net.IP{ip("198.51.100.2"), ip("2001:db8::2")}},
+		{"common name only", cnOnly, []string{"legacy.example.com"}, nil},
+		{"common name address", cnIP, nil, []net.IP{ip("198.51.100.7")}},
+		{"common name not a name", cnText, nil, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			leaf, err := NewMinter(ca, time.Hour, nil).Leaf(tc.upstream, tc.sni)
+			leaf, err := NewMinter(ca, time.Hour, nil).Leaf(tc.upstream)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,12 +135,12 @@ func TestLeafCache(t *testing.T) {
 	clk := &clock{now: time.Now()}
 	m := NewMinter(ca, 10*time.Hour, clk.Now)
 
-	first, err := m.Leaf(up, "")
+	first, err := m.Leaf(up)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, sni := range []string{"", "ftp.example.com", "x.files.example.com"} {
-		again, err := m.Leaf(up, sni)
+		again, err := m.Leaf(up)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,27 +152,26 @@ func TestLeafCache(t *testing.T) {
 		t.Errorf("%d mints after cache hits, want 1", got)
 	}
 
-	other, _ := m.Leaf(up, "other.example.com")
-	next, _ := m.Leaf(renewed, "")
-	if other == first || next == first || m.mints.Load() != 3 {
-		t.Errorf("another name and another certificate: %d mints, want 3 distinct leaves", m.mints.Load())
+	next, _ := m.Leaf(renewed)
+	if next == first || m.mints.Load() != 2 {
+		t.Errorf("another certificate: %d mints, want 2 distinct leaves", m.mints.Load())
 	}
 
 	// Refresh once less than a tenth of the validity (5m backdate + 10h,
 	// so 60.5m) is left: after 8h59.5m.
 	clk.Advance(8*time.Hour + 59*time.Minute)
-	if again, _ := m.Leaf(up, ""); again != first {
+	if again, _ := m.Leaf(up); again != first {
 		t.Error("minted again with more than a tenth of the validity left")
 	}
 	clk.Advance(time.Minute)
-	refreshed, err := m.Leaf(up, "")
+	refreshed, err := m.Leaf(up)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if refreshed == first || m.mints.Load() != 4 {
+	if refreshed == first || m.mints.Load() != 3 {
 		t.Errorf("not refreshed with %v left (%d mints)", first.Leaf.NotAfter.Sub(clk.Now()), m.mints.Load())
 	}
-	if again, _ := m.Leaf(up, ""); again != refreshed {
+	if again, _ := m.Leaf(up); again != refreshed {
 		t.Error("the refreshed leaf is not cached")
 	}
 }
@@ -194,19 +186,19 @@ func TestLeafTemplate(t *testing.T) {
 	a := &x509.Certificate{Subject: pkix.Name{CommonName: "a.example.com"}, DNSNames: []string{"a.example.com"}, NotAfter: notAfter}
 	b := &x509.Certificate{Subject: pkix.Name{CommonName: "b.example.com"}, DNSNames: []string{"b.example.com"}, NotAfter: notAfter}
 	ip := &x509.Certificate{IPAddresses: []net.IP{upstreamIP4}, NotAfter: notAfter}
-	la, err := m.Leaf(a, "a.example.com")
+	la, err := m.Leaf(a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb, _ := m.Leaf(b, "b.example.com")
-	lip, _ := m.Leaf(ip, "")
+	lb, _ := m.Leaf(b)
+	lip, _ := m.Leaf(ip)
 	if la == lb || la == lip || lb == lip {
 		t.Fatal("templates with different names share a leaf")
 	}
 	if diff := cmp.Diff([]string{"b.example.com"}, lb.Leaf.DNSNames); diff != "" {
 		t.Errorf("DNS names (-want +got):\n%s", diff)
 	}
-	again, _ := m.Leaf(&x509.Certificate{Subject: pkix.Name{CommonName: "a.example.com"}, DNSNames: []string{"a.example.com"}, NotAfter: notAfter}, "")
+	again, _ := m.Leaf(&x509.Certificate{Subject: pkix.Name{CommonName: "a.example.com"}, DNSNames: []string{"a.example.com"}, NotAfter: notAfter})
 	if again != la || m.mints.Load() != 3 {
 		t.Errorf("an equal template was minted again (%d mints)", m.mints.Load())
 	}
@@ -221,17 +213,17 @@ func TestLeafCacheEviction(t *testing.T) {
 	a, _ := is.upstream(t)
 	b, _ := is.upstream(t)
 	c, _ := is.upstream(t)
-	la, _ := m.Leaf(a, "")
-	m.Leaf(b, "")
-	m.Leaf(a, "") // a is now the most recently used
-	m.Leaf(c, "") // evicts b
-	if got, _ := m.Leaf(a, ""); got != la {
+	la, _ := m.Leaf(a)
+	m.Leaf(b)
+	m.Leaf(a) // a is now the most recently used
+	m.Leaf(c) // evicts b
+	if got, _ := m.Leaf(a); got != la {
 		t.Error("recently used leaf was evicted")
 	}
 	if m.mints.Load() != 3 {
 		t.Fatalf("%d mints, want 3", m.mints.Load())
 	}
-	m.Leaf(b, "")
+	m.Leaf(b)
 	if m.mints.Load() != 4 {
 		t.Error("evicted leaf was not minted again")
 	}
@@ -248,7 +240,7 @@ func TestLeafCappedByUpstream(t *testing.T) {
 	soon := now.Add(2 * time.Hour).Truncate(time.Second)
 	up, _ := is.issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "ftp.example.com"}, DNSNames: []string{"ftp.example.com"}, NotAfter: soon})
 	m := NewMinter(ca, 24*time.Hour, func() time.Time { return now })
-	leaf, err := m.Leaf(up, "")
+	leaf, err := m.Leaf(up)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,14 +249,14 @@ func TestLeafCappedByUpstream(t *testing.T) {
 	}
 
 	late := NewMinter(ca, 24*time.Hour, func() time.Time { return soon })
-	_, err = late.Leaf(up, "")
+	_, err = late.Leaf(up)
 	if err == nil || !strings.Contains(err.Error(), `upstream certificate "ftp.example.com" expired at `) {
 		t.Errorf("expired upstream: error %v", err)
 	}
 	if late.mints.Load() != 0 || late.lru.Len() != 0 {
 		t.Error("an expired upstream was minted or cached")
 	}
-	if _, err := late.Leaf(nil, ""); err == nil {
+	if _, err := late.Leaf(nil); err == nil {
 		t.Error("Leaf(nil) succeeded")
 	}
 }
@@ -285,7 +277,7 @@ func TestLeafConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for i := range 4 * len(ups) {
 				up := ups[(g+i)%len(ups)]
-				leaf, err := m.Leaf(up, "")
+				leaf, err := m.Leaf(up)
 				if err != nil {
 					t.Error(err)
 					return
@@ -309,7 +301,7 @@ func BenchmarkMint(b *testing.B) {
 	now := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := m.mint(up, "", now); err != nil {
+		if _, err := m.mint(up, now); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -319,13 +311,13 @@ func BenchmarkLeafCached(b *testing.B) {
 	ca, _ := newCA(b)
 	up, _ := newIssuer(b, "Public CA").upstream(b)
 	m := NewMinter(ca, 24*time.Hour, nil)
-	if _, err := m.Leaf(up, "ftp.example.com"); err != nil {
+	if _, err := m.Leaf(up); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := m.Leaf(up, "ftp.example.com"); err != nil {
+			if _, err := m.Leaf(up); err != nil {
 				b.Error(err)
 				return
 			}

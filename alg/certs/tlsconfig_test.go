@@ -29,7 +29,7 @@ func TestServerConfigHandshake(t *testing.T) {
 	up, _ := newIssuer(t, "Public CA").upstream(t)
 	m := NewMinter(ca, time.Hour, nil)
 	getCert := func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-		return m.Leaf(up, hello.ServerName)
+		return m.Leaf(up)
 	}
 	tests := []struct {
 		name        string
@@ -72,7 +72,7 @@ func TestServerConfigHandshake(t *testing.T) {
 
 func mustLeaf(t *testing.T, m *Minter, up *x509.Certificate) *x509.Certificate {
 	t.Helper()
-	l, err := m.Leaf(up, "")
+	l, err := m.Leaf(up)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestServerConfigRefuses(t *testing.T) {
 	t.Parallel()
 	ca, _ := newCA(t)
 	up, _ := newIssuer(t, "Public CA").upstream(t)
-	leaf, err := NewMinter(ca, time.Hour, nil).Leaf(up, "")
+	leaf, err := NewMinter(ca, time.Hour, nil).Leaf(up)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,9 +25,9 @@ type Dialer func(ctx context.Context, network string, laddr, raddr netip.AddrPor
 type Options struct {
 	// Gateway admits sessions and owns what they put into the kernel.
 	Gateway *gateway.Gateway
-	// Leaf returns the certificate shown to clients for an upstream
-	// certificate and the client's SNI (certs.Minter.Leaf).
-	Leaf func(upstream *x509.Certificate, sni string) (*tls.Certificate, error)
+	// Leaf returns the certificate shown to clients for a verified
+	// upstream certificate (certs.Minter.Leaf).
+	Leaf func(upstream *x509.Certificate) (*tls.Certificate, error)
 	// Static returns a server's static certificate, or nil to mint.
 	Static func(server string) *tls.Certificate
 	// Roots verifies upstream certificates in "system" mode; nil means

@@ -138,7 +138,7 @@ func (s *session) controlCertificate(up *tls.Conn, sni string) (*tls.Certificate
 	if sni != "" && proven.VerifyHostname(sni) != nil {
 		return nil, fmt.Errorf("%w: %q (the certificate names %s)", errUnprovenName, sni, strings.Join(proven.DNSNames, ", "))
 	}
-	return s.p.o.Leaf(proven, sni)
+	return s.p.o.Leaf(proven)
 }
 
 // downgrade clears the control channel after the server accepted CCC
