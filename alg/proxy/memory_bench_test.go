@@ -57,13 +57,16 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 		expect("PASS b", "230")
 		return c
 	}
+	var stacks [2]uint64
 	held := func(addr string, viaProxy bool) uint64 {
 		before := inUse()
+		s0 := stackInUse()
 		conns := make([]net.Conn, n)
 		for i := range conns {
 			conns[i] = login(addr, viaProxy)
 		}
 		after := inUse()
+		stacks[map[bool]int{false: 0, true: 1}[viaProxy]] = stackInUse() - min(s0, stackInUse())
 		for _, c := range conns {
 			c.Close()
 		}
@@ -78,7 +81,15 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 	b.StopTimer()
 	per := float64(proxied-min(direct, proxied)) / n
 	b.ReportMetric(per/1024, "KiB/session")
-	b.Logf("%d idle sessions: %.1f KiB each in the proxy (heap+stacks; direct %d B, proxied %d B)", n, per/1024, direct, proxied)
+	b.Logf("%d idle sessions: %.1f KiB each in the proxy (heap+stacks; direct %d B, proxied %d B; stacks %.1f KiB per session in the proxy)",
+		n, per/1024, direct, proxied, float64(stacks[1]-min(stacks[0], stacks[1]))/n/1024)
+}
+
+// stackInUse is the goroutine stack memory in use.
+func stackInUse() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.StackInuse
 }
 
 // inUse is the heap and stack memory in use after a collection.

@@ -158,7 +158,7 @@ func operatorCA(b *testing.B, l *lab.Lab) (caDir, caFile, certFile, keyFile stri
 	}
 	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: "files.lab"}, DNSNames: []string{"files.lab"},
 		IPAddresses: []net.IP{lab.ServerAddr4.AsSlice(), lab.ServerAddr6.AsSlice(), natPublicAddr.AsSlice()}, NotAfter: time.Now().Add(48 * time.Hour)}
-	leaf, err := certs.NewMinter(ca, 24*time.Hour, nil).Leaf(tmpl, "")
+	leaf, err := certs.NewMinter(ca, 24*time.Hour, nil).Leaf(tmpl)
 	if err != nil {
 		b.Fatal(err)
 	}

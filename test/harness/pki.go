@@ -78,7 +78,7 @@ func NewPKI(t lab.TB, dir string, o PKIOptions) *PKI {
 	if o.WrongName {
 		tmpl.Subject.CommonName, tmpl.DNSNames, tmpl.IPAddresses = "elsewhere.lab", []string{"elsewhere.lab"}, []net.IP{lab.OtherAddr4.AsSlice()}
 	}
-	leaf, err := certs.NewMinter(issuer, 24*time.Hour, nil).Leaf(tmpl, "")
+	leaf, err := certs.NewMinter(issuer, 24*time.Hour, nil).Leaf(tmpl)
 	if err != nil {
 		t.Fatalf("harness: %v", err)
 	}
