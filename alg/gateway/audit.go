@@ -126,7 +126,8 @@ func tlsAttrs(info TLSInfo) []any {
 		out = append(out, "client_tls_version", tls.VersionName(c.Version), "client_tls_suite", tls.CipherSuiteName(c.CipherSuite))
 	}
 	if u := info.Upstream; u != nil {
-		out = append(out, "upstream_tls_version", tls.VersionName(u.Version), "upstream_tls_suite", tls.CipherSuiteName(u.CipherSuite))
+		out = append(out, "upstream_tls_version", tls.VersionName(u.Version), "upstream_tls_suite", tls.CipherSuiteName(u.CipherSuite),
+			"upstream_resumed", u.DidResume)
 		if len(u.PeerCertificates) > 0 {
 			crt := u.PeerCertificates[0]
 			out = append(out, "upstream_cert_sha256", certs.Fingerprint(crt), "upstream_cert_not_after", crt.NotAfter)

@@ -596,7 +596,7 @@ func TestAuditKeysSameInBothModes(t *testing.T) {
 	}
 	// TLS adds when it started and what was negotiated on each leg.
 	tlsKeys := []string{"client_tls_suite", "client_tls_version", "tls_started", "upstream_cert_not_after",
-		"upstream_cert_sha256", "upstream_tls_suite", "upstream_tls_version"}
+		"upstream_cert_sha256", "upstream_resumed", "upstream_tls_suite", "upstream_tls_version"}
 	wantFTPS := append(keys(is.end), tlsKeys...)
 	slices.Sort(wantFTPS)
 	if diff := cmp.Diff(wantFTPS, keys(ftps.end)); diff != "" {
