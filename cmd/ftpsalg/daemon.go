@@ -230,7 +230,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 
 	g.Go(func() error { return msrv.Run(gctx) })
 	g.Go(func() error { return gw.Run(gctx) })
-	g.Go(func() error { return releaseMemory(gctx, gw, 30*time.Second, 256, log) })
+	g.Go(func() error { return releaseMemory(gctx, gw, 5*time.Second, 256, log) })
 	g.Go(func() error { return rec.Run(gctx) })
 	// READY=1 once every task is up, the watchdog, STOPPING=1 (lifecycle.go);
 	// the admin socket of ftpsalg status.

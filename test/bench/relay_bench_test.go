@@ -26,6 +26,10 @@ const (
 	dataPassthrough = "passthrough" // ftpsalg mitm, data forwarded by the kernel through a pinhole
 	dataRelay       = "relay"       // ftpsalg mitm with data: relay
 	dataRelayNAT    = "relay-nat"   // the same, the server published at a gateway address (docs/nat.md)
+	// Clear data (PROT C, TLS on the control connection only): routed,
+	// and through a relay server, whose clear data the kernel forwards.
+	dataRoutedClear = "routed-protc"
+	dataRelayClear  = "relay-protc"
 )
 
 // BenchmarkFTPSDownload downloads a 50 MiB file with curl, PROT P over
@@ -47,22 +51,22 @@ func BenchmarkFTPSDownload(b *testing.B) {
 		suite        string // what curl negotiated on the data connection
 	}
 	results := map[string]result{}
-	for _, path := range []string{dataRouted, dataPassthrough, dataRelay, dataRelayNAT} {
+	for _, path := range []string{dataRouted, dataPassthrough, dataRelay, dataRelayNAT, dataRoutedClear, dataRelayClear} {
 		b.Run(path, func(b *testing.B) {
 			l := lab.New(b, lab.Options{})
 			caDir, caFile, certFile, keyFile := operatorCA(b, l)
 			v := l.StartVsftpd(lab.VsftpdOptions{TLS: &lab.VsftpdTLS{CertFile: certFile, KeyFile: keyFile,
-				RequireSSLReuse: path == dataRelay || path == dataRelayNAT}})
+				RequireSSLReuse: path == dataRelay || path == dataRelayNAT || path == dataRelayClear}})
 			want, err := v.CreateFile("big.bin", size)
 			if err != nil {
 				b.Fatal(err)
 			}
 			var d *harness.Daemon
-			if path != dataRouted {
+			if path != dataRouted && path != dataRoutedClear {
 				l.InstallGatewayFirewall(harness.CtMark)
 				data := ""
 				switch path {
-				case dataRelay:
+				case dataRelay, dataRelayClear:
 					data = "    data: relay\n"
 				case dataRelayNAT:
 					data = fmt.Sprintf("    data: relay\n    public: [%s]\n", natPublicAddr)
@@ -78,7 +82,11 @@ func BenchmarkFTPSDownload(b *testing.B) {
 				if path == dataRelayNAT {
 					target = natPublicAddr
 				}
-				tr, err := l.DownloadCurl(ctx, v.URL(target, "big.bin"), lab.EPSV, "--cacert", caFile, "--ssl-reqd")
+				args := []string{"--cacert", caFile, "--ssl-reqd"}
+				if path == dataRoutedClear || path == dataRelayClear {
+					args = []string{"--cacert", caFile, "--ftp-ssl-control"} // PROT C
+				}
+				tr, err := l.DownloadCurl(ctx, v.URL(target, "big.bin"), lab.EPSV, args...)
 				if err != nil {
 					b.Fatalf("download: %v", err)
 				}
@@ -107,6 +115,11 @@ func BenchmarkFTPSDownload(b *testing.B) {
 			if d != nil {
 				r.cpuPerGiB = cpu / (rounds * size / float64(1<<30))
 				b.ReportMetric(r.cpuPerGiB, "cpu-s/GiB")
+				if path == dataRelayClear {
+					if n := d.Metrics()[`ftpsalg_relay_connections_total{result="ok"}`]; n != 0 {
+						b.Fatalf("%v clear data connections relayed, want 0 (forwarded by the kernel)", n)
+					}
+				}
 				if path == dataRelay || path == dataRelayNAT {
 					if m := d.Metrics(); m[`ftpsalg_relay_connections_total{result="ok"}`] < rounds+1 {
 						b.Fatalf("relayed connections %v, want %d", m[`ftpsalg_relay_connections_total{result="ok"}`], rounds+1)
@@ -116,8 +129,11 @@ func BenchmarkFTPSDownload(b *testing.B) {
 			results[path] = r
 		})
 	}
-	for _, path := range []string{dataRouted, dataPassthrough, dataRelay, dataRelayNAT} {
-		r := results[path]
+	for _, path := range []string{dataRouted, dataPassthrough, dataRelay, dataRelayNAT, dataRoutedClear, dataRelayClear} {
+		r, ok := results[path]
+		if !ok {
+			continue // not selected by -bench
+		}
 		b.Logf("%-12s median %v (%.0f MiB/s), best %v, daemon CPU %.2f s/GiB; curl's data connection: %s", path, r.median.Round(time.Millisecond),
 			float64(size)/(1<<20)/r.median.Seconds(), r.best.Round(time.Millisecond), r.cpuPerGiB, r.suite)
 	}
