@@ -361,37 +361,12 @@ func TestNATMITM(t *testing.T) {
 	for _, layout := range []natLayout{published, masqueraded} {
 		t.Run(string(layout), func(t *testing.T) {
 			t.Parallel()
-			l := lab.New(t, lab.Options{})
-			l.InstallGatewayFirewall(ctMark)
-			pki := harness.NewPKI(t, l.Dir(), harness.PKIOptions{ExtraIPs: []netip.Addr{natPublic, natPublic6}})
-			v := l.StartVsftpd(lab.VsftpdOptions{TLS: &lab.VsftpdTLS{CertFile: pki.ServerCert, KeyFile: pki.Server, ImplicitPort: 990}})
-			pol := pki.MITMPolicy("debug", natServerYAML(layout)+"    active_mode: true\n") + natTopYAML(layout)
-			d := startDaemon(t, l, pol)
-			cutRoutes(t, l, layout)
-			tls := &natTLS{pki: pki,
-				curl: []string{"--cacert", pki.CAFile, "--ssl-reqd"},
-				lftp: []string{"set ftp:ssl-allow yes", "set ftp:ssl-force yes", "set ftp:ssl-protect-data yes",
-					"set ssl:ca-file " + pki.CAFile, "set ssl:check-hostname no"}}
+			// Passthrough: a server that does not require session reuse.
+			l, v, d, tls := natMITMLab(t, layout, false, "")
 			natTransfers(t, l, d, v, layout, tls)
 			// Implicit FTPS (990) through the same layout, both data modes
 			// of curl, which trusts only the operator CA.
-			for _, mode := range []lab.Mode{lab.PASV, lab.EPSV} {
-				t.Run("implicit/"+mode.String(), func(t *testing.T) {
-					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-					defer cancel()
-					tr, err := l.DownloadCurl(ctx, v.ImplicitURL(natTarget(layout), "down.bin"), mode, "--cacert", pki.CAFile)
-					if err != nil {
-						out := ""
-						if tr != nil {
-							out = tr.Output
-						}
-						t.Fatalf("implicit FTPS download: %v\n%s\n%s", err, out, d.Proc.Log())
-					}
-					if want, _ := v.SHA256("down.bin"); tr.SHA256 != want {
-						t.Fatalf("sha256 %s, want %s", tr.SHA256, want)
-					}
-				})
-			}
+			natImplicit(t, l, d, v, layout, tls)
 		})
 	}
 }
