@@ -56,6 +56,13 @@ const (
 	NameReconcileLastSuccess = "ftpsalg_nft_reconcile_last_success_timestamp_seconds"
 	NamePinholesRestored     = "ftpsalg_pinholes_restored_total"
 
+	// Brute-force throttling (policy throttle). Label reason: login (a 530
+	// to PASS or USER), or what a transport that cannot read the replies
+	// reports (alg/gateway's Failure constants).
+	NameLoginFailures = "ftpsalg_login_failures_total"
+	NameBans          = "ftpsalg_bans_total"
+	NameBansActive    = "ftpsalg_bans_active"
+
 	// Per server of the policy (label server: the policy's server names,
 	// a set the operator bounds).
 	NameServerSessions = "ftpsalg_server_sessions_total"
@@ -158,6 +165,8 @@ type Metrics struct {
 	ReconcileSeconds     prometheus.Histogram
 	ReconcileLastSuccess prometheus.Gauge
 	PinholesRestored     prometheus.Counter
+	LoginFailures        *prometheus.CounterVec // reason
+	Bans                 prometheus.Counter
 	ServerSessions       *prometheus.CounterVec // server
 	ServerPinholes       *prometheus.CounterVec // server
 	UpstreamCertExpiry   *prometheus.GaugeVec   // server
@@ -288,6 +297,11 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		Help: "Unix time at which the certificate a mitm server presented in its latest verified handshake expires, by the policy's server name."}, []string{"server"})
 	m.UpstreamCertExpiring = prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameUpstreamCertExpiring,
 		Help: "mitm sessions whose server presented a certificate that expires within 14 days, by the policy's server name."}, []string{"server"})
+	m.LoginFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameLoginFailures,
+		Help: "Failed logins counted towards bans, by reason (login: a 530 reply to PASS or USER)."}, []string{"reason"})
+	m.Bans = prometheus.NewCounter(prometheus.CounterOpts{Name: NameBans,
+		Help: "Client addresses banned for failing to log in too often (policy throttle)."})
+	reg.MustRegister(m.LoginFailures, m.Bans)
 	reg.MustRegister(m.Reconciles, m.ReconcileSeconds, m.ReconcileLastSuccess, m.PinholesRestored,
 		m.ServerSessions, m.ServerPinholes, m.UpstreamCertExpiry, m.UpstreamCertExpiring)
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: NameBuildInfo,
@@ -317,6 +331,14 @@ func NewNATReserved(held func() int) prometheus.Collector {
 	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: NameNATReserved,
 		Help: "Gateway ports reserved for live NAT translations (public ports of published servers, NAT-address ports of translated active announcements); compare with the size of public_ports and nat_ports."},
 		func() float64 { return float64(held()) })
+}
+
+// NewBansActive returns the gauge of bans in force, read from active at
+// each scrape; register it with the registry New was given.
+func NewBansActive(active func() int) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: NameBansActive,
+		Help: "Client addresses banned now (kernel set elements banned4 and banned6 not yet expired)."},
+		func() float64 { return float64(active()) })
 }
 
 // NewDiscard returns metrics registered with a throw-away registry, for

@@ -30,7 +30,9 @@ type Fake struct {
 	relays map[key]fakeElem
 	// snat holds the source NAT map elements. Like the kernel's, they are
 	// not consumed by Use: they stay until they time out or are deleted.
-	snat     map[key]fakeElem
+	snat map[key]fakeElem
+	// bans outlive Apply, as the kernel's do (carryBans).
+	bans     map[netip.Addr]fakeBan
 	failNext error
 }
 
@@ -41,7 +43,8 @@ type fakeElem struct {
 
 // NewFake returns a Fake without a table, like a kernel before Apply.
 func NewFake() *Fake {
-	return &Fake{pinholes: map[key]fakeElem{}, relays: map[key]fakeElem{}, snat: map[key]fakeElem{}}
+	return &Fake{pinholes: map[key]fakeElem{}, relays: map[key]fakeElem{}, snat: map[key]fakeElem{},
+		bans: map[netip.Addr]fakeBan{}}
 }
 
 // Advance moves the virtual clock; pinholes whose timeout has elapsed are
@@ -113,6 +116,7 @@ func (f *Fake) expire() {
 	maps.DeleteFunc(f.pinholes, expired)
 	maps.DeleteFunc(f.relays, expired)
 	maps.DeleteFunc(f.snat, expired)
+	maps.DeleteFunc(f.bans, func(_ netip.Addr, e fakeBan) bool { return e.deadline <= f.now })
 }
 
 // begin takes the lock and consumes an injected failure.
@@ -145,6 +149,9 @@ func (f *Fake) Apply(ctx context.Context, s Spec) error {
 	clear(f.pinholes)
 	clear(f.relays)
 	clear(f.snat)
+	if !s.Bans {
+		clear(f.bans)
+	}
 	return nil
 }
 
@@ -289,6 +296,7 @@ func (f *Fake) Delete(ctx context.Context) error {
 	clear(f.pinholes)
 	clear(f.relays)
 	clear(f.snat)
+	clear(f.bans)
 	return nil
 }
 
@@ -323,6 +331,11 @@ func (f *Fake) Dump(ctx context.Context) (string, error) {
 		for _, e := range f.snat {
 			if s.Name == familyOf(e.p).snat {
 				elems = append(elems, nftables.SetElement{Key: forwardKey(e.p), Val: e.p.SNAT.AsSlice(), Timeout: e.p.Timeout})
+			}
+		}
+		for _, e := range f.bans {
+			if e.b.Addr.Is4() && s.Name == setBanned4 || !e.b.Addr.Is4() && s.Name == setBanned6 {
+				elems = append(elems, nftables.SetElement{Key: e.b.Addr.AsSlice(), Timeout: e.b.Timeout})
 			}
 		}
 		m.sets = append(m.sets, setModel{set: s, elems: elems})

@@ -65,6 +65,11 @@ func TestFakeGolden(t *testing.T) {
 			if err := f.AddPinholes(ctx, tc.holes...); err != nil {
 				t.Fatal(err)
 			}
+			if tc.spec.Bans {
+				if err := f.AddBans(ctx, goldenBans...); err != nil {
+					t.Fatal(err)
+				}
+			}
 			got, err := f.Dump(ctx)
 			if err != nil {
 				t.Fatal(err)

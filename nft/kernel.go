@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -67,6 +68,7 @@ type templates struct {
 	relay4, relay6 *nftables.Set
 	dnat4, dnat6   *nftables.Set // destination NAT maps
 	dph4, dph6     *nftables.Set // pinholes of translated connections
+	ban4, ban6     *nftables.Set // bans (Spec.Bans)
 }
 
 // New opens a netlink connection to nf_tables. The table is created by
@@ -238,11 +240,28 @@ func (k *Kernel) Apply(ctx context.Context, s Spec) error {
 			// the same transaction.
 			c.DestroyTable(prev)
 		}
+		elems := rs.elems
+		if s.Bans {
+			// The bans of the table being replaced, with what is left of
+			// their timeouts, go into the new one in the same transaction.
+			elems = maps.Clone(rs.elems)
+			old := rs.table
+			if prev != nil {
+				old = prev
+			}
+			for _, e := range carryBans(c, old) {
+				name := setBanned6
+				if len(e.Key) == 4 {
+					name = setBanned4
+				}
+				elems[name] = append(elems[name], e)
+			}
+		}
 		c.DestroyTable(rs.table)
 		c.AddTable(rs.table)
 		ids := map[string]uint32{}
 		for _, set := range rs.sets {
-			if err := c.AddSet(set, rs.elems[set.Name]); err != nil {
+			if err := c.AddSet(set, elems[set.Name]); err != nil {
 				return fmt.Errorf("failed to add set %s: %w", set.Name, err)
 			}
 			ids[set.Name] = set.ID
@@ -268,6 +287,9 @@ func (k *Kernel) Apply(ctx context.Context, s Spec) error {
 	}
 	if s.hasRelay() {
 		tpl.relay4, tpl.relay6 = relaySets(rs.table)
+	}
+	if s.Bans {
+		tpl.ban4, tpl.ban6 = banSets(rs.table)
 	}
 	k.mu.Lock()
 	k.table = rs.table

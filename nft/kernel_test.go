@@ -49,6 +49,7 @@ var goldenTables = []struct {
 	{"inspect", testSpec, goldenPinholes, "table"},
 	{"mitm", mitmSpec, goldenSNATPinholes, "table-mitm"},
 	{"relay", relaySpec, goldenRelayPinholes, "table-relay"},
+	{"throttle", throttleSpec, goldenSNATPinholes, "table-throttle"},
 }
 
 // TestKernelGolden applies each golden spec in an empty namespace and reads
@@ -67,6 +68,11 @@ func TestKernelGolden(t *testing.T) {
 			}
 			if err := k.AddPinholes(ctx, tc.holes...); err != nil {
 				t.Fatal(err)
+			}
+			if tc.spec(QueueCompat).Bans {
+				if err := k.AddBans(ctx, goldenBans...); err != nil {
+					t.Fatal(err)
+				}
 			}
 			got, err := k.Dump(ctx)
 			if err != nil {

@@ -220,6 +220,9 @@ func buildRuleset(s Spec) *ruleset {
 		}
 	}
 
+	if s.Bans {
+		buildBans(rs, s, addChain)
+	}
 	add := addChain(chainForward, nftables.ChainTypeFilter, nftables.ChainHookForward, forwardPriority)
 	if s.hasMITM() && !s.FailOpen {
 		// A control connection from a masqueraded client reaches the

@@ -96,6 +96,12 @@ type Spec struct {
 	// They need the mitm objects (TProxyPort, TProxyMark), which they
 	// bring into the table even without mitm servers.
 	Masqueraded []netip.Prefix
+	// Bans adds the ban sets (banned4, banned6) and the ban chain, which
+	// drops new control connections from a banned client to every control
+	// endpoint (Control and MITM) before anything else of ours sees them
+	// (AddBans; docs/config.md, "throttle"). Apply carries the bans of
+	// the table it replaces over, with what is left of their timeouts.
+	Bans bool
 }
 
 // hasMITM reports whether the table has the mitm objects: the prerouting

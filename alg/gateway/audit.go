@@ -74,6 +74,11 @@ func (s *Session) Observe(d ftp.Decision) {
 		}
 		user := s.audit.user
 		s.mu.Unlock()
+		if d.Code == 530 && (d.Verb == "PASS" || d.Verb == "USER") {
+			// A refused login (RFC 959 §4.2: 530 Not logged in): counted
+			// towards the client's ban, on both paths alike.
+			s.LoginFailed(FailureLogin)
+		}
 		if done != nil {
 			s.Log.Info("transfer", "verb", done.verb, "path", done.path, "code", d.Code, "user", user)
 		}

@@ -23,6 +23,10 @@ type Table interface {
 	Live(ctx context.Context, p ...nft.Pinhole) ([]bool, error)
 }
 
+// A Table that also implements nft.Banner (nft.Kernel, nft.Fake) holds the
+// throttle's bans in the kernel; with one that does not, bans are Admit's
+// refusals only.
+
 // Options configure a Gateway.
 type Options struct {
 	Policy *policy.Config
@@ -80,6 +84,13 @@ type Gateway struct {
 	seq       uint64                // commits so far
 	applied   bool                  // the table has been built at least once
 
+	// bans are the client addresses banned until the time (under mu, with
+	// the kernel's ban elements they mirror); fails the recent login
+	// failures of addresses not banned (under fmu).
+	bans  map[netip.Addr]time.Time
+	fmu   sync.Mutex
+	fails map[netip.Addr][]time.Time
+
 	settleq chan settleJob
 
 	// ready is false while the table is known to be missing or broken.
@@ -94,6 +105,7 @@ func New(o Options) *Gateway {
 	g := &Gateway{tbl: o.Table, kind: o.QueueKind, m: o.Metrics, log: o.Log, now: o.Now, ports: o.Ports,
 		every: o.PollInterval, maxPH: o.MaxPinholes, local: o.LocalPrefixes,
 		sessions: map[*Session]struct{}{}, perClient: map[netip.Addr]int{}, owners: map[nft.Pinhole]*hole{},
+		bans: map[netip.Addr]time.Time{}, fails: map[netip.Addr][]time.Time{},
 		settleq: make(chan settleJob, 4096), reconcile: make(chan struct{}, 1)}
 	if g.m == nil {
 		g.m = metrics.NewDiscard()

@@ -43,6 +43,7 @@ const (
 	RefuseFlowLimit        = "flow_limit"
 	RefuseClientLimit      = "client_limit"
 	RefuseHairpin          = "hairpin"
+	// RefuseBanned (throttle.go) is a banned client address.
 )
 
 // Session is one admitted control connection: its policy, addresses,
@@ -137,6 +138,11 @@ func (g *Gateway) admit(t Transport, client, orig, followed netip.AddrPort) (*Se
 		t == Packet && srv.Mode != policy.ModeInspect,
 		t == Stream && srv.Mode != policy.ModeMITM && !translated:
 		return refuse(RefuseNotInPolicy, "421 ftpsalg: this server is not in the gateway's policy.\r\n")
+	case g.banned(pol, client.Addr()):
+		// The kernel drops a banned client's new control connections;
+		// this is for one that was on its way when the ban was added.
+		return refuse(RefuseBanned, "421 ftpsalg: too many failed logins from your address; try again later.\r\n",
+			"server_name", srv.Name)
 	case !srv.ClientAllowed(client.Addr()):
 		return refuse(RefuseClientNotAllowed, "421 ftpsalg: this client may not use this server.\r\n", "server_name", srv.Name)
 	case t == Stream && upstream.Addr() != orig.Addr() && g.hairpin(client.Addr(), upstream.Addr()):
@@ -252,6 +258,16 @@ func (s *Session) Start(midstream bool) {
 // pinholeTimeout is how long the session's pinholes wait for their data
 // connection.
 func (s *Session) pinholeTimeout() time.Duration { return s.Policy.Pinholes.Timeout }
+
+// banned reports whether client is banned (and not allow-listed).
+func (g *Gateway) banned(pol *policy.Config, client netip.Addr) bool {
+	if !pol.Throttle.Enabled() || pol.Throttle.Allowed(client) {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.bannedLocked(client, g.now())
+}
 
 // hairpin reports whether client and server are on the same network of
 // the gateway's (one of its interface prefixes holds both).

@@ -20,6 +20,7 @@ func Spec(cfg *policy.Config, kind nft.QueueKind) nft.Spec {
 		PacketMark: cfg.NFTables.PacketMark,
 		TProxyPort: cfg.MITM.ListenPort,
 		TProxyMark: cfg.MITM.TProxyMark,
+		Bans:       cfg.Throttle.Enabled(),
 	}
 	for _, srv := range cfg.Servers {
 		var eps []netip.AddrPort

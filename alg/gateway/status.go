@@ -6,14 +6,15 @@ import (
 	"github.com/ftpsalg/ftpsalg/alg/status"
 )
 
-// Status returns the live sessions of both paths and their pending
-// pinholes (admissions not yet used, before their deadline), for the admin
-// endpoint (ftpsalg status).
+// Status returns the live sessions of both paths, their pending pinholes
+// (admissions not yet used, before their deadline) and the bans in force,
+// for the admin endpoint (ftpsalg status).
 func (g *Gateway) Status() status.Snapshot {
 	now := g.now()
 	snap := status.Snapshot{Time: now, Sessions: []status.Session{}, Pinholes: []status.Pinhole{}}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	snap.Bans = g.banStatusLocked(now)
 	for s := range g.sessions {
 		s.mu.Lock()
 		pending := 0

@@ -26,6 +26,9 @@ func (g *Gateway) Apply(ctx context.Context, cfg *policy.Config) error {
 	if err != nil {
 		return err
 	}
+	if err := g.restoreBansLocked(ctx); err != nil {
+		return fmt.Errorf("failed to restore bans after the rebuild: %w", err)
+	}
 	g.setReady(nil)
 	return nil
 }
@@ -54,6 +57,11 @@ func (g *Gateway) rebuildLocked(ctx context.Context, why string) error {
 	if err == nil {
 		n, err = g.restoreLocked(ctx)
 		g.m.PinholesRestored.Add(float64(n))
+	}
+	if err == nil {
+		if err = g.restoreBansLocked(ctx); err != nil {
+			err = fmt.Errorf("failed to restore bans after the rebuild: %w", err)
+		}
 	}
 	d := time.Since(start)
 	g.m.ReconcileSeconds.Observe(d.Seconds())

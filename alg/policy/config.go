@@ -19,6 +19,9 @@ type Config struct {
 	Queue    Queue
 	Pinholes Pinholes
 	Limits   Limits
+	// Throttle bans client addresses that fail to log in too often (key
+	// throttle).
+	Throttle Throttle
 	// MITM holds the settings shared by every mitm-mode server. It has its
 	// defaults even when the policy has no mitm section or no mitm server.
 	MITM MITMGlobal
@@ -205,6 +208,35 @@ type Limits struct {
 	// IdleTimeout ends a stream-path control connection on which the
 	// client sent no complete command for this long (key idle_timeout).
 	IdleTimeout time.Duration
+}
+
+// Throttle is the brute-force throttle (key throttle): a client address
+// with MaxFailures failed logins within Window is refused new control
+// connections for Ban, by a kernel set element (docs/config.md).
+type Throttle struct {
+	// MaxFailures is how many failed logins within Window ban an address
+	// (key max_failures); 0 turns throttling off.
+	MaxFailures int
+	// Window is the sliding window failures are counted in (key window).
+	Window time.Duration
+	// Ban is how long a banned address is refused (key ban).
+	Ban time.Duration
+	// Allow are prefixes that are never banned (key allow).
+	Allow []netip.Prefix
+}
+
+// Enabled reports whether failed logins lead to bans.
+func (t Throttle) Enabled() bool { return t.MaxFailures > 0 }
+
+// Allowed reports whether a is in an allow-listed prefix (never banned).
+func (t Throttle) Allowed(a netip.Addr) bool {
+	a = a.Unmap().WithZone("")
+	for _, p := range t.Allow {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // Mode says how ftpsalg handles a server's control connections.

@@ -179,6 +179,30 @@ func defaultClients() []netip.Prefix {
 // 990) is legacy, and RFC 4217 describes explicit AUTH TLS on the control
 // port; a server that offers it lists the port.
 
+// Brute-force throttle. A user who mistypes a password tries a few times
+// and then looks it up: ten failures in ten minutes is well beyond that,
+// while a guessing run reaches it within seconds. The half-hour ban then
+// limits a guesser to about ten passwords per 40 minutes (some 360 a day,
+// where an unthrottled run tries thousands a minute), and a locked-out
+// user waits a coffee break, not a day.
+const (
+	defaultThrottleFailures = 10
+	defaultThrottleWindow   = 10 * time.Minute
+	defaultThrottleBan      = 30 * time.Minute
+)
+
+// Throttle bounds: a window or ban below a second is a typo (the kernel
+// counts ban timeouts in milliseconds, the daemon's clock in seconds is
+// what operators think in); a week is the longest ban a gateway should
+// hold without an operator looking.
+const (
+	maxThrottleFailures = 1000
+	minThrottleWindow   = time.Second
+	maxThrottleWindow   = 24 * time.Hour
+	minThrottleBan      = time.Second
+	maxThrottleBan      = 7 * 24 * time.Hour
+)
+
 // defaultConfig returns a Config with every global default and no servers.
 func defaultConfig() Config {
 	return Config{
@@ -190,6 +214,7 @@ func defaultConfig() Config {
 		Pinholes: Pinholes{Timeout: defaultPinholeTimeout},
 		Limits: Limits{MaxFlows: defaultMaxFlows, MaxLine: defaultMaxLine, MaxSessionsPerClient: defaultMaxSessionsPerClient,
 			FirstCommandTimeout: defaultFirstCommandTimeout, IdleTimeout: defaultIdleTimeout},
+		Throttle: Throttle{MaxFailures: defaultThrottleFailures, Window: defaultThrottleWindow, Ban: defaultThrottleBan},
 		MITM: MITMGlobal{
 			CADir:        defaultCADir,
 			LeafLifetime: defaultLeafLifetime,

@@ -43,7 +43,7 @@ func e(line int, key, msg string) policy.Error {
 }
 
 const (
-	rootKeys   = "admin, clients, limits, log, metrics, mitm, nftables, pinholes, queue, servers"
+	rootKeys   = "admin, clients, limits, log, metrics, mitm, nftables, pinholes, queue, servers, throttle"
 	serverKeys = "active_mode, addresses, allow_anonymous, allow_third_party, clients, control_ports, data, implicit_tls_ports, mode, name, passive_ports, public, public_ports, require_tls, tls, upstream_source"
 	mitmKeys   = "ca_dir, leaf_lifetime, listen_port, relay_port, route_table, rule_priority, tproxy_mark"
 	tlsKeys    = "ca_file, certificate, handshake_timeout, key, min_version, pin_sha256, require_client_reuse, server_name, verify"
@@ -202,6 +202,12 @@ var errorCases = []struct {
 	{"limits out of range", beforeBase("limits:", "  max_flows: 0", "  max_line: 100"), []policy.Error{
 		e(2, "limits.max_flows", "0 is out of range: must be from 1 to 1000000"),
 		e(3, "limits.max_line", "100 is out of range: must be from 512 to 65536"),
+	}},
+	{"throttle out of range", beforeBase("throttle:", "  max_failures: -1", "  window: 500ms", "  ban: 200h", "  allow: [192.0.2.1/24]"), []policy.Error{
+		e(2, "throttle.max_failures", "-1 is out of range: must be from 0 to 1000"),
+		e(3, "throttle.window", "500ms is out of range: must be from 1s to 24h"),
+		e(4, "throttle.ban", "200h is out of range: must be from 1s to 168h"),
+		e(5, "throttle.allow[0]", `"192.0.2.1/24" has host bits set: did you mean "192.0.2.0/24"?`),
 	}},
 	{"integer out of int64", beforeBase("limits:", "  max_flows: 0xffffffffffffffffff", "  max_line: 99999999999999999999"), []policy.Error{
 		e(2, "limits.max_flows", "0xffffffffffffffffff is out of range; expected an integer from 1 to 1000000"),
@@ -419,6 +425,7 @@ func defaults(servers ...policy.Server) policy.Config {
 		Pinholes: policy.Pinholes{Timeout: 5 * time.Second},
 		Limits: policy.Limits{MaxFlows: 16384, MaxLine: 2048, MaxSessionsPerClient: 64,
 			FirstCommandTimeout: 30 * time.Second, IdleTimeout: 30 * time.Minute},
+		Throttle: policy.Throttle{MaxFailures: 10, Window: 10 * time.Minute, Ban: 30 * time.Minute},
 		MITM: policy.MITMGlobal{
 			CADir:        "/etc/ftpsalg/ca",
 			LeafLifetime: 24 * time.Hour,
@@ -474,6 +481,7 @@ func TestParse(t *testing.T) {
 			"queue: {number: 0, length: 65536, failure: open}",
 			"pinholes: {timeout: 1500ms}",
 			"limits: {max_flows: 1, max_line: 512, max_sessions_per_client: 3, first_command_timeout: 5s, idle_timeout: 10m}",
+			`throttle: {max_failures: 3, window: 1m, ban: 3s, allow: [192.0.2.0/28, "2001:db8::7"]}`,
 		), func() policy.Config {
 			c := defaults(defaultServer())
 			c.Log = policy.Log{Level: slog.LevelDebug, Format: "text"}
@@ -484,6 +492,13 @@ func TestParse(t *testing.T) {
 			c.Pinholes.Timeout = 1500 * time.Millisecond
 			c.Limits = policy.Limits{MaxFlows: 1, MaxLine: 512, MaxSessionsPerClient: 3,
 				FirstCommandTimeout: 5 * time.Second, IdleTimeout: 10 * time.Minute}
+			c.Throttle = policy.Throttle{MaxFailures: 3, Window: time.Minute, Ban: 3 * time.Second,
+				Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/28"), netip.MustParsePrefix("2001:db8::7/128")}}
+			return c
+		}},
+		{"throttle off", beforeBase("throttle: {max_failures: 0}"), func() policy.Config {
+			c := defaults(defaultServer())
+			c.Throttle.MaxFailures = 0
 			return c
 		}},
 		{"log levels", beforeBase("log: {level: error}"), func() policy.Config {
@@ -649,6 +664,7 @@ func TestExamples(t *testing.T) {
 		want.Queue.Length = 8192
 		want.Pinholes.Timeout = 10 * time.Second
 		want.Limits.MaxFlows = 4096
+		want.Throttle.Allow = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/28"), netip.MustParsePrefix("2001:db8:100::/48")}
 		if diff := cmp.Diff(want, *got, cmpOpts); diff != "" {
 			t.Errorf("config (-want +got):\n%s", diff)
 		}

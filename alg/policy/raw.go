@@ -18,7 +18,7 @@ import (
 // Known keys of each mapping. A key not listed is an error that names the
 // valid keys, so these lists are also what operators see.
 var (
-	rootKeys       = []string{"log", "admin", "metrics", "nftables", "queue", "pinholes", "limits", "mitm", "servers", "clients"}
+	rootKeys       = []string{"log", "admin", "metrics", "nftables", "queue", "pinholes", "limits", "throttle", "mitm", "servers", "clients"}
 	clientNATKeys  = []string{"name", "prefixes", "nat_addresses", "nat_ports"}
 	logKeys        = []string{"level", "format"}
 	adminKeys      = []string{"socket"}
@@ -27,6 +27,7 @@ var (
 	queueKeys      = []string{"number", "length", "failure"}
 	pinholesKeys   = []string{"timeout"}
 	limitsKeys     = []string{"max_flows", "max_line", "max_sessions_per_client", "first_command_timeout", "idle_timeout"}
+	throttleKeys   = []string{"max_failures", "window", "ban", "allow"}
 	mitmGlobalKeys = []string{
 		"ca_dir", "leaf_lifetime", "listen_port", "relay_port", "route_table", "rule_priority", "tproxy_mark",
 	}
@@ -302,6 +303,7 @@ var sections = []struct {
 	{"under queue", queueKeys},
 	{"under pinholes", pinholesKeys},
 	{"under limits", limitsKeys},
+	{"under throttle", throttleKeys},
 	{"in each server", serverKeys},
 	{"in each item of the top-level clients", clientNATKeys},
 	{"under mitm", mitmGlobalKeys},

@@ -84,6 +84,9 @@ func (d *decoder) config(root node, cfg *Config) {
 	if n, ok := f["limits"]; ok {
 		d.limits(n, &cfg.Limits)
 	}
+	if n, ok := f["throttle"]; ok {
+		d.throttle(n, &cfg.Throttle)
+	}
 	// The TPROXY mark is checked against the nftables marks even without a
 	// mitm section: its default applies then.
 	var tproxy node
@@ -312,6 +315,55 @@ func (d *decoder) limits(n node, l *Limits) {
 	if v, ok := f["idle_timeout"]; ok {
 		if x, ok := d.duration(v, minIdle, maxIdle); ok {
 			l.IdleTimeout = x
+		}
+	}
+}
+
+func (d *decoder) throttle(n node, t *Throttle) {
+	f, ok := d.section(n, throttleKeys)
+	if !ok {
+		return
+	}
+	if v, ok := f["max_failures"]; ok {
+		if x, ok := d.intRange(v, 0, maxThrottleFailures); ok {
+			t.MaxFailures = int(x)
+		}
+	}
+	if v, ok := f["window"]; ok {
+		if x, ok := d.duration(v, minThrottleWindow, maxThrottleWindow); ok {
+			t.Window = x
+		}
+	}
+	if v, ok := f["ban"]; ok {
+		if x, ok := d.duration(v, minThrottleBan, maxThrottleBan); ok {
+			t.Ban = x
+		}
+	}
+	if v, ok := f["allow"]; ok {
+		items, ok := d.items(v, `a list of IP prefixes such as ["192.0.2.0/24", "2001:db8::/32"]`)
+		if !ok {
+			return
+		}
+		var prefixes []netip.Prefix
+		seen := make(map[netip.Prefix]int)
+		for _, it := range items {
+			str, ok := d.str(it, `an IP prefix such as "192.0.2.0/24"`)
+			if !ok {
+				continue
+			}
+			p, ok := d.prefix(it, str)
+			if !ok {
+				continue
+			}
+			if first, dup := seen[p]; dup {
+				d.at(it, "duplicate prefix %s: already listed at line %d", p, first)
+				continue
+			}
+			seen[p] = it.line
+			prefixes = append(prefixes, p)
+		}
+		if len(prefixes) == len(items) {
+			t.Allow = prefixes
 		}
 	}
 }

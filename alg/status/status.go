@@ -23,6 +23,16 @@ type Snapshot struct {
 	Time     time.Time `json:"time"`
 	Sessions []Session `json:"sessions"`
 	Pinholes []Pinhole `json:"pinholes"`
+	// Bans are the client addresses refused for failed logins (policy
+	// throttle).
+	Bans []Ban `json:"bans"`
+}
+
+// Ban is one banned client address: its new control connections are
+// dropped until Expires.
+type Ban struct {
+	Client  netip.Addr `json:"client"`
+	Expires time.Time  `json:"expires"`
 }
 
 // Session is one live control session.
@@ -59,6 +69,12 @@ func (s *Snapshot) Sort() {
 			return c
 		}
 		return a.Dst.Compare(b.Dst)
+	})
+	slices.SortFunc(s.Bans, func(a, b Ban) int {
+		if c := a.Expires.Compare(b.Expires); c != 0 {
+			return c
+		}
+		return a.Client.Compare(b.Client)
 	})
 }
 
@@ -156,8 +172,9 @@ func Fetch(ctx context.Context, path string) (Snapshot, []byte, error) {
 	return s, body, nil
 }
 
-// WriteTable prints s as two tables: sessions (client, server, name,
-// mode, user, age, pinholes) and pending pinholes (tuple, seconds left).
+// WriteTable prints s as three tables: sessions (client, server, name,
+// mode, user, age, pinholes), pending pinholes (tuple, seconds left) and
+// banned clients (address, expiry, seconds left).
 func (s Snapshot) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "SESSIONS (%d)\n", len(s.Sessions))
@@ -178,6 +195,14 @@ func (s Snapshot) WriteTable(w io.Writer) error {
 		for _, p := range s.Pinholes {
 			left := max(p.Expires.Sub(s.Time).Seconds(), 0)
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\n", p.Src, p.Dst, p.DataMode, p.Client, left)
+		}
+	}
+	fmt.Fprintf(tw, "\nBANNED CLIENTS (%d)\n", len(s.Bans))
+	if len(s.Bans) > 0 {
+		fmt.Fprintln(tw, "CLIENT\tEXPIRES\tSECONDS LEFT")
+		for _, b := range s.Bans {
+			left := max(b.Expires.Sub(s.Time).Seconds(), 0)
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\n", b.Client, b.Expires.UTC().Format(time.RFC3339), left)
 		}
 	}
 	return tw.Flush()

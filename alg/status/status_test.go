@@ -27,6 +27,10 @@ func TestServeFetch(t *testing.T) {
 		},
 		Pinholes: []Pinhole{{Src: netip.MustParseAddr("192.0.2.2"), Dst: netip.MustParseAddrPort("198.51.100.10:50001"),
 			DataMode: "passive", Client: netip.MustParseAddrPort("192.0.2.2:40000"), Expires: now.Add(3500 * time.Millisecond)}},
+		Bans: []Ban{
+			{Client: netip.MustParseAddr("203.0.113.66"), Expires: now.Add(90 * time.Second)},
+			{Client: netip.MustParseAddr("2001:db8:bad::1"), Expires: now.Add(30 * time.Minute)},
+		},
 	}
 	// The source returns them out of order; Serve sorts.
 	src := want
@@ -43,7 +47,8 @@ func TestServeFetch(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- ServeOn(ctx, ln, func() Snapshot {
-			return Snapshot{Time: src.Time, Sessions: append([]Session(nil), src.Sessions...), Pinholes: src.Pinholes}
+			return Snapshot{Time: src.Time, Sessions: append([]Session(nil), src.Sessions...), Pinholes: src.Pinholes,
+				Bans: []Ban{src.Bans[1], src.Bans[0]}}
 		}, nil)
 	}()
 	fi, err := os.Stat(path)
@@ -74,6 +79,11 @@ CLIENT               SERVER               NAME    MODE     USER   AGE    PINHOLE
 PENDING PINHOLES (1)
 FROM       TO                   DATA MODE  CONTROL CLIENT   SECONDS LEFT
 192.0.2.2  198.51.100.10:50001  passive    192.0.2.2:40000  3.5
+
+BANNED CLIENTS (2)
+CLIENT           EXPIRES               SECONDS LEFT
+203.0.113.66     2026-11-21T12:01:30Z  90
+2001:db8:bad::1  2026-11-21T12:30:00Z  1800
 `
 	if diff := cmp.Diff(wantTable, b.String()); diff != "" {
 		t.Errorf("table (-want +got):\n%s", diff)

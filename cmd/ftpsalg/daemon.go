@@ -191,6 +191,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	}
 	gw := gateway.New(gateway.Options{Policy: cfg, Table: tbl, QueueKind: kind, Metrics: m, Log: log, Ports: ports,
 		LocalPrefixes: local})
+	reg.MustRegister(metrics.NewBansActive(gw.ActiveBans))
 	if err := gw.Apply(ctx, cfg); err != nil {
 		return err
 	}

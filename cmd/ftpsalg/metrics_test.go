@@ -41,6 +41,7 @@ func daemonRegistry(t *testing.T) *prometheus.Registry {
 		return []certs.CertExpiry{{Kind: certs.KindCA, NotAfter: time.Unix(2e9, 0)}}
 	}))
 	reg.MustRegister(metrics.NewNATReserved(func() int { return 3 }))
+	reg.MustRegister(metrics.NewBansActive(func() int { return 1 }))
 	touchVectors(t, m)
 	return reg
 }
