@@ -67,6 +67,8 @@ type templates struct {
 	relay4, relay6 *nftables.Set
 	dnat4, dnat6   *nftables.Set // destination NAT maps
 	dph4, dph6     *nftables.Set // pinholes of translated connections
+	opaque4        *nftables.Set // opaque sessions (Spec.Opaque)
+	opaque6        *nftables.Set
 }
 
 // New opens a netlink connection to nf_tables. The table is created by
@@ -268,6 +270,9 @@ func (k *Kernel) Apply(ctx context.Context, s Spec) error {
 	}
 	if s.hasRelay() {
 		tpl.relay4, tpl.relay6 = relaySets(rs.table)
+	}
+	if s.Opaque {
+		tpl.opaque4, tpl.opaque6 = opaqueSets(rs.table)
 	}
 	k.mu.Lock()
 	k.table = rs.table

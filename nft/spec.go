@@ -96,6 +96,10 @@ type Spec struct {
 	// They need the mitm objects (TProxyPort, TProxyMark), which they
 	// bring into the table even without mitm servers.
 	Masqueraded []netip.Prefix
+	// Opaque adds the opaque-mode sets (opaque4/opaque6) and their
+	// forward rules: the policy has opaque servers, whose control
+	// endpoints are in Control like inspect servers'.
+	Opaque bool
 }
 
 // hasMITM reports whether the table has the mitm objects: the prerouting
