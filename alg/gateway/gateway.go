@@ -74,11 +74,12 @@ type Gateway struct {
 	// restoration never races a commit.
 	mu        sync.Mutex
 	sessions  map[*Session]struct{}
-	perClient map[netip.Addr]int    // live sessions by client address
-	owners    map[nft.Pinhole]*hole // by element key (see key)
-	gen       uint64                // table generation: bumped by every Apply
-	seq       uint64                // commits so far
-	applied   bool                  // the table has been built at least once
+	perClient map[netip.Addr]int          // live sessions by client address
+	owners    map[nft.Pinhole]*hole       // by element key (see key)
+	opaque    map[nft.Opaque]*opaqueEntry // opaque elements by key (nft.Opaque.Key)
+	gen       uint64                      // table generation: bumped by every Apply
+	seq       uint64                      // commits so far
+	applied   bool                        // the table has been built at least once
 
 	settleq chan settleJob
 
@@ -94,6 +95,7 @@ func New(o Options) *Gateway {
 	g := &Gateway{tbl: o.Table, kind: o.QueueKind, m: o.Metrics, log: o.Log, now: o.Now, ports: o.Ports,
 		every: o.PollInterval, maxPH: o.MaxPinholes, local: o.LocalPrefixes,
 		sessions: map[*Session]struct{}{}, perClient: map[netip.Addr]int{}, owners: map[nft.Pinhole]*hole{},
+		opaque:  map[nft.Opaque]*opaqueEntry{},
 		settleq: make(chan settleJob, 4096), reconcile: make(chan struct{}, 1)}
 	if g.m == nil {
 		g.m = metrics.NewDiscard()
