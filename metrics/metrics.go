@@ -67,12 +67,12 @@ const (
 	NameReloadSuccessful     = "ftpsalg_config_last_reload_successful"
 
 	// Opaque mode (docs/opaque.md).
-	NameOpaqueOpened     = "ftpsalg_opaque_sessions_opened_total"
-	NameOpaqueActive     = "ftpsalg_opaque_sessions_active"
-	NameOpaqueRefreshes  = "ftpsalg_opaque_refreshes_total"
-	NameOpaqueHandshakes = "ftpsalg_opaque_tls_handshakes_total"
-	NameOpaqueRefusals   = "ftpsalg_opaque_tls_refusals_total"
-	NameReloadSuccessTime    = "ftpsalg_config_last_reload_success_timestamp_seconds"
+	NameOpaqueOpened      = "ftpsalg_opaque_sessions_opened_total"
+	NameOpaqueActive      = "ftpsalg_opaque_sessions_active"
+	NameOpaqueRefreshes   = "ftpsalg_opaque_refreshes_total"
+	NameOpaqueHandshakes  = "ftpsalg_opaque_tls_handshakes_total"
+	NameOpaqueRefusals    = "ftpsalg_opaque_tls_refusals_total"
+	NameReloadSuccessTime = "ftpsalg_config_last_reload_success_timestamp_seconds"
 )
 
 // BuildInfo is what the build stamped into the binary (-ldflags -X), the

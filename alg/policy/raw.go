@@ -41,7 +41,7 @@ var (
 	// as is tls with min_version alone.
 	opaqueKeys        = []string{"opaque"}
 	opaqueSectionKeys = []string{"active_ports"}
-	tlsKeys  = []string{
+	tlsKeys           = []string{
 		"min_version", "verify", "ca_file", "pin_sha256", "server_name",
 		"certificate", "key", "handshake_timeout", "require_client_reuse",
 	}
