@@ -210,6 +210,9 @@ func (g *Gateway) settleOpaqueLocked(ctx context.Context, es []*opaqueEntry) {
 // ClientHello. A refusal is counted, audited and logged; the caller resets
 // the connection.
 func (s *Session) JudgeClientHello(ch *tlspeek.ClientHello) bool {
+	s.mu.Lock()
+	s.audit.sni = ch.SNI
+	s.mu.Unlock()
 	if s.Server.Opaque == nil {
 		return true
 	}

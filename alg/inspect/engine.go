@@ -251,6 +251,9 @@ func (e *Engine) newFlow(p *packet, key flowKey, now time.Time, midstream bool) 
 	}
 	e.flows[key] = f
 	gs.Start(midstream)
+	if f.tls != nil && f.tls.on {
+		gs.TLSStarted(gateway.TLSInfo{}) // implicit: from the first byte
+	}
 	return Verdict{Accept: true}
 }
 

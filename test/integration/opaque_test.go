@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -229,4 +231,126 @@ func waitNoOpaque(t *testing.T, ml *mitmLab) {
 		}
 		time.Sleep(50 * time.Millisecond) // poll interval
 	}
+}
+
+// dialTLS connects the Go client from the client namespace and starts TLS
+// (AUTH TLS on 21, implicit on 990), returning the handshake's error.
+func dialTLS(ctx context.Context, ml *mitmLab, fam netip.Addr, implicit bool, conf *tls.Config) (*ftpc.Client, error) {
+	nd := harness.NSDialer{L: ml.l, NS: lab.Client}
+	if implicit {
+		return ftpc.DialTLS(ctx, nd, nd, netip.AddrPortFrom(fam, 990).String(), conf)
+	}
+	c, err := ftpc.Dial(ctx, nd, nd, netip.AddrPortFrom(fam, 21).String())
+	if err != nil {
+		return nil, err
+	}
+	if err := c.AuthTLS(ctx, conf); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// TestOpaqueTLSPolicy: a server that selects TLS 1.2 where the policy
+// wants 1.3 is reset and logged, so is a client offering only CBC suites;
+// a client that aborts the handshake is logged with its address; TLS 1.2
+// where the policy allows it works and its audit line says that the
+// server asked for a client certificate (visible in TLS 1.2 only).
+func TestOpaqueTLSPolicy(t *testing.T) {
+	lab.RequirePrivileged(t)
+	t.Parallel()
+	ml := newOpaqueLab(t, lab.VsftpdOptions{OpenSSL: lab.OpenSSLMaxTLS12}, opaquePolicy(
+		"    name: strict\n    control_ports: [21]\n    tls: {min_version: \"1.3\"}\n",
+		"    name: lax\n    control_ports: []\n    implicit_tls_ports: [990]\n"))
+	if _, err := ml.v.CreateFile("down.bin", 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := ml.v.SHA256("down.bin")
+	trusted := func() *tls.Config {
+		c := &tls.Config{ServerName: "files.lab"}
+		pem, err := os.ReadFile(ml.caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.RootCAs = x509Pool(pem)
+		return c
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	t.Run("server below the minimum version", func(t *testing.T) {
+		start := time.Now()
+		c, err := dialTLS(ctx, ml, lab.ServerAddr4, false, trusted())
+		if err == nil {
+			c.Close()
+			t.Fatal("a TLS 1.2 handshake passed a TLS 1.3 policy")
+		}
+		if !strings.Contains(err.Error(), "reset") {
+			t.Errorf("the client was not reset: %v", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("the refusal took %s", d)
+		}
+		ml.d.WaitMetric(`ftpsalg_opaque_tls_refusals_total{reason="tls_version"}`, 1)
+	})
+	t.Run("client offering nothing acceptable", func(t *testing.T) {
+		conf := trusted()
+		conf.MaxVersion = tls.VersionTLS12
+		conf.CipherSuites = []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}
+		if c, err := dialTLS(ctx, ml, lab.ServerAddr4, true, conf); err == nil {
+			c.Close()
+			t.Fatal("a ClientHello with CBC suites only passed")
+		}
+		ml.d.WaitMetric(`ftpsalg_opaque_tls_refusals_total{reason="tls_client_offer"}`, 1)
+	})
+	t.Run("handshake failure", func(t *testing.T) {
+		// The client does not trust the server: its alert ends the
+		// handshake (in clear text: TLS 1.2, before its ChangeCipherSpec).
+		if c, err := dialTLS(ctx, ml, lab.ServerAddr6, true, &tls.Config{ServerName: "files.lab"}); err == nil {
+			c.Close()
+			t.Fatal("an untrusted server passed")
+		}
+		ml.d.WaitMetric(`ftpsalg_opaque_tls_handshakes_total{result="alert"}`, 1)
+	})
+	t.Run("TLS 1.2 allowed", func(t *testing.T) {
+		c, err := dialTLS(ctx, ml, lab.ServerAddr4, true, trusted())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Login(ml.v.User, ml.v.Password); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Protect(true); err != nil {
+			t.Fatal(err)
+		}
+		sum, _, err := c.Retrieve(ctx, ftpc.Mode("EPSV"), "down.bin")
+		if err != nil || sum != want {
+			t.Fatalf("download: %v (sha256 ok: %v)", err, sum == want)
+		}
+	})
+	log := ml.d.Proc.Log()
+	for _, want := range []string{
+		`"reason":"tls_version","detail":"server selected TLS 1.2, below the minimum TLS 1.3"`,
+		`"reason":"tls_client_offer"`,
+		`"msg":"tls handshake failed","client":"[2001:db8:c::2]:`,
+		`"result":"alert"`, `"alert_description":42`,
+		// vsftpd asks every client for a certificate (SSL_VERIFY_PEER)
+		// even when it does not require one: TLS 1.2 shows the request.
+		`"tls_version":"TLS 1.2"`, `"client_cert_requested":"yes"`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("daemon log lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(tail(log))
+	}
+	ml.d.Stop()
+}
+
+func x509Pool(pem []byte) *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AppendCertsFromPEM(pem)
+	return p
 }
