@@ -152,4 +152,3 @@ servers:
 	}
 	d.Stop()
 }
-
