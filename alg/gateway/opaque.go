@@ -101,6 +101,13 @@ func (s *Session) OpenOpaque(ctx context.Context) error {
 		g.opaque[k] = e
 	}
 	s.mu.Lock()
+	if s.ended {
+		// The session ended while its elements were committed: nobody
+		// would settle them, so they go now.
+		s.mu.Unlock()
+		g.settleOpaqueLocked(ctx, entries)
+		return nil
+	}
 	s.opaque = entries
 	s.mu.Unlock()
 	g.m.OpaqueOpened.Inc()
