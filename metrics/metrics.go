@@ -72,7 +72,14 @@ const (
 	NameUpstreamCertExpiry   = "ftpsalg_tls_upstream_cert_expiry_timestamp_seconds"
 	NameUpstreamCertExpiring = "ftpsalg_tls_upstream_cert_expiring_total"
 	NameReloadSuccessful     = "ftpsalg_config_last_reload_successful"
-	NameReloadSuccessTime    = "ftpsalg_config_last_reload_success_timestamp_seconds"
+
+	// Opaque mode (docs/opaque.md).
+	NameOpaqueOpened      = "ftpsalg_opaque_sessions_opened_total"
+	NameOpaqueActive      = "ftpsalg_opaque_sessions_active"
+	NameOpaqueRefreshes   = "ftpsalg_opaque_refreshes_total"
+	NameOpaqueHandshakes  = "ftpsalg_opaque_tls_handshakes_total"
+	NameOpaqueRefusals    = "ftpsalg_opaque_tls_refusals_total"
+	NameReloadSuccessTime = "ftpsalg_config_last_reload_success_timestamp_seconds"
 )
 
 // BuildInfo is what the build stamped into the binary (-ldflags -X), the
@@ -88,6 +95,7 @@ type BuildInfo struct {
 const (
 	ModeInspect = "inspect"
 	ModeMITM    = "mitm"
+	ModeOpaque  = "opaque"
 
 	// Directions of relayed bytes (RelayBytes).
 	DirClientToServer = "client_to_server"
@@ -173,6 +181,12 @@ type Metrics struct {
 	UpstreamCertExpiring *prometheus.CounterVec // server
 	ReloadSuccessful     prometheus.Gauge       // 1 when the last policy load (start or SIGHUP) was accepted
 	ReloadSuccessTime    prometheus.Gauge       // Unix time of the last accepted policy load
+
+	OpaqueOpened     prometheus.Counter
+	OpaqueActive     prometheus.Gauge
+	OpaqueRefreshes  prometheus.Counter
+	OpaqueHandshakes *prometheus.CounterVec // result (ok|alert|closed|malformed|refused)
+	OpaqueRefusals   *prometheus.CounterVec // reason (tls_version|tls_suite|tls_client_offer)
 }
 
 // VerbLabel maps a command verb to a bounded label value: the verbs the
@@ -302,6 +316,17 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 	m.Bans = prometheus.NewCounter(prometheus.CounterOpts{Name: NameBans,
 		Help: "Client addresses banned for failing to log in too often (policy throttle)."})
 	reg.MustRegister(m.LoginFailures, m.Bans)
+	m.OpaqueOpened = prometheus.NewCounter(prometheus.CounterOpts{Name: NameOpaqueOpened,
+		Help: "Opaque-mode sessions whose TLS control connection got its data-connection ranges (one kernel element per range)."})
+	m.OpaqueActive = prometheus.NewGauge(prometheus.GaugeOpts{Name: NameOpaqueActive,
+		Help: "Opaque-mode sessions holding data-connection ranges now."})
+	m.OpaqueRefreshes = prometheus.NewCounter(prometheus.CounterOpts{Name: NameOpaqueRefreshes,
+		Help: "Transactions that refreshed the timeouts of live opaque sessions' elements."})
+	m.OpaqueHandshakes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameOpaqueHandshakes,
+		Help: "TLS handshakes of opaque-mode control connections, by result: ok, alert (an alert before it completed), closed (the connection ended before it completed), malformed, refused (by the TLS policy)."}, []string{"result"})
+	m.OpaqueRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameOpaqueRefusals,
+		Help: "Opaque-mode TLS handshakes refused by the server's TLS policy and reset, by reason: tls_version (the server selected a version below tls.min_version), tls_suite (not AEAD with (EC)DHE), tls_client_offer (the client offered nothing acceptable)."}, []string{"reason"})
+	reg.MustRegister(m.OpaqueOpened, m.OpaqueActive, m.OpaqueRefreshes, m.OpaqueHandshakes, m.OpaqueRefusals)
 	reg.MustRegister(m.Reconciles, m.ReconcileSeconds, m.ReconcileLastSuccess, m.PinholesRestored,
 		m.ServerSessions, m.ServerPinholes, m.UpstreamCertExpiry, m.UpstreamCertExpiring)
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: NameBuildInfo,

@@ -32,8 +32,15 @@ type Fake struct {
 	// not consumed by Use: they stay until they time out or are deleted.
 	snat map[key]fakeElem
 	// bans outlive Apply, as the kernel's do (carryBans).
-	bans     map[netip.Addr]fakeBan
+	bans map[netip.Addr]fakeBan
+	// opaque holds the opaque elements by key (Opaque.Key).
+	opaque   map[Opaque]fakeOpaque
 	failNext error
+}
+
+type fakeOpaque struct {
+	o        Opaque
+	deadline time.Duration
 }
 
 type fakeElem struct {
@@ -44,7 +51,7 @@ type fakeElem struct {
 // NewFake returns a Fake without a table, like a kernel before Apply.
 func NewFake() *Fake {
 	return &Fake{pinholes: map[key]fakeElem{}, relays: map[key]fakeElem{}, snat: map[key]fakeElem{},
-		bans: map[netip.Addr]fakeBan{}}
+		bans: map[netip.Addr]fakeBan{}, opaque: map[Opaque]fakeOpaque{}}
 }
 
 // Advance moves the virtual clock; pinholes whose timeout has elapsed are
@@ -69,6 +76,12 @@ func (f *Fake) Use(src, dst netip.Addr, port uint16) bool {
 	f.expire()
 	k := key{src.Unmap(), dst.Unmap(), port}
 	if _, ok := f.pinholes[k]; !ok {
+		// An opaque session's range admits it, and stays.
+		for o := range f.opaque {
+			if o.Src == k.src && o.Dst == k.dst && port >= o.PortMin && port <= o.PortMax {
+				return true
+			}
+		}
 		return false
 	}
 	delete(f.pinholes, k)
@@ -117,6 +130,7 @@ func (f *Fake) expire() {
 	maps.DeleteFunc(f.relays, expired)
 	maps.DeleteFunc(f.snat, expired)
 	maps.DeleteFunc(f.bans, func(_ netip.Addr, e fakeBan) bool { return e.deadline <= f.now })
+	maps.DeleteFunc(f.opaque, func(_ Opaque, e fakeOpaque) bool { return e.deadline <= f.now })
 }
 
 // begin takes the lock and consumes an injected failure.
@@ -152,6 +166,7 @@ func (f *Fake) Apply(ctx context.Context, s Spec) error {
 	if !s.Bans {
 		clear(f.bans)
 	}
+	clear(f.opaque)
 	return nil
 }
 
@@ -297,6 +312,7 @@ func (f *Fake) Delete(ctx context.Context) error {
 	clear(f.relays)
 	clear(f.snat)
 	clear(f.bans)
+	clear(f.opaque)
 	return nil
 }
 
@@ -338,6 +354,11 @@ func (f *Fake) Dump(ctx context.Context) (string, error) {
 				elems = append(elems, nftables.SetElement{Key: e.b.Addr.AsSlice(), Timeout: e.b.Timeout})
 			}
 		}
+		for _, e := range f.opaque {
+			if (s.Name == setOpaque4) == e.o.Src.Is4() && (s.Name == setOpaque4 || s.Name == setOpaque6) {
+				elems = append(elems, opaqueElement(e.o, true))
+			}
+		}
 		m.sets = append(m.sets, setModel{set: s, elems: elems})
 	}
 	m.chains = slices.Clone(f.rs.chains)
@@ -362,5 +383,63 @@ func normalizeAll(p []Pinhole, norm func(Pinhole) (Pinhole, error)) ([]Pinhole, 
 		}
 		out[i] = n
 	}
+	return out, nil
+}
+
+// AddOpaque implements the Kernel's AddOpaque: adds or refreshes.
+func (f *Fake) AddOpaque(ctx context.Context, o ...Opaque) error {
+	norm, err := normalizeOpaque(o, true)
+	if err != nil {
+		return fmt.Errorf("nft: failed to add opaque elements: %w", err)
+	}
+	if err := f.begin(ctx); err != nil {
+		return fmt.Errorf("nft: failed to add opaque elements: %w", err)
+	}
+	defer f.mu.Unlock()
+	if f.rs == nil {
+		return fmt.Errorf("nft: failed to add opaque elements: %w", ErrNoTable)
+	}
+	if !f.spec.Opaque {
+		return fmt.Errorf("nft: failed to add opaque elements: %w", ErrNoOpaque)
+	}
+	for _, e := range norm {
+		f.opaque[e.Key()] = fakeOpaque{o: e, deadline: f.now + e.Timeout}
+	}
+	return nil
+}
+
+// DeleteOpaque implements the Kernel's DeleteOpaque.
+func (f *Fake) DeleteOpaque(ctx context.Context, o ...Opaque) error {
+	norm, err := normalizeOpaque(o, false)
+	if err != nil {
+		return fmt.Errorf("nft: failed to delete opaque elements: %w", err)
+	}
+	if err := f.begin(ctx); err != nil {
+		return fmt.Errorf("nft: failed to delete opaque elements: %w", err)
+	}
+	defer f.mu.Unlock()
+	if f.rs == nil {
+		return fmt.Errorf("nft: failed to delete opaque elements: %w", ErrNoTable)
+	}
+	for _, e := range norm {
+		delete(f.opaque, e.Key())
+	}
+	return nil
+}
+
+// Opaques implements the Kernel's Opaques.
+func (f *Fake) Opaques(ctx context.Context) ([]OpaqueElement, error) {
+	if err := f.begin(ctx); err != nil {
+		return nil, fmt.Errorf("nft: failed to list opaque elements: %w", err)
+	}
+	defer f.mu.Unlock()
+	if f.rs == nil {
+		return nil, fmt.Errorf("nft: failed to list opaque elements: %w", ErrNoTable)
+	}
+	var out []OpaqueElement
+	for _, e := range f.opaque {
+		out = append(out, OpaqueElement{Opaque: e.o, Expires: e.deadline - f.now})
+	}
+	sortOpaque(out)
 	return out, nil
 }

@@ -69,6 +69,8 @@ type templates struct {
 	dnat4, dnat6   *nftables.Set // destination NAT maps
 	dph4, dph6     *nftables.Set // pinholes of translated connections
 	ban4, ban6     *nftables.Set // bans (Spec.Bans)
+	opaque4        *nftables.Set // opaque sessions (Spec.Opaque)
+	opaque6        *nftables.Set
 }
 
 // New opens a netlink connection to nf_tables. The table is created by
@@ -290,6 +292,9 @@ func (k *Kernel) Apply(ctx context.Context, s Spec) error {
 	}
 	if s.Bans {
 		tpl.ban4, tpl.ban6 = banSets(rs.table)
+	}
+	if s.Opaque {
+		tpl.opaque4, tpl.opaque6 = opaqueSets(rs.table)
 	}
 	k.mu.Lock()
 	k.table = rs.table

@@ -97,6 +97,9 @@ func renderSet(b *strings.Builder, s setModel) {
 		elems := make([]string, 0, len(s.elems))
 		for _, e := range s.elems {
 			txt := renderKey(types, e.Key)
+			if len(e.KeyEnd) > 0 {
+				txt = renderRange(types, e.Key, e.KeyEnd)
+			}
 			if e.Timeout != 0 {
 				txt += " timeout " + nftDuration(e.Timeout)
 			}
@@ -125,6 +128,22 @@ func renderKey(types []nftables.SetDatatype, k []byte) string {
 		k = k[min(padded, len(k)):]
 	}
 	return strings.Join(parts, " . ")
+}
+
+// renderRange prints a concatenated interval element: each field whose
+// start and end differ as "start-end".
+func renderRange(types []nftables.SetDatatype, from, to []byte) string {
+	a, b := renderKey(types, from), renderKey(types, to)
+	as, bs := strings.Split(a, " . "), strings.Split(b, " . ")
+	if len(as) != len(bs) {
+		return a + "-" + b
+	}
+	for i := range as {
+		if as[i] != bs[i] {
+			as[i] += "-" + bs[i]
+		}
+	}
+	return strings.Join(as, " . ")
 }
 
 func renderValue(typ string, v []byte) string {

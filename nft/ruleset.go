@@ -254,6 +254,11 @@ func buildRuleset(s Spec) *ruleset {
 				f.pinholeKey(), dynsetDelete(f.pinholes),
 				ctMarkOr(s.CtMark), counter(), accept())...)
 	}
+	if s.Opaque {
+		o4, o6 := opaqueSets(t)
+		rs.sets = append(rs.sets, o4, o6)
+		opaqueRules(s, add)
+	}
 	if s.hasMITM() {
 		buildMITM(rs, s, addChain)
 		for _, f := range []family{ipv4, ipv6} {

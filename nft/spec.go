@@ -102,6 +102,10 @@ type Spec struct {
 	// (AddBans; docs/config.md, "throttle"). Apply carries the bans of
 	// the table it replaces over, with what is left of their timeouts.
 	Bans bool
+	// Opaque adds the opaque-mode sets (opaque4/opaque6) and their
+	// forward rules: the policy has opaque servers, whose control
+	// endpoints are in Control like inspect servers'.
+	Opaque bool
 }
 
 // hasMITM reports whether the table has the mitm objects: the prerouting

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ftpsalg/ftpsalg/alg/certs"
 	"github.com/ftpsalg/ftpsalg/alg/ftp"
+	"github.com/ftpsalg/ftpsalg/alg/tlspeek"
 	"github.com/ftpsalg/ftpsalg/metrics"
 )
 
@@ -30,6 +31,8 @@ type audit struct {
 	// relayed data connections and their plaintext bytes.
 	relayed                int
 	relayedUp, relayedDown int64
+	// opaque mode: what the handshake selected.
+	hsVersion, hsSuite uint16
 }
 
 type pendingTransfer struct{ verb, path string }
@@ -86,7 +89,7 @@ func (s *Session) Observe(d ftp.Decision) {
 			s.Log.Debug("reply", "code", d.Code, "verb", d.Verb)
 		}
 	case ftp.ActionTLSStarted:
-		if s.Mode == metrics.ModeInspect {
+		if s.Mode == metrics.ModeInspect || s.Mode == metrics.ModeOpaque {
 			// The packet path cannot see the handshake: the start is all.
 			s.TLSStarted(TLSInfo{})
 		}
@@ -187,6 +190,9 @@ func (s *Session) endAttrs(reason string) []any {
 	if a.relayed > 0 {
 		attrs = append(attrs, "data_relayed", a.relayed, "relayed_bytes_to_server", a.relayedUp,
 			"relayed_bytes_to_client", a.relayedDown)
+	}
+	if a.hsVersion != 0 {
+		attrs = append(attrs, "tls_version", tlspeek.VersionName(a.hsVersion), "tls_suite", tlspeek.SuiteName(a.hsSuite))
 	}
 	if !a.tlsStarted.IsZero() {
 		attrs = append(attrs, "tls_started", a.tlsStarted)

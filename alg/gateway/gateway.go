@@ -78,11 +78,12 @@ type Gateway struct {
 	// restoration never races a commit.
 	mu        sync.Mutex
 	sessions  map[*Session]struct{}
-	perClient map[netip.Addr]int    // live sessions by client address
-	owners    map[nft.Pinhole]*hole // by element key (see key)
-	gen       uint64                // table generation: bumped by every Apply
-	seq       uint64                // commits so far
-	applied   bool                  // the table has been built at least once
+	perClient map[netip.Addr]int          // live sessions by client address
+	owners    map[nft.Pinhole]*hole       // by element key (see key)
+	opaque    map[nft.Opaque]*opaqueEntry // opaque elements by key (nft.Opaque.Key)
+	gen       uint64                      // table generation: bumped by every Apply
+	seq       uint64                      // commits so far
+	applied   bool                        // the table has been built at least once
 
 	// bans are the client addresses banned until the time (under mu, with
 	// the kernel's ban elements they mirror); fails the recent login
@@ -106,6 +107,7 @@ func New(o Options) *Gateway {
 		every: o.PollInterval, maxPH: o.MaxPinholes, local: o.LocalPrefixes,
 		sessions: map[*Session]struct{}{}, perClient: map[netip.Addr]int{}, owners: map[nft.Pinhole]*hole{},
 		bans: map[netip.Addr]time.Time{}, fails: map[netip.Addr][]time.Time{},
+		opaque:  map[nft.Opaque]*opaqueEntry{},
 		settleq: make(chan settleJob, 4096), reconcile: make(chan struct{}, 1)}
 	if g.m == nil {
 		g.m = metrics.NewDiscard()

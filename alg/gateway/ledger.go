@@ -47,6 +47,7 @@ type settleJob struct {
 	end      bool
 	reason   string
 	reserved []nat.Reservation
+	opaque   []*opaqueEntry
 }
 
 // commit adds h to the kernel and records s as its owner, under the
@@ -172,7 +173,12 @@ func (s *Session) End(reason string) {
 	s.holes = nil
 	reserved := s.reserved
 	s.reserved = nil
+	opaque := s.opaque
+	s.opaque = nil
 	s.mu.Unlock()
+	if len(opaque) > 0 {
+		g.m.OpaqueActive.Dec()
+	}
 	g.mu.Lock()
 	delete(g.sessions, s)
 	if g.perClient[s.Client.Addr()]--; g.perClient[s.Client.Addr()] <= 0 {
@@ -183,7 +189,7 @@ func (s *Session) End(reason string) {
 	g.m.SessionsActive.WithLabelValues(s.Mode).Dec()
 	g.m.FlowsActive.Set(float64(g.active.Load()))
 	g.m.FlowEvictions.WithLabelValues(reason).Inc()
-	g.queue(settleJob{s: s, holes: holes, end: true, reason: reason, reserved: reserved})
+	g.queue(settleJob{s: s, holes: holes, end: true, reason: reason, reserved: reserved, opaque: opaque})
 }
 
 // queue hands a job to the ledger's task; when its queue is full the job
@@ -223,6 +229,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			g.settle(ctx, jobs)
 		case <-t.C:
 			g.poll(ctx)
+			g.refreshOpaque(ctx)
 		}
 	}
 }
@@ -276,8 +283,10 @@ const liveChunk = 8
 // lines of ended sessions.
 func (g *Gateway) settle(ctx context.Context, jobs []settleJob) {
 	var all []*hole
+	var opaque []*opaqueEntry
 	for _, j := range jobs {
 		all = append(all, j.holes...)
+		opaque = append(opaque, j.opaque...)
 	}
 	live, err := g.liveness(ctx, all)
 	if err != nil {
@@ -320,6 +329,7 @@ func (g *Gateway) settle(ctx context.Context, jobs []settleJob) {
 			g.log.Warn("failed to remove pinholes; they expire on their own", "err", err, "count", len(del))
 		}
 	}
+	g.settleOpaqueLocked(ctx, opaque)
 	g.mu.Unlock()
 	for _, j := range jobs {
 		for _, r := range j.reserved {
@@ -478,13 +488,17 @@ func (g *Gateway) restoreLocked(ctx context.Context) (int, error) {
 			hs = append(hs, p)
 		}
 	}
+	n, err := g.restoreOpaqueLocked(ctx)
+	if err != nil {
+		return 0, err
+	}
 	if len(hs) == 0 {
-		return 0, nil
+		return n, nil
 	}
 	if err := g.tbl.AddPinholes(ctx, hs...); err != nil {
 		return 0, fmt.Errorf("failed to restore %d pinholes after the rebuild: %w", len(hs), err)
 	}
-	return len(hs), nil
+	return n + len(hs), nil
 }
 
 // Poll compares the live sessions' entries with the kernel's sets now (the

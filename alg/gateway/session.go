@@ -57,7 +57,7 @@ type Session struct {
 	// it across reloads.
 	Server *policy.Server
 	Policy *policy.Config
-	// Mode is metrics.ModeInspect or metrics.ModeMITM.
+	// Mode is metrics.ModeInspect, metrics.ModeMITM or metrics.ModeOpaque.
 	Mode string
 	// Client is the client as it connected, Orig the server address it
 	// connected to.
@@ -77,6 +77,7 @@ type Session struct {
 	mu       sync.Mutex
 	leg      nat.Leg
 	holes    []*hole // committed, not yet known gone, oldest first
+	opaque   []*opaqueEntry
 	reserved []nat.Reservation
 	active   *activeNAT // the last translated active announcement
 	audit    audit
@@ -135,7 +136,7 @@ func (g *Gateway) admit(t Transport, client, orig, followed netip.AddrPort) (*Se
 	translated := upstream != orig || source.IsValid()
 	switch {
 	case !ok,
-		t == Packet && srv.Mode != policy.ModeInspect,
+		t == Packet && srv.Mode != policy.ModeInspect && srv.Mode != policy.ModeOpaque,
 		t == Stream && srv.Mode != policy.ModeMITM && !translated:
 		return refuse(RefuseNotInPolicy, "421 ftpsalg: this server is not in the gateway's policy.\r\n")
 	case g.banned(pol, client.Addr()):
@@ -174,8 +175,11 @@ func (g *Gateway) admit(t Transport, client, orig, followed netip.AddrPort) (*Se
 	g.perClient[client.Addr()]++
 	g.mu.Unlock()
 	mode := metrics.ModeInspect
-	if srv.Mode == policy.ModeMITM {
+	switch srv.Mode {
+	case policy.ModeMITM:
 		mode = metrics.ModeMITM
+	case policy.ModeOpaque:
+		mode = metrics.ModeOpaque
 	}
 	s := &Session{g: g, id: g.nextID.Add(1), Server: srv, Policy: pol, Mode: mode,
 		Client: client, Orig: orig, Upstream: upstream, Source: source, NATPorts: natPorts}

@@ -47,7 +47,11 @@ func Spec(cfg *policy.Config, kind nft.QueueKind) nft.Spec {
 				s.RelayPort = cfg.MITM.RelayPort
 			}
 		} else {
+			// Opaque servers' control connections are queued like
+			// inspect servers': the packet path reads the clear-text
+			// part and the TLS handshake.
 			s.Control = append(s.Control, eps...)
+			s.Opaque = s.Opaque || srv.Mode == policy.ModeOpaque
 		}
 	}
 	for _, c := range cfg.Clients {

@@ -28,6 +28,10 @@ type Options struct {
 	IdleTimeout time.Duration
 	// PollInterval is how often idle flows are looked for (default 500ms).
 	PollInterval time.Duration
+	// Injector sends the reverse RST when an opaque-mode handshake is
+	// refused (reset.go); nil: only the refused packet's receiver is
+	// reset, and the sender's later packets are dropped.
+	Injector Injector
 }
 
 // Verdict is the engine's decision on one packet.
@@ -52,6 +56,7 @@ type Engine struct {
 	now   func() time.Time
 	idle  time.Duration
 	every time.Duration
+	inj   Injector
 
 	mu    sync.Mutex
 	flows map[flowKey]*flow
@@ -72,6 +77,7 @@ type flow struct {
 	blocked bool             // a line could not be checked: drop all further data
 	ctID    uint32           // conntrack ID, learned from its NEW event
 	pending []pendingPinhole // decided but not committed: the line is held
+	tls     *tlsFlow         // opaque mode: the handshake seen
 }
 
 // pendingPinhole is a pinhole whose commit failed. The packet that carried
@@ -85,7 +91,7 @@ type pendingPinhole struct {
 // New returns an Engine.
 func New(o Options) *Engine {
 	e := &Engine{gw: o.Gateway, m: o.Metrics, log: o.Log, now: o.Now,
-		idle: o.IdleTimeout, every: o.PollInterval, flows: map[flowKey]*flow{}}
+		idle: o.IdleTimeout, every: o.PollInterval, inj: o.Injector, flows: map[flowKey]*flow{}}
 	if e.m == nil {
 		e.m = o.Gateway.Metrics()
 	}
@@ -233,11 +239,21 @@ func (e *Engine) newFlow(p *packet, key flowKey, now time.Time, midstream bool) 
 	if !midstream {
 		f.dirs[ftp.FromClient].syncSYN(p.Seq)
 	}
+	if gs.Opaque() {
+		f.tls = &tlsFlow{}
+	}
 	if gs.Implicit() {
 		f.sess.StartImplicitTLS()
+		if f.tls != nil && !midstream {
+			f.tls.from = [2]uint64{} // TLS from the first byte both ways
+			f.tls.on = true
+		}
 	}
 	e.flows[key] = f
 	gs.Start(midstream)
+	if f.tls != nil && f.tls.on {
+		gs.TLSStarted(gateway.TLSInfo{}) // implicit: from the first byte
+	}
 	return Verdict{Accept: true}
 }
 
@@ -246,6 +262,14 @@ func (e *Engine) payload(ctx context.Context, f *flow, dir ftp.Direction, p *pac
 	st := &f.dirs[dir]
 	if f.blocked {
 		return Verdict{Reason: "flow_blocked"}
+	}
+	if f.tls != nil && f.tls.openPending {
+		// The range could not be committed when the handshake
+		// completed: nothing passes until it is.
+		if err := f.gw.OpenOpaque(ctx); err != nil {
+			return Verdict{Reason: "pinhole_commit"}
+		}
+		f.tls.openPending = false
 	}
 	if !st.synced {
 		// Flow picked up midstream and no line end seen yet in this
@@ -275,9 +299,15 @@ func (e *Engine) payload(ctx context.Context, f *flow, dir ftp.Direction, p *pac
 	}
 	changed := st.reapply(off, p.Payload)
 	fresh := p.Payload[st.next-off:]
+	freshAt := f.sess.Offset(dir)
 	decisions := f.sess.FeedAppend(e.decisions[:0], dir, fresh)
 	e.decisions = decisions
 	st.next += uint64(len(fresh))
+	if f.tls != nil {
+		if v, done := e.handshake(ctx, f, dir, p, fresh, freshAt, decisions); done {
+			return v
+		}
+	}
 
 	accept := true
 	for _, d := range decisions {
@@ -366,6 +396,9 @@ func (e *Engine) endFlow(f *flow, reason string) {
 		return
 	}
 	delete(e.flows, f.key)
+	if f.tls != nil {
+		f.tls.ended(f.gw, reason)
+	}
 	f.gw.End(reason)
 }
 

@@ -250,6 +250,15 @@ const (
 	// ModeMITM terminates TLS on the control connection and inspects the
 	// plaintext.
 	ModeMITM
+	// ModeOpaque reads the control connection on the packet path like
+	// ModeInspect while it is clear text, but does not need to read it once
+	// TLS starts (explicit or implicit FTPS that ftpsalg must not or cannot
+	// decrypt): it checks the TLS handshake it sees against the server's
+	// TLS policy and, while the TLS control connection lives, admits that
+	// client's data connections to the server's passive range (one kernel
+	// element per session), and the server's to the client's active range
+	// if one is configured (docs/opaque.md).
+	ModeOpaque
 )
 
 // String returns the policy spelling of m ("inspect" or "mitm").
@@ -259,6 +268,8 @@ func (m Mode) String() string {
 		return "inspect"
 	case ModeMITM:
 		return "mitm"
+	case ModeOpaque:
+		return "opaque"
 	}
 	return fmt.Sprintf("Mode(%d)", uint8(m))
 }
@@ -305,6 +316,23 @@ type Server struct {
 	// MITM holds the settings that apply in mitm mode only. It is non-nil
 	// exactly when Mode is ModeMITM.
 	MITM *MITM
+	// Opaque holds the settings that apply in opaque mode only. It is
+	// non-nil exactly when Mode is ModeOpaque.
+	Opaque *Opaque
+}
+
+// Opaque holds an opaque-mode server's settings (docs/opaque.md).
+type Opaque struct {
+	// MinVersion is the lowest TLS version the control connection's
+	// handshake may select, tls.VersionTLS12 or tls.VersionTLS13 (key
+	// tls.min_version).
+	MinVersion uint16
+	// ActiveMin and ActiveMax bound, inclusively, the client ports the
+	// server may connect to for active data connections while the TLS
+	// control connection lives (key opaque.active_ports). Zero: no active
+	// mode (PORT and EPRT travel encrypted, so a narrower admission is not
+	// possible).
+	ActiveMin, ActiveMax uint16
 }
 
 // MITMGlobal configures what every mitm-mode server shares: the operator's

@@ -44,7 +44,7 @@ func e(line int, key, msg string) policy.Error {
 
 const (
 	rootKeys   = "admin, clients, limits, log, metrics, mitm, nftables, pinholes, queue, servers, throttle"
-	serverKeys = "active_mode, addresses, allow_anonymous, allow_third_party, clients, control_ports, data, implicit_tls_ports, mode, name, passive_ports, public, public_ports, require_tls, tls, upstream_source"
+	serverKeys = "active_mode, addresses, allow_anonymous, allow_third_party, clients, control_ports, data, implicit_tls_ports, mode, name, opaque, passive_ports, public, public_ports, require_tls, tls, upstream_source"
 	mitmKeys   = "ca_dir, leaf_lifetime, listen_port, relay_port, route_table, rule_priority, tproxy_mark"
 	tlsKeys    = "ca_file, certificate, handshake_timeout, key, min_version, pin_sha256, require_client_reuse, server_name, verify"
 	everyone   = "expected a mapping with keys: " + rootKeys
@@ -220,7 +220,7 @@ var errorCases = []struct {
 	// One server.
 	{"server missing required keys", doc("servers:", "  - active_mode: true"), []policy.Error{
 		e(2, "servers[0].name", "missing: every server needs a name"),
-		e(2, "servers[0].mode", "missing: every server needs a mode: inspect or mitm"),
+		e(2, "servers[0].mode", "missing: every server needs a mode: inspect, mitm or opaque"),
 		e(2, "servers[0].addresses", "missing: every server needs at least one address"),
 	}},
 	{"server not a mapping", doc("servers:", "  - ftp"), []policy.Error{
@@ -232,7 +232,7 @@ var errorCases = []struct {
 		e(5, "servers[1].name", "expected a name, got integer 2024"),
 	}},
 	{"bad mode", doc("servers:", "  - name: ftp", "    mode: proxy", "    addresses: [192.0.2.10]"), []policy.Error{
-		e(3, "servers[0].mode", `"proxy" is not a mode; use inspect or mitm`),
+		e(3, "servers[0].mode", `"proxy" is not a mode; use inspect, mitm or opaque`),
 	}},
 	{"addresses not a list", doc("servers:", "  - name: ftp", "    mode: inspect", "    addresses: 192.0.2.10"), []policy.Error{
 		e(4, "servers[0].addresses", `expected a list of IP addresses such as ["192.0.2.10", "2001:db8::10"], got string "192.0.2.10"`),
@@ -355,7 +355,7 @@ var errorCases = []struct {
 		"    addresses: [192.0.2.11]",
 	), []policy.Error{
 		e(5, "servers[1].name", `duplicate server name "ftp": already used by servers[0] at line 2`),
-		e(6, "servers[1].mode", `"bad" is not a mode; use inspect or mitm`),
+		e(6, "servers[1].mode", `"bad" is not a mode; use inspect, mitm or opaque`),
 	}},
 	{"address and port in two servers", doc(
 		"servers:",

@@ -38,7 +38,11 @@ var (
 		"mode", "active_mode", "allow_third_party", "clients", "public", "public_ports",
 	}
 	mitmKeys = []string{"tls", "require_tls", "allow_anonymous", "upstream_source", "data"}
-	tlsKeys  = []string{
+	// opaqueKeys are valid in opaque mode only (read by decoder.opaque),
+	// as is tls with min_version alone.
+	opaqueKeys        = []string{"opaque"}
+	opaqueSectionKeys = []string{"active_ports"}
+	tlsKeys           = []string{
 		"min_version", "verify", "ca_file", "pin_sha256", "server_name",
 		"certificate", "key", "handshake_timeout", "require_client_reuse",
 	}

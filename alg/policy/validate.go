@@ -458,7 +458,7 @@ func (d *decoder) servers(n node) []Server {
 func (d *decoder) server(n node) (Server, serverSrc) {
 	s := defaultServer()
 	src := serverSrc{path: n.path, line: n.line}
-	known := append(slices.Clone(serverKeys), mitmKeys...)
+	known := append(append(slices.Clone(serverKeys), mitmKeys...), opaqueKeys...)
 	f, ok := d.fields(n, "a mapping with keys: "+validKeys(known), known)
 	if !ok {
 		return s, src
@@ -481,19 +481,21 @@ func (d *decoder) server(n node) (Server, serverSrc) {
 	}
 
 	if v, ok := f["mode"]; ok {
-		const want = "inspect or mitm"
+		const want = "inspect, mitm or opaque"
 		if m, ok := d.str(v, want); ok {
 			switch m {
 			case "inspect":
 				s.Mode = ModeInspect
 			case "mitm":
 				s.Mode = ModeMITM
+			case "opaque":
+				s.Mode = ModeOpaque
 			default:
 				d.at(v, "%q is not a mode; use %s", m, want)
 			}
 		}
 	} else {
-		missing("mode", "every server needs a mode: inspect or mitm")
+		missing("mode", "every server needs a mode: inspect, mitm or opaque")
 	}
 
 	if v, ok := f["addresses"]; ok {
@@ -552,12 +554,25 @@ func (d *decoder) server(n node) (Server, serverSrc) {
 	}
 	d.public(f, &s, &src)
 
-	if s.Mode == ModeMITM {
+	switch s.Mode {
+	case ModeMITM:
 		s.MITM = d.mitm(f)
-	} else if s.Mode == ModeInspect {
+	case ModeInspect:
 		for _, k := range mitmKeys {
 			if v, ok := f[k]; ok {
 				d.at(v, "only valid with mode: mitm (this server has mode: inspect, which does not terminate TLS)")
+			}
+		}
+	case ModeOpaque:
+		if _, ok := f["passive_ports"]; !ok {
+			missing("passive_ports", "an opaque server needs its passive range: it is what a TLS session's client may reach")
+		}
+		s.Opaque = d.opaque(f)
+	}
+	if s.Mode != ModeOpaque {
+		for _, k := range opaqueKeys {
+			if v, ok := f[k]; ok {
+				d.at(v, "only valid with mode: opaque (this server has mode: %s)", s.Mode)
 			}
 		}
 	}

@@ -362,6 +362,13 @@ func (s *session) serverToClient(ctx context.Context) string {
 			// the gateway could not verify (RFC 2228 431: a security
 			// resource is unavailable).
 			up, err := s.upstreamHandshake(ctx, "")
+			if errors.Is(err, errClientCertRequired) {
+				s.gs.Refused("client_certificate_required", "direction", "server", "verb", "AUTH",
+					"detail", errClientCertRequired.Error())
+				s.writeClient("431 ftpsalg: the server requires a client certificate, which this gateway cannot forward; see the gateway's log.\r\n")
+				s.transition <- finalReply{verb: "AUTH", code: 431}
+				return "tls_failed"
+			}
 			if err != nil {
 				s.gs.Refused("upstream_unverified", "direction", "server", "verb", "AUTH")
 				why := "its TLS handshake failed"

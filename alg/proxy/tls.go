@@ -25,6 +25,12 @@ import (
 var (
 	errUpstreamUnreachable = errors.New("the server cannot be reached: no name is proven")
 	errUnprovenName        = errors.New("the client asked for a name the server's certificate does not prove")
+	// errClientCertRequired: the server asked for a client certificate
+	// and failed the handshake without one. mitm mode cannot forward the
+	// client's certificate (it never has the client's private key, and
+	// the gateway does not ask the client for one): such a server belongs
+	// in opaque mode (docs/opaque.md).
+	errClientCertRequired = errors.New("the server requires a client certificate, which mitm mode cannot forward; use mode: opaque for this server")
 )
 
 // upgrade runs the client's TLS handshake. up is the upstream leg's TLS
@@ -92,11 +98,13 @@ func (s *session) upgrade(ctx context.Context, up *tls.Conn, reachable bool) err
 			reason = "upstream_unreachable"
 		case errors.Is(err, errUnprovenName):
 			reason = "unproven_name"
+		case errors.Is(upErr, errClientCertRequired):
+			reason = "client_certificate_required"
 		case upErr != nil:
 			reason = "upstream_failed"
 		}
 		s.m.TLSHandshakeFails.WithLabelValues("client", reason).Inc()
-		if reason == "upstream_unreachable" || reason == "unproven_name" || reason == "upstream_failed" {
+		if reason == "upstream_unreachable" || reason == "unproven_name" || reason == "upstream_failed" || reason == "client_certificate_required" {
 			// Refused by the gateway, not failed by the client.
 			s.mu.Lock()
 			sni := s.sni
@@ -240,6 +248,14 @@ func (s *session) upstreamHandshake(ctx context.Context, sni string) (*tls.Conn,
 	s.mu.Lock()
 	s.upCache, s.upData = cache, data
 	s.mu.Unlock()
+	// A server that asks for a client certificate gets none: many ask
+	// without requiring one (vsftpd does by default). One that requires
+	// it fails the handshake, reported as errClientCertRequired.
+	var certRequested bool
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		certRequested = true
+		return &tls.Certificate{}, nil
+	}
 	s.urec = newRecordConn(s.uconn, &bufferedConn{Conn: s.uconn, r: s.ur})
 	uc := tls.Client(s.urec, cfg)
 	hctx, cancel := context.WithTimeout(ctx, s.handshakeTimeout())
@@ -247,9 +263,23 @@ func (s *session) upstreamHandshake(ctx context.Context, sni string) (*tls.Conn,
 	start := time.Now()
 	if err := uc.HandshakeContext(hctx); err != nil {
 		reason := handshakeReason(err, hctx)
+		// The server's alert after its CertificateRequest: crypto/tls
+		// reports a received alert only as "remote error: tls: ...".
+		if certRequested && (reason == "alert" || strings.Contains(err.Error(), "remote error")) {
+			reason = "client_certificate_required"
+			err = fmt.Errorf("%w (%w)", errClientCertRequired, err)
+		}
 		s.m.TLSHandshakeFails.WithLabelValues("upstream", reason).Inc()
 		s.gs.Log.Warn("upstream TLS handshake failed", "reason", reason, "err", err, "sni", sni)
 		return nil, err
+	}
+	if certRequested {
+		// TLS 1.3 sends the client's (empty) certificate with its
+		// Finished: a server that requires one refuses after this
+		// handshake, on the first read (the session then ends with the
+		// server's certificate_required alert in its log line).
+		s.gs.Log.Info("upstream asked for a client certificate; none sent (mitm mode cannot forward one)",
+			"tls_version", tls.VersionName(uc.ConnectionState().Version))
 	}
 	s.m.TLSHandshakes.WithLabelValues("upstream").Inc()
 	s.m.TLSHandshakeTime.WithLabelValues("upstream").Observe(time.Since(start).Seconds())

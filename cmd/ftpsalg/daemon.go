@@ -210,7 +210,11 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 		}
 		defer stop()
 	}
-	eng := inspect.New(inspect.Options{Gateway: gw, Metrics: m, Log: log})
+	// The reverse RST of a refused opaque-mode handshake goes out of a
+	// raw socket of the daemon's own namespace, where it forwards.
+	inj := &inspect.RawInjector{}
+	defer inj.Close()
+	eng := inspect.New(inspect.Options{Gateway: gw, Metrics: m, Log: log, Injector: inj})
 	q := &inspect.Queue{Num: cfg.Queue.Number, MaxLen: cfg.Queue.Length, FailOpen: cfg.Queue.FailOpen,
 		PacketMark: cfg.NFTables.PacketMark, Engine: eng, Metrics: m, Log: log}
 	ct := &conntrack.Listener{Log: log, OnRestart: func(error) { m.ConntrackRest.Inc() },

@@ -51,7 +51,7 @@ func TestCheckConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, out, errOut := runCmd(t, "check-config", "--config", bad)
-	want := bad + `:3: servers[0].mode: "bogus" is not a mode; use inspect or mitm` + "\n"
+	want := bad + `:3: servers[0].mode: "bogus" is not a mode; use inspect, mitm or opaque` + "\n"
 	if code != 1 || out != "" || errOut != want {
 		t.Errorf("check-config bad: exit %d, stdout %q, stderr %q; want %q", code, out, errOut, want)
 	}
