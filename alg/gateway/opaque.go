@@ -299,4 +299,7 @@ func (s *Session) TLSHandshake(h Handshake) {
 func (s *Session) TLSHandshakeFailed(result, detail string, attrs ...any) {
 	s.g.m.OpaqueHandshakes.WithLabelValues(result).Inc()
 	s.Log.Warn("tls handshake failed", append([]any{"result", result, "detail", detail}, attrs...)...)
+	// Where the gateway cannot read the login, a failed handshake is
+	// what it can count against the client (policy throttle).
+	s.LoginFailed(FailureHandshake)
 }

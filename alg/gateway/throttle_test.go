@@ -164,3 +164,18 @@ func TestCountFailure(t *testing.T) {
 		t.Fatal("throttle off banned")
 	}
 }
+
+// TestHandshakeFailureCounts: an opaque session's failed TLS handshake
+// counts against its client like a failed login.
+func TestHandshakeFailureCounts(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, throttlePolicy)
+	s, ref := r.g.Admit(Stream, netip.AddrPortFrom(netip.MustParseAddr("192.0.2.71"), 40000), mitmSrv)
+	if ref != nil {
+		t.Fatal(ref)
+	}
+	s.TLSHandshakeFailed("alert", "an alert before the handshake completed")
+	if n := testutilToFloat64(r.g.m.LoginFailures.WithLabelValues(FailureHandshake)); n != 1 {
+		t.Fatalf("handshake failures counted %v, want 1", n)
+	}
+}
