@@ -354,3 +354,44 @@ func x509Pool(pem []byte) *x509.CertPool {
 	p.AppendCertsFromPEM(pem)
 	return p
 }
+
+// TestOpaqueActive: active mode in opaque mode. The PORT/EPRT travel
+// encrypted, so the server's data connections to its TLS client are
+// admitted by the session's element for opaque.active_ports (here the
+// client's ephemeral range, where its listeners are): the Go client and
+// lftp, IPv4 and IPv6, explicit FTPS, sha256-checked. Without
+// opaque.active_ports the same download fails (the server cannot connect
+// back): the element is what admits it.
+func TestOpaqueActive(t *testing.T) {
+	lab.RequirePrivileged(t)
+	t.Parallel()
+	ml := newOpaqueLab(t, lab.VsftpdOptions{OpenSSL: lab.OpenSSLNoTLS13Tickets},
+		opaquePolicy("    name: lab\n    control_ports: [21]\n    implicit_tls_ports: [990]\n    opaque:\n      active_ports: \"32768-60999\"\n"))
+	l, v := ml.l, ml.v
+	if _, err := v.CreateFile("down.bin", 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := v.SHA256("down.bin")
+	for _, tc := range []struct {
+		fam  netip.Addr
+		mode lab.Mode
+	}{{lab.ServerAddr4, lab.PORT}, {lab.ServerAddr6, lab.EPRT}} {
+		t.Run(tc.mode.String()+"/go", func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c := ml.goTLSClient(t, ctx, tc.fam, false)
+			sum, _, err := c.Retrieve(ctx, ftpc.Mode(tc.mode.String()), "down.bin")
+			if err != nil || sum != want {
+				t.Fatalf("active download: %v (sha256 %s, want %s)", err, sum, want)
+			}
+		})
+		t.Run(tc.mode.String()+"/lftp", func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			tr, err := l.DownloadLftp(ctx, v.URL(tc.fam, "down.bin"), tc.mode, ml.lftpTLS()...)
+			if err != nil || tr.SHA256 != want {
+				t.Fatalf("active download: %v", err)
+			}
+		})
+	}
+}
