@@ -146,7 +146,11 @@ func TestKernelLab(t *testing.T) {
 	l := newLab(t)
 	requireTool(t, "nft", "nftables")
 	l.gw.runStdin(t, labfw, "nft", "-f", "-")
-	ctx := ctxT(t)
+	// One deadline for all the subtests below, which run one after the
+	// other and wait for dials and expiries of their own (about 10 s in
+	// all): ctxT's 10 s was too short under a loaded CI machine.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
 	k := labPinholeSetup(t, l)
 	kind, err := ProbeQueue(ctx, WithNetNS(l.gw.fd()))
 	if err != nil {
