@@ -36,8 +36,12 @@ var goldenPinholes = []Pinhole{
 	{Src: netip.MustParseAddr("2001:db8:c::2"), Dst: netip.MustParseAddr("2001:db8:5::2"), DstPort: 50001, Timeout: 90 * time.Minute},
 }
 
+// ctxT is a test's deadline for kernel calls: generous, because a loaded
+// CI machine (the whole suite in parallel on two cores) stretches netlink
+// round trips and the tests' own waits; a passing test does not wait for
+// it.
 func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
