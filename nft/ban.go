@@ -157,15 +157,8 @@ func (k *Kernel) AddBans(ctx context.Context, b ...Ban) error {
 	}
 	v4, v6 := banElements(norm)
 	err = k.do(ctx, func(c *nftables.Conn) error {
-		if len(v4) > 0 {
-			if err := c.SetAddElements(tpl.ban4, v4); err != nil {
-				return err
-			}
-		}
-		if len(v6) > 0 {
-			if err := c.SetAddElements(tpl.ban6, v6); err != nil {
-				return err
-			}
+		if err := queueOps(c, addOp(tpl.ban4, v4), addOp(tpl.ban6, v6)); err != nil {
+			return err
 		}
 		return c.Flush()
 	})

@@ -309,6 +309,39 @@ func (k *Kernel) Apply(ctx context.Context, s Spec) error {
 	return nil
 }
 
+// elementOp is one change to a set's elements within a batch: els added
+// to s, or destroyed (missing ones are no error). An empty els is no
+// change.
+type elementOp struct {
+	s       *nftables.Set
+	els     []nftables.SetElement
+	destroy bool
+}
+
+func addOp(s *nftables.Set, els []nftables.SetElement) elementOp { return elementOp{s: s, els: els} }
+func destroyOp(s *nftables.Set, els []nftables.SetElement) elementOp {
+	return elementOp{s: s, els: els, destroy: true}
+}
+
+// queueOps queues ops in c's batch, in order.
+func queueOps(c *nftables.Conn, ops ...elementOp) error {
+	for _, o := range ops {
+		if len(o.els) == 0 {
+			continue
+		}
+		var err error
+		if o.destroy {
+			err = c.SetDestroyElements(o.s, o.els)
+		} else {
+			err = c.SetAddElements(o.s, o.els)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // templates returns the element templates of the applied table.
 func (k *Kernel) templates() (templates, error) {
 	k.mu.Lock()

@@ -157,19 +157,11 @@ func (k *Kernel) AddOpaque(ctx context.Context, o ...Opaque) error {
 	keys4, keys6 := splitOpaque(norm, false)
 	el4, el6 := splitOpaque(norm, true)
 	err = k.do(ctx, func(c *nftables.Conn) error {
-		for _, u := range []struct {
-			s         *nftables.Set
-			keys, els []nftables.SetElement
-		}{{tpl.opaque4, keys4, el4}, {tpl.opaque6, keys6, el6}} {
-			if len(u.els) == 0 {
-				continue
-			}
-			if err := c.SetDestroyElements(u.s, u.keys); err != nil {
-				return err
-			}
-			if err := c.SetAddElements(u.s, u.els); err != nil {
-				return err
-			}
+		// Destroy and add in one transaction: the refresh of a live
+		// element's timeout (an interval element is not updated in place).
+		if err := queueOps(c, destroyOp(tpl.opaque4, keys4), addOp(tpl.opaque4, el4),
+			destroyOp(tpl.opaque6, keys6), addOp(tpl.opaque6, el6)); err != nil {
+			return err
 		}
 		return c.Flush()
 	})
@@ -198,15 +190,8 @@ func (k *Kernel) DeleteOpaque(ctx context.Context, o ...Opaque) error {
 	}
 	keys4, keys6 := splitOpaque(norm, false)
 	err = k.do(ctx, func(c *nftables.Conn) error {
-		if len(keys4) > 0 {
-			if err := c.SetDestroyElements(tpl.opaque4, keys4); err != nil {
-				return err
-			}
-		}
-		if len(keys6) > 0 {
-			if err := c.SetDestroyElements(tpl.opaque6, keys6); err != nil {
-				return err
-			}
+		if err := queueOps(c, destroyOp(tpl.opaque4, keys4), destroyOp(tpl.opaque6, keys6)); err != nil {
+			return err
 		}
 		return c.Flush()
 	})
