@@ -344,25 +344,7 @@ func (d *decoder) throttle(n node, t *Throttle) {
 		if !ok {
 			return
 		}
-		var prefixes []netip.Prefix
-		seen := make(map[netip.Prefix]int)
-		for _, it := range items {
-			str, ok := d.str(it, `an IP prefix such as "192.0.2.0/24"`)
-			if !ok {
-				continue
-			}
-			p, ok := d.prefix(it, str)
-			if !ok {
-				continue
-			}
-			if first, dup := seen[p]; dup {
-				d.at(it, "duplicate prefix %s: already listed at line %d", p, first)
-				continue
-			}
-			seen[p] = it.line
-			prefixes = append(prefixes, p)
-		}
-		if len(prefixes) == len(items) {
+		if prefixes, ok := d.prefixList(items); ok {
 			t.Allow = prefixes
 		}
 	}
@@ -702,6 +684,14 @@ func (d *decoder) clients(n node, s *Server) {
 		d.at(n, "empty list: no client could connect (remove the key to allow all clients)")
 		return
 	}
+	if prefixes, ok := d.prefixList(items); ok {
+		s.Clients = prefixes
+	}
+}
+
+// prefixList reads a list of IP prefixes, each error reported at its item
+// (not a prefix, a duplicate); ok only when every item was good.
+func (d *decoder) prefixList(items []node) ([]netip.Prefix, bool) {
 	var prefixes []netip.Prefix
 	seen := make(map[netip.Prefix]int)
 	for _, it := range items {
@@ -720,9 +710,7 @@ func (d *decoder) clients(n node, s *Server) {
 		seen[p] = it.line
 		prefixes = append(prefixes, p)
 	}
-	if len(prefixes) == len(items) {
-		s.Clients = prefixes
-	}
+	return prefixes, len(prefixes) == len(items)
 }
 
 // prefix parses a masked IP prefix; a single address stands for itself
