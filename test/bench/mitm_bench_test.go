@@ -37,42 +37,7 @@ func BenchmarkMITMSession(b *testing.B) {
 				l.InstallGatewayFirewall(harness.CtMark)
 				harness.Start(b, l, binary, pki.MITMPolicy("info", ""))
 			}
-			nd := harness.NSDialer{L: l, NS: lab.Client}
-			var ts []time.Duration
-			b.ResetTimer()
-			for i := range n + 10 {
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				start := time.Now()
-				err := func() error {
-					c, err := ftpc.Dial(ctx, nd, nd, netip.AddrPortFrom(lab.ServerAddr4, 21).String())
-					if err != nil {
-						return err
-					}
-					defer c.Close()
-					if err := c.AuthTLS(ctx, pki.ClientTLS()); err != nil {
-						return err
-					}
-					if err := c.Login(v.User, v.Password); err != nil {
-						return err
-					}
-					if err := c.Protect(true); err != nil {
-						return err
-					}
-					if _, err := c.List(ctx, ftpc.EPSV); err != nil {
-						return err
-					}
-					return c.Quit()
-				}()
-				cancel()
-				if err != nil {
-					b.Fatalf("session %d: %v", i, err)
-				}
-				if i >= 10 { // the first ten warm up
-					ts = append(ts, time.Since(start))
-				}
-			}
-			b.StopTimer()
-			slices.Sort(ts)
+			ts := ftpsSessions(b, l, pki, v, n)
 			res[path] = ts
 			b.ReportMetric(float64(percentile(ts, 0.5).Microseconds())/1000, "p50-ms/session")
 			b.ReportMetric(float64(percentile(ts, 0.99).Microseconds())/1000, "p99-ms/session")
@@ -250,4 +215,49 @@ func rss(b *testing.B, pid int) int64 {
 	}
 	b.Fatal("no VmRSS")
 	return 0
+}
+
+// ftpsSessions runs ten warm-up then n full FTPS control sessions one at a
+// time with the Go client — connect, AUTH TLS, login, PBSZ/PROT P, EPSV +
+// LIST (a TLS data connection), QUIT — to the lab server's port 21, and
+// returns the n sessions' times, sorted.
+func ftpsSessions(b *testing.B, l *lab.Lab, pki *harness.PKI, v *lab.Vsftpd, n int) []time.Duration {
+	b.Helper()
+	nd := harness.NSDialer{L: l, NS: lab.Client}
+	var ts []time.Duration
+	b.ResetTimer()
+	for i := range n + 10 {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		start := time.Now()
+		err := func() error {
+			c, err := ftpc.Dial(ctx, nd, nd, netip.AddrPortFrom(lab.ServerAddr4, 21).String())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.AuthTLS(ctx, pki.ClientTLS()); err != nil {
+				return err
+			}
+			if err := c.Login(v.User, v.Password); err != nil {
+				return err
+			}
+			if err := c.Protect(true); err != nil {
+				return err
+			}
+			if _, err := c.List(ctx, ftpc.EPSV); err != nil {
+				return err
+			}
+			return c.Quit()
+		}()
+		cancel()
+		if err != nil {
+			b.Fatalf("session %d: %v", i, err)
+		}
+		if i >= 10 { // the first ten warm up
+			ts = append(ts, time.Since(start))
+		}
+	}
+	b.StopTimer()
+	slices.Sort(ts)
+	return ts
 }

@@ -1,14 +1,10 @@
 package bench
 
 import (
-	"context"
 	"fmt"
-	"net/netip"
-	"slices"
 	"testing"
 	"time"
 
-	"github.com/ftpsalg/ftpsalg/test/ftpc"
 	"github.com/ftpsalg/ftpsalg/test/harness"
 	"github.com/ftpsalg/ftpsalg/test/lab"
 )
@@ -40,45 +36,11 @@ servers:
     clients: ["192.0.2.0/24", "2001:db8:c::/64"]
 `, lab.ServerAddr4, lab.ServerAddr6, lab.DefaultPasvMinPort, lab.DefaultPasvMaxPort))
 			}
-			nd := harness.NSDialer{L: l, NS: lab.Client}
-			var ts []time.Duration
+			ts := ftpsSessions(b, l, pki, v, n)
 			var total time.Duration
-			b.ResetTimer()
-			for i := range n + 10 {
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				start := time.Now()
-				err := func() error {
-					c, err := ftpc.Dial(ctx, nd, nd, netip.AddrPortFrom(lab.ServerAddr4, 21).String())
-					if err != nil {
-						return err
-					}
-					defer c.Close()
-					if err := c.AuthTLS(ctx, pki.ClientTLS()); err != nil {
-						return err
-					}
-					if err := c.Login(v.User, v.Password); err != nil {
-						return err
-					}
-					if err := c.Protect(true); err != nil {
-						return err
-					}
-					if _, err := c.List(ctx, ftpc.EPSV); err != nil {
-						return err
-					}
-					return c.Quit()
-				}()
-				cancel()
-				if err != nil {
-					b.Fatalf("session %d: %v", i, err)
-				}
-				if i >= 10 { // the first ten warm up
-					d := time.Since(start)
-					ts = append(ts, d)
-					total += d
-				}
+			for _, d := range ts {
+				total += d
 			}
-			b.StopTimer()
-			slices.Sort(ts)
 			res[path] = ts
 			b.ReportMetric(float64(percentile(ts, 0.5).Microseconds())/1000, "p50-ms/session")
 			b.ReportMetric(float64(percentile(ts, 0.99).Microseconds())/1000, "p99-ms/session")
