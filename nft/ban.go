@@ -156,16 +156,7 @@ func (k *Kernel) AddBans(ctx context.Context, b ...Ban) error {
 		return fmt.Errorf("nft: failed to add bans: %w", ErrNoBans)
 	}
 	v4, v6 := banElements(norm)
-	err = k.do(ctx, func(c *nftables.Conn) error {
-		if err := queueOps(c, addOp(tpl.ban4, v4), addOp(tpl.ban6, v6)); err != nil {
-			return err
-		}
-		return c.Flush()
-	})
-	if err != nil {
-		return fmt.Errorf("nft: failed to add bans: %w", classify(err))
-	}
-	return nil
+	return k.commitOps(ctx, "add bans", addOp(tpl.ban4, v4), addOp(tpl.ban6, v6))
 }
 
 // Bans implements Banner.

@@ -342,6 +342,21 @@ func queueOps(c *nftables.Conn, ops ...elementOp) error {
 	return nil
 }
 
+// commitOps sends ops as one transaction; what names the operation in the
+// error ("failed to <what>").
+func (k *Kernel) commitOps(ctx context.Context, what string, ops ...elementOp) error {
+	err := k.do(ctx, func(c *nftables.Conn) error {
+		if err := queueOps(c, ops...); err != nil {
+			return err
+		}
+		return c.Flush()
+	})
+	if err != nil {
+		return fmt.Errorf("nft: failed to %s: %w", what, classify(err))
+	}
+	return nil
+}
+
 // templates returns the element templates of the applied table.
 func (k *Kernel) templates() (templates, error) {
 	k.mu.Lock()

@@ -156,19 +156,10 @@ func (k *Kernel) AddOpaque(ctx context.Context, o ...Opaque) error {
 	}
 	keys4, keys6 := splitOpaque(norm, false)
 	el4, el6 := splitOpaque(norm, true)
-	err = k.do(ctx, func(c *nftables.Conn) error {
-		// Destroy and add in one transaction: the refresh of a live
-		// element's timeout (an interval element is not updated in place).
-		if err := queueOps(c, destroyOp(tpl.opaque4, keys4), addOp(tpl.opaque4, el4),
-			destroyOp(tpl.opaque6, keys6), addOp(tpl.opaque6, el6)); err != nil {
-			return err
-		}
-		return c.Flush()
-	})
-	if err != nil {
-		return fmt.Errorf("nft: failed to add opaque elements: %w", classify(err))
-	}
-	return nil
+	// Destroy and add in one transaction: the refresh of a live element's
+	// timeout (an interval element is not updated in place).
+	return k.commitOps(ctx, "add opaque elements", destroyOp(tpl.opaque4, keys4), addOp(tpl.opaque4, el4),
+		destroyOp(tpl.opaque6, keys6), addOp(tpl.opaque6, el6))
 }
 
 // DeleteOpaque removes opaque elements in one transaction; missing ones
@@ -189,16 +180,7 @@ func (k *Kernel) DeleteOpaque(ctx context.Context, o ...Opaque) error {
 		return nil
 	}
 	keys4, keys6 := splitOpaque(norm, false)
-	err = k.do(ctx, func(c *nftables.Conn) error {
-		if err := queueOps(c, destroyOp(tpl.opaque4, keys4), destroyOp(tpl.opaque6, keys6)); err != nil {
-			return err
-		}
-		return c.Flush()
-	})
-	if err != nil {
-		return fmt.Errorf("nft: failed to delete opaque elements: %w", classify(err))
-	}
-	return nil
+	return k.commitOps(ctx, "delete opaque elements", destroyOp(tpl.opaque4, keys4), destroyOp(tpl.opaque6, keys6))
 }
 
 // OpaqueElement is an opaque element as the kernel holds it.
