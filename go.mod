@@ -3,7 +3,6 @@ module github.com/ftpsalg/ftpsalg
 go 1.26.0
 
 require (
-	github.com/florianl/go-nfqueue/v2 v2.1.0
 	github.com/google/go-cmp v0.7.0
 	github.com/google/nftables v0.3.1-0.20251119083706-1db35da82052
 	github.com/jsimonetti/rtnetlink/v2 v2.2.0

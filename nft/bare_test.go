@@ -3,13 +3,13 @@ package nft
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
 	"testing"
 
-	nfqueue "github.com/florianl/go-nfqueue/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/ftpsalg/ftpsalg/alg/inspect/nfq"
 )
 
 // segment is a hand-made TCP segment for TestKernelQueueBare.
@@ -134,37 +134,44 @@ func TestKernelQueueBare(t *testing.T) {
 	}
 
 	seen := make(chan uint32, 64)
-	nf, err := nfqueue.Open(&nfqueue.Config{NfQueue: spec.Queue, MaxPacketLen: 0xffff, MaxQueueLen: 64,
-		Copymode: nfqueue.NfQnlCopyPacket, NetNS: l.gw.fd()})
+	nf, err := nfq.Open(nfq.Config{Queue: spec.Queue, MaxLen: 64, NetNS: l.gw.fd()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nf.Close()
 	qctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	err = nf.RegisterWithErrorFunc(qctx, func(a nfqueue.Attribute) int {
-		if a.PacketID == nil || a.Payload == nil {
-			return 0
+	done := make(chan struct{})
+	defer func() {
+		cancel()
+		<-done
+		nf.Close()
+	}()
+	go func() {
+		defer close(done)
+		for {
+			b, err := nf.Read(qctx)
+			if err != nil {
+				if qctx.Err() != nil {
+					return
+				}
+				continue
+			}
+			for _, a := range b.Packets {
+				if a.Payload == nil {
+					continue
+				}
+				p := a.Payload
+				l4 := 20
+				if p[0]>>4 == 4 {
+					l4 = int(p[0]&0x0f) * 4
+				} else if l4 = 40; p[6] != unix.IPPROTO_TCP {
+					l4 = 48 // the test's one destination options header
+				}
+				seen <- binary.BigEndian.Uint32(p[l4+4:])
+				_ = nf.Verdict(a.ID, nfq.Drop, false, 0, nil)
+			}
+			_ = nf.Flush()
 		}
-		p := *a.Payload
-		l4 := 20
-		if p[0]>>4 == 4 {
-			l4 = int(p[0]&0x0f) * 4
-		} else if l4 = 40; p[6] != unix.IPPROTO_TCP {
-			l4 = 48 // the test's one destination options header
-		}
-		seen <- binary.BigEndian.Uint32(p[l4+4:])
-		_ = nf.SetVerdict(*a.PacketID, nfqueue.NfDrop)
-		return 0
-	}, func(err error) int {
-		if qctx.Err() != nil || errors.Is(err, context.Canceled) {
-			return 1
-		}
-		return 0
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	}()
 
 	cli4 := netip.MustParseAddrPort(labClient4 + ":40000")
 	srv4 := netip.MustParseAddrPort(labServer4 + ":21")
