@@ -36,7 +36,7 @@ func ProbeQueue(ctx context.Context, opts ...Option) (QueueKind, error) {
 	if !errors.Is(native, unix.ENOENT) {
 		return QueueUnset, fmt.Errorf("nft: failed to probe native queue: %w", native)
 	}
-	compat := probeRule(ctx, k, nfqueueTarget(0, nfqFlagBypass))
+	compat := probeRule(ctx, k, nfqueueTarget(0, 1, nfqFlagBypass))
 	if compat != nil {
 		return QueueUnset, fmt.Errorf("nft: failed to probe queue support: neither nft_queue (%w) nor xt NFQUEUE (%w) is available", native, compat)
 	}

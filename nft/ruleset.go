@@ -597,7 +597,7 @@ func drop() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}
 
 func queue(s Spec) []expr.Any {
 	if s.QueueKind == QueueNative {
-		q := &expr.Queue{Num: s.Queue, Total: 1}
+		q := &expr.Queue{Num: s.Queue, Total: max(s.QueueTotal, 1)}
 		if s.FailOpen {
 			q.Flag = expr.QueueFlagBypass
 		}
@@ -607,16 +607,18 @@ func queue(s Spec) []expr.Any {
 	if s.FailOpen {
 		flags = nfqFlagBypass
 	}
-	return []expr.Any{nfqueueTarget(s.Queue, flags)}
+	return []expr.Any{nfqueueTarget(s.Queue, max(s.QueueTotal, 1), flags)}
 }
 
 // nfqueueTarget is the xtables NFQUEUE target, revision 3:
 // struct xt_NFQ_info_v3 { __u16 queuenum; __u16 queues_total; __u16 flags; }
-// in host byte order, padded to 8 bytes (the kernel rejects 6).
-func nfqueueTarget(num, flags uint16) *expr.Target {
+// in host byte order, padded to 8 bytes (the kernel rejects 6). With total
+// above 1 and no cpu-fanout flag the kernel picks the queue by its flow
+// hash, which orders the address pair: both directions share a queue.
+func nfqueueTarget(num, total, flags uint16) *expr.Target {
 	b := make([]byte, 8)
 	binary.NativeEndian.PutUint16(b[0:], num)
-	binary.NativeEndian.PutUint16(b[2:], 1)
+	binary.NativeEndian.PutUint16(b[2:], total)
 	binary.NativeEndian.PutUint16(b[4:], flags)
 	info := xt.Unknown(b)
 	return &expr.Target{Name: "NFQUEUE", Rev: 3, Info: &info}

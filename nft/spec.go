@@ -51,8 +51,14 @@ func (k QueueKind) String() string {
 type Spec struct {
 	// Table is the name of the inet table ftpsalg owns.
 	Table string
-	// Queue is the NFQUEUE number the packet path reads.
+	// Queue is the NFQUEUE number the packet path reads, the first of
+	// QueueTotal queues.
 	Queue uint16
+	// QueueTotal is the number of queues from Queue on (0 means 1). With
+	// more than one the rule spreads packets over them by the kernel's
+	// flow hash, symmetric over the address pair, so both directions of a
+	// flow reach the same queue (never CPU fanout, which would split them).
+	QueueTotal uint16
 	// QueueKind selects the queue expression, as returned by ProbeQueue.
 	QueueKind QueueKind
 	// FailOpen lets control packets pass uninspected when no process is
@@ -276,6 +282,12 @@ func (s Spec) validate() (Spec, error) {
 	}
 	if s.QueueKind != QueueNative && s.QueueKind != QueueCompat {
 		return Spec{}, fmt.Errorf("invalid queue kind %s: probe the kernel with ProbeQueue", s.QueueKind)
+	}
+	if s.QueueTotal == 0 {
+		s.QueueTotal = 1
+	}
+	if int(s.Queue)+int(s.QueueTotal)-1 > 0xffff {
+		return Spec{}, fmt.Errorf("invalid queue range %d-%d", s.Queue, int(s.Queue)+int(s.QueueTotal)-1)
 	}
 	if s.CtMark == 0 {
 		return Spec{}, errors.New("ct mark must not be zero")

@@ -14,6 +14,7 @@ func Spec(cfg *policy.Config, kind nft.QueueKind) nft.Spec {
 	s := nft.Spec{
 		Table:      cfg.NFTables.Table,
 		Queue:      cfg.Queue.Number,
+		QueueTotal: cfg.Queue.Count,
 		QueueKind:  kind,
 		FailOpen:   cfg.Queue.FailOpen,
 		CtMark:     cfg.NFTables.CtMark,

@@ -172,8 +172,14 @@ type NFTables struct {
 
 // Queue configures the NFQUEUE the packet path reads (key queue).
 type Queue struct {
-	// Number is the NFQUEUE number (key number).
+	// Number is the (first) NFQUEUE number (key number: N, or a range
+	// N-M).
 	Number uint16
+	// Count is how many queues from Number on the daemon reads, one reader
+	// each (1 for a single number, M-N+1 for a range). The queue rule
+	// spreads flows over them by the kernel's flow hash, which is
+	// symmetric: both directions of a flow land on the same queue.
+	Count uint16
 	// Length is the kernel queue length in packets (key length).
 	Length uint32
 	// FailOpen lets packets through uninspected when ftpsalg is not

@@ -210,7 +210,7 @@ func defaultConfig() Config {
 		Admin:    Admin{Socket: defaultAdminSocket},
 		Metrics:  Metrics{Listen: defaultMetricsListen},
 		NFTables: NFTables{Table: defaultTable, CtMark: defaultCtMark, PacketMark: defaultPacketMark},
-		Queue:    Queue{Number: defaultQueueNumber, Length: defaultQueueLength, FailOpen: defaultFailOpen},
+		Queue:    Queue{Number: defaultQueueNumber, Count: 1, Length: defaultQueueLength, FailOpen: defaultFailOpen},
 		Pinholes: Pinholes{Timeout: defaultPinholeTimeout},
 		Limits: Limits{MaxFlows: defaultMaxFlows, MaxLine: defaultMaxLine, MaxSessionsPerClient: defaultMaxSessionsPerClient,
 			FirstCommandTimeout: defaultFirstCommandTimeout, IdleTimeout: defaultIdleTimeout},

@@ -176,7 +176,22 @@ var errorCases = []struct {
 		e(4, "queue.failure", `"maybe" is not a failure mode; use closed or open`),
 	}},
 	{"queue number as a string", beforeBase("queue:", `  number: "4040"`), []policy.Error{
-		e(2, "queue.number", `expected an integer from 0 to 65535, got string "4040"`),
+		e(2, "queue.number", `"4040" is not a queue number or range; use N or N-M (0 to 65535)`),
+	}},
+	{"queue range 5-3", beforeBase("queue:", "  number: 5-3"), []policy.Error{
+		e(2, "queue.number", `queue range 5-3 ends before it starts`),
+	}},
+	{"queue range 0-64", beforeBase("queue:", "  number: 0-64"), []policy.Error{
+		e(2, "queue.number", `queue range 0-64 has 65 queues; at most 64`),
+	}},
+	{"queue range 65500-65536", beforeBase("queue:", "  number: 65500-65536"), []policy.Error{
+		e(2, "queue.number", `queue range 65500-65536 is out of range: queues are from 0 to 65535`),
+	}},
+	{"queue range a-b", beforeBase("queue:", "  number: a-b"), []policy.Error{
+		e(2, "queue.number", `"a-b" is not a queue number or range; use N or N-M (0 to 65535)`),
+	}},
+	{"queue range 1-2-3", beforeBase("queue:", "  number: 1-2-3"), []policy.Error{
+		e(2, "queue.number", `"1-2-3" is not a queue number or range; use N or N-M (0 to 65535)`),
 	}},
 	{"failure as a boolean", beforeBase("queue:", "  failure: false"), []policy.Error{
 		e(2, "queue.failure", "expected closed or open, got boolean false"),
@@ -421,7 +436,7 @@ func defaults(servers ...policy.Server) policy.Config {
 		Admin:    policy.Admin{Socket: "/run/ftpsalg/admin.sock"},
 		Metrics:  policy.Metrics{Listen: "127.0.0.1:9641"},
 		NFTables: policy.NFTables{Table: "ftpsalg", CtMark: 0x10000000, PacketMark: 0x20000000},
-		Queue:    policy.Queue{Number: 4040, Length: 4096, FailOpen: false},
+		Queue:    policy.Queue{Number: 4040, Count: 1, Length: 4096, FailOpen: false},
 		Pinholes: policy.Pinholes{Timeout: 5 * time.Second},
 		Limits: policy.Limits{MaxFlows: 16384, MaxLine: 2048, MaxSessionsPerClient: 64,
 			FirstCommandTimeout: 30 * time.Second, IdleTimeout: 30 * time.Minute},
@@ -478,7 +493,7 @@ func TestParse(t *testing.T) {
 			"  table: edge_ftp-1",
 			"  ct_mark: 0x1",
 			"  packet_mark: 0b10",
-			"queue: {number: 0, length: 65536, failure: open}",
+			"queue: {number: 0-63, length: 65536, failure: open}",
 			"pinholes: {timeout: 1500ms}",
 			"limits: {max_flows: 1, max_line: 512, max_sessions_per_client: 3, first_command_timeout: 5s, idle_timeout: 10m}",
 			`throttle: {max_failures: 3, window: 1m, ban: 3s, allow: [192.0.2.0/28, "2001:db8::7"]}`,
@@ -488,7 +503,7 @@ func TestParse(t *testing.T) {
 			c.Admin.Socket = "/run/alg.sock"
 			c.Metrics.Listen = "[::1]:9100"
 			c.NFTables = policy.NFTables{Table: "edge_ftp-1", CtMark: 1, PacketMark: 2}
-			c.Queue = policy.Queue{Number: 0, Length: 65536, FailOpen: true}
+			c.Queue = policy.Queue{Number: 0, Count: 64, Length: 65536, FailOpen: true}
 			c.Pinholes.Timeout = 1500 * time.Millisecond
 			c.Limits = policy.Limits{MaxFlows: 1, MaxLine: 512, MaxSessionsPerClient: 3,
 				FirstCommandTimeout: 5 * time.Second, IdleTimeout: 10 * time.Minute}

@@ -16,7 +16,10 @@ import (
 
 // Allowed ranges. The reasons are in docs/config.md.
 const (
-	minQueueLength, maxQueueLength       = 16, 65536
+	minQueueLength, maxQueueLength = 16, 65536
+	// One reader goroutine and socket per queue; 64 is beyond the cores
+	// of any gateway this runs on.
+	maxQueues                            = 64
 	minPinholeTimeout, maxPinholeTimeout = time.Second, 120 * time.Second
 	minMaxFlows, maxMaxFlows             = 1, 1_000_000
 	minMaxLine, maxMaxLine               = 512, 65536
@@ -251,8 +254,8 @@ func (d *decoder) queue(n node, q *Queue) {
 		return
 	}
 	if v, ok := f["number"]; ok {
-		if x, ok := d.intRange(v, 0, 65535); ok {
-			q.Number = uint16(x)
+		if lo, n, ok := d.queueNumbers(v); ok {
+			q.Number, q.Count = lo, n
 		}
 	}
 	if v, ok := f["length"]; ok {
@@ -273,6 +276,31 @@ func (d *decoder) queue(n node, q *Queue) {
 			}
 		}
 	}
+}
+
+// queueNumbers reads a queue number (N) or a range of queues (N-M), and
+// returns the first and how many.
+func (d *decoder) queueNumbers(n node) (first, count uint16, ok bool) {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" {
+		lo, hi, found := strings.Cut(n.Value, "-")
+		a, errA := strconv.ParseUint(strings.TrimSpace(lo), 10, 32)
+		b, errB := strconv.ParseUint(strings.TrimSpace(hi), 10, 32)
+		switch {
+		case !found || errA != nil || errB != nil:
+			d.at(n, "%q is not a queue number or range; use N or N-M (0 to 65535)", n.Value)
+		case a > 65535 || b > 65535:
+			d.at(n, "queue range %s is out of range: queues are from 0 to 65535", n.Value)
+		case b < a:
+			d.at(n, "queue range %s ends before it starts", n.Value)
+		case b-a+1 > maxQueues:
+			d.at(n, "queue range %s has %d queues; at most %d", n.Value, b-a+1, maxQueues)
+		default:
+			return uint16(a), uint16(b - a + 1), true
+		}
+		return 0, 0, false
+	}
+	x, ok := d.intRange(n, 0, 65535)
+	return uint16(x), 1, ok
 }
 
 func (d *decoder) pinholes(n node, p *Pinholes) {

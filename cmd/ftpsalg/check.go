@@ -48,7 +48,11 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	checkCAConstraints(cfg, *path, stderr)
-	fmt.Fprintf(stdout, "%s: ok (%d servers)\n", *path, len(cfg.Servers))
+	queues := ""
+	if cfg.Queue.Count > 1 {
+		queues = fmt.Sprintf(", queues %d-%d", cfg.Queue.Number, int(cfg.Queue.Number)+int(cfg.Queue.Count)-1)
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d servers%s)\n", *path, len(cfg.Servers), queues)
 	return 0
 }
 

@@ -156,7 +156,9 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, buildInfo())
 	life := newLifecycle(m, log) // hook: sd_notify and reload metrics (lifecycle.go)
-	reg.MustRegister(metrics.NewQueueStats(cfg.Queue.Number))
+	for i := range max(int(cfg.Queue.Count), 1) {
+		reg.MustRegister(metrics.NewQueueStats(cfg.Queue.Number + uint16(i)))
+	}
 
 	var mitm *mitmState
 	if gateway.HasMITM(cfg) {
@@ -196,7 +198,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 		return err
 	}
 	log.Info("nftables table built", "table", "inet "+cfg.NFTables.Table, "queue", cfg.Queue.Number,
-		"fail_open", cfg.Queue.FailOpen, "ct_mark", fmt.Sprintf("%#x", cfg.NFTables.CtMark))
+		"queues", max(cfg.Queue.Count, 1), "fail_open", cfg.Queue.FailOpen, "ct_mark", fmt.Sprintf("%#x", cfg.NFTables.CtMark))
 	if cfg.Queue.FailOpen {
 		log.Warn("fail-open: while the daemon is absent or its queue is full, control traffic passes uninspected")
 	}
@@ -215,7 +217,7 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	inj := &inspect.RawInjector{}
 	defer inj.Close()
 	eng := inspect.New(inspect.Options{Gateway: gw, Metrics: m, Log: log, Injector: inj})
-	q := &inspect.Queue{Num: cfg.Queue.Number, MaxLen: cfg.Queue.Length, FailOpen: cfg.Queue.FailOpen,
+	q := &inspect.Queue{Num: cfg.Queue.Number, Count: cfg.Queue.Count, MaxLen: cfg.Queue.Length, FailOpen: cfg.Queue.FailOpen,
 		PacketMark: cfg.NFTables.PacketMark, Engine: eng, Metrics: m, Log: log}
 	ct := &conntrack.Listener{Log: log, OnRestart: func(error) { m.ConntrackRest.Inc() },
 		Types: []conntrack.EventType{conntrack.EventNew, conntrack.EventDestroy}}

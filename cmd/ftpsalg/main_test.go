@@ -69,6 +69,17 @@ func TestCheckConfig(t *testing.T) {
 		t.Errorf("check-config --skip-host-check nat.yaml: exit %d, stdout %q, stderr %q; want %q", code, out, errOut, want)
 	}
 
+	// A queue range is named in the summary.
+	ranged := filepath.Join(t.TempDir(), "ranged.yaml")
+	if err := os.WriteFile(ranged, []byte("queue: {number: 100-103}\n"+
+		"servers:\n  - name: ftp\n    mode: inspect\n    addresses: [198.51.100.2]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = runCmd(t, "check-config", "--skip-host-check", "--config", ranged)
+	if want := ranged + ": ok (1 servers, queues 100-103)\n"; code != 0 || out != want {
+		t.Errorf("check-config ranged: exit %d, stdout %q, stderr %q; want %q", code, out, errOut, want)
+	}
+
 	code, _, errOut = runCmd(t, "check-config", "--config", filepath.Join(t.TempDir(), "missing.yaml"))
 	if code != 1 || !strings.HasPrefix(errOut, "failed to read policy: ") {
 		t.Errorf("check-config missing: exit %d, stderr %q", code, errOut)
