@@ -391,3 +391,95 @@ func TestUpstreamConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamRemembersChains: one Upstream verifies a chain once for a
+// target and then takes its word for it, on later sessions' handshakes
+// (full or resumed), until the memo's time is up or the chain expires; a
+// different target, or a chain that fails, is always verified.
+func TestUpstreamRemembersChains(t *testing.T) {
+	t.Parallel()
+	f := newUpstreamFixture(t)
+	now := time.Now()
+	// A leaf that expires in 5 minutes, before the memo's 10.
+	leaf, key := f.is.issue(t, &x509.Certificate{
+		Subject:   pkix.Name{CommonName: "short.example.com"},
+		DNSNames:  []string{"short.example.com"},
+		NotBefore: now.Add(-time.Hour),
+		NotAfter:  now.Add(5 * time.Minute),
+	})
+	short := f.is.tlsCert(leaf, key)
+	u, err := NewUpstream(policy.ServerTLS{MinVersion: tls.VersionTLS12, Verify: policy.VerifySystem}, f.is.pool())
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := now
+	u.Now = func() time.Time { return clock }
+	srv := f.server(0, nil, nil)
+	shortSrv := &tls.Config{Certificates: []tls.Certificate{short}}
+
+	steps := []struct {
+		name     string
+		at       time.Duration // clock offset from now
+		srv      *tls.Config
+		sni      string
+		wantErr  string
+		verified int // u.verified after the step
+	}{
+		{name: "first session verifies", srv: srv, sni: "ftp.example.com", verified: 1},
+		{name: "second session, same chain and name: remembered", at: time.Minute, srv: srv, sni: "ftp.example.com", verified: 1},
+		{name: "another name is verified, and fails", at: time.Minute, srv: srv, sni: "other.example.com", wantErr: "not trusted", verified: 2},
+		{name: "a name the chain proves, verified once", at: time.Minute, srv: srv, sni: "a.files.example.com", verified: 3},
+		{name: "after the memo's time, verified again", at: 11 * time.Minute, srv: srv, sni: "ftp.example.com", verified: 4},
+		{name: "short-lived chain verifies", srv: shortSrv, sni: "short.example.com", verified: 5},
+		{name: "short-lived chain remembered while valid", at: 4 * time.Minute, srv: shortSrv, sni: "short.example.com", verified: 5},
+		{name: "short-lived chain past NotAfter: verified again, expired", at: 6 * time.Minute, srv: shortSrv, sni: "short.example.com", wantErr: "expired", verified: 6},
+	}
+	for _, st := range steps {
+		clock = now.Add(st.at)
+		cfg, err := u.Config(st.sni, netip.Addr{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, cerr, _ := handshake(t, st.srv, cfg)
+		switch {
+		case st.wantErr == "" && cerr != nil:
+			t.Errorf("%s: handshake: %v", st.name, cerr)
+		case st.wantErr != "" && (cerr == nil || !strings.Contains(cerr.Error(), st.wantErr)):
+			t.Errorf("%s: handshake error %v, want %q", st.name, cerr, st.wantErr)
+		}
+		u.mu.Lock()
+		got := u.verified
+		u.mu.Unlock()
+		if got != st.verified {
+			t.Errorf("%s: %d chains verified, want %d", st.name, got, st.verified)
+		}
+	}
+}
+
+// TestUpstreamReadsCAFileOnce: the ca_file is read when the Upstream is
+// made (a policy load), not on every session; a new Upstream (a reload)
+// reads it again.
+func TestUpstreamReadsCAFileOnce(t *testing.T) {
+	t.Parallel()
+	f := newUpstreamFixture(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	writePEM(t, caFile, "CERTIFICATE", f.is.cert.Raw, 0o644)
+	p := policy.ServerTLS{MinVersion: tls.VersionTLS12, Verify: policy.VerifyCA, CAFile: caFile}
+	u, err := NewUpstream(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(caFile); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := u.Config("ftp.example.com", netip.Addr{})
+	if err != nil {
+		t.Fatalf("Config after the file went: %v", err)
+	}
+	if _, cerr, _ := handshake(t, f.server(0, nil, nil), cfg); cerr != nil {
+		t.Errorf("handshake: %v", cerr)
+	}
+	if _, err := NewUpstream(p, nil); err == nil || !strings.Contains(err.Error(), "ca_file") {
+		t.Errorf("NewUpstream without the file: %v, want a ca_file error", err)
+	}
+}

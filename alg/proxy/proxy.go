@@ -40,7 +40,8 @@ type Options struct {
 	Now     func() time.Time
 	// ReplyDestination looks up where conntrack sends the replies of an
 	// upstream connection (the operator's masquerade, docs/nat.md);
-	// defaults to conntrack.ReplyDestination.
+	// defaults to a conntrack.Lookup of the proxy's own, whose sockets
+	// stay open between sessions.
 	ReplyDestination func(ctx context.Context, src, dst netip.AddrPort) (netip.AddrPort, error)
 }
 
@@ -55,8 +56,9 @@ type Proxy struct {
 	relayMu sync.Mutex
 	relays  map[relayKey]expectation // announced data connections, by exact tuple
 
-	bufs     sync.Pool // *[]byte of relayBufSize, for relay copies
-	upCaches sync.Map  // server name → tls.ClientSessionCache (sessioncache.go)
+	bufs      sync.Pool // *[]byte of relayBufSize, for relay copies
+	upCaches  sync.Map  // server name → tls.ClientSessionCache (sessioncache.go)
+	verifiers sync.Map  // server name → upstreamVerifier (sessioncache.go)
 }
 
 // New returns a Proxy.
@@ -71,7 +73,7 @@ func New(o Options) *Proxy {
 		o.Dial = DialTransparent
 	}
 	if o.ReplyDestination == nil {
-		o.ReplyDestination = conntrack.ReplyDestination
+		o.ReplyDestination = new(conntrack.Lookup).ReplyDestination
 	}
 	if o.Now == nil {
 		o.Now = time.Now

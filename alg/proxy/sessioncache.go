@@ -3,6 +3,9 @@ package proxy
 import (
 	"crypto/tls"
 	"sync"
+
+	"github.com/ftpsalg/ftpsalg/alg/certs"
+	"github.com/ftpsalg/ftpsalg/alg/policy"
 )
 
 // sessionCache holds the TLS session of one upstream control connection,
@@ -114,4 +117,26 @@ func (p *Proxy) upstreamCache(name string) tls.ClientSessionCache {
 	}
 	c, _ := p.upCaches.LoadOrStore(name, tls.NewLRUClientSessionCache(upstreamCacheSize))
 	return c.(tls.ClientSessionCache)
+}
+
+// upstreamVerifier is the verifier of one server under one policy: a
+// reload makes new policy.Server values, and with them a new verifier (its
+// CA file read again, its memo of verified chains empty).
+type upstreamVerifier struct {
+	srv *policy.Server
+	u   *certs.Upstream
+}
+
+// upstream returns the verifier of srv's certificates (certs.Upstream),
+// made on first use and again after each reload of the policy.
+func (p *Proxy) upstream(srv *policy.Server, t policy.ServerTLS) (*certs.Upstream, error) {
+	if v, ok := p.verifiers.Load(srv.Name); ok && v.(upstreamVerifier).srv == srv {
+		return v.(upstreamVerifier).u, nil
+	}
+	u, err := certs.NewUpstream(t, p.o.Roots)
+	if err != nil {
+		return nil, err
+	}
+	p.verifiers.Store(srv.Name, upstreamVerifier{srv: srv, u: u})
+	return u, nil
 }

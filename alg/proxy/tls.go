@@ -226,7 +226,11 @@ func (s *session) upstreamHandshake(ctx context.Context, sni string) (*tls.Conn,
 	if name == "" {
 		name = p.ServerName
 	}
-	cfg, err := certs.UpstreamConfig(p, name, s.gs.Orig.Addr(), s.p.o.Roots)
+	var cfg *tls.Config
+	u, err := s.p.upstream(s.srv, p)
+	if err == nil {
+		cfg, err = u.Config(name, s.gs.Orig.Addr())
+	}
 	if err != nil {
 		s.m.TLSHandshakeFails.WithLabelValues("upstream", "config").Inc()
 		s.gs.Log.Error("upstream TLS configuration invalid", "err", err)

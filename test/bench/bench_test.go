@@ -31,7 +31,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	binary, err = harness.Build(ctx, "../..", dir, false)
+	if binary = os.Getenv("FTPSALG_BENCH_BINARY"); binary == "" {
+		// FTPSALG_BENCH_BINARY runs the benchmarks against another build,
+		// such as an earlier commit's, for A/B figures of one run.
+		binary, err = harness.Build(ctx, "../..", dir, false)
+	}
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
