@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ftpsalg/ftpsalg/metrics"
 	"github.com/ftpsalg/ftpsalg/test/ftpc"
 	"github.com/ftpsalg/ftpsalg/test/harness"
 	"github.com/ftpsalg/ftpsalg/test/lab"
@@ -26,7 +27,7 @@ func BenchmarkSessionPhases(b *testing.B) {
 			l.StartLabftpd(lab.Server, 21, labftpd.Config{User: "u", Password: "p",
 				Files:      map[string][]byte{"a.txt": []byte("a\n")},
 				PassiveMin: lab.DefaultPasvMinPort, PassiveMax: lab.DefaultPasvMaxPort})
-			setupPath(b, l, path)
+			d := setupPath(b, l, path)
 			nd := harness.NSDialer{L: l, NS: lab.Client}
 			times := make([][]time.Duration, len(phases))
 			for i := range n + 20 {
@@ -56,6 +57,16 @@ func BenchmarkSessionPhases(b *testing.B) {
 				}
 				for j, d := range []time.Duration{t1.Sub(t0), t2.Sub(t1), t3.Sub(t2), t4.Sub(t3), t4.Sub(t0)} {
 					times[j] = append(times[j], d)
+				}
+			}
+			if d != nil {
+				// The daemon's own time: per queued packet from its batch's
+				// arrival to the verdicts' send, and per pinhole commit.
+				m := d.Metrics()
+				for _, h := range []string{metrics.NameVerdictLatency, metrics.NamePinholeCommit} {
+					if c := m[h+"_count"]; c > 0 {
+						b.Logf("%-14s %-34s mean %6.1f µs over %.0f", path, h, m[h+"_sum"]/c*1e6, c)
+					}
 				}
 			}
 			for j, p := range phases {
