@@ -338,3 +338,31 @@ func TestTLSReadAfterDeadline(t *testing.T) {
 		t.Fatalf("after the deadlines: %q, %v", line, err)
 	}
 }
+
+// BenchmarkCommandRoundTrip times one command and its reply through a
+// logged-in mitm session, back to back (the session never idles long
+// enough to park), with parking on (the default parkAfter: each line is
+// probed under a deadline first) and off (the read path before parking):
+//
+//	go test -run '^$' -bench CommandRoundTrip ./alg/proxy
+func BenchmarkCommandRoundTrip(b *testing.B) {
+	for _, bc := range []struct {
+		name      string
+		parkAfter time.Duration
+	}{{"parking", 0}, {"never_parks", -1}} {
+		b.Run(bc.name, func(b *testing.B) {
+			rg := newRig(b, rigOpts{parkAfter: bc.parkAfter, timeout: 30 * time.Second})
+			c := rg.login(nil)
+			_ = c.raw.SetDeadline(time.Time{})
+			b.ResetTimer()
+			for range b.N {
+				if _, err := io.WriteString(c.c, "PBSZ 0\r\n"); err != nil {
+					b.Fatal(err)
+				}
+				if l, err := c.r.ReadString('\n'); err != nil || l != "200 ok.\r\n" {
+					b.Fatalf("PBSZ: %q %v", l, err)
+				}
+			}
+		})
+	}
+}

@@ -282,7 +282,7 @@ type rigOpts struct {
 	firstCmd    time.Duration
 	idle        time.Duration
 	maxFlows    int           // 0: 100
-	parkAfter   time.Duration // 0: the default
+	parkAfter   time.Duration // 0: the default; negative: never park
 	holdTicket  bool          // the server holds back its TLS 1.3 session ticket (releaseTicket)
 }
 
@@ -346,7 +346,7 @@ func newRig(t testing.TB, o rigOpts) *rig {
 			return d.DialContext(ctx, network, sln.Addr().String())
 		}})
 	if o.parkAfter != 0 {
-		p.parkAfter = o.parkAfter
+		p.parkAfter = max(o.parkAfter, 0) // negative: never park
 	}
 	stop := serveUntilCleanup(t, p, pln)
 	return &rig{t: t, proxy: pln.Addr().String(), caPool: ca.Pool(), srv: fs, tbl: tbl, m: m, p: p, stop: stop}
