@@ -39,6 +39,7 @@ const (
 	NameTLSHandshakeTime   = "ftpsalg_tls_handshake_duration_seconds"
 	NameDataRefused        = "ftpsalg_mitm_data_refusals_total"
 	NameMITMConnections    = "ftpsalg_mitm_connections_total"
+	NameMITMParked         = "ftpsalg_mitm_parked_legs"
 	NameRelayConnections   = "ftpsalg_relay_connections_total"
 	NameRelayActive        = "ftpsalg_relay_connections_active"
 	NameRelayBytes         = "ftpsalg_relay_bytes_total"
@@ -157,6 +158,7 @@ type Metrics struct {
 	TLSHandshakeTime  *prometheus.HistogramVec
 	DataRefused       *prometheus.CounterVec // reason
 	MITMConnections   *prometheus.CounterVec // result
+	MITMParked        prometheus.Gauge
 
 	NATTranslations *prometheus.CounterVec // data_mode, port (kept|moved)
 	NATFailures     *prometheus.CounterVec // data_mode, reason
@@ -270,6 +272,8 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 			Help: "Data connections the server refused in mitm mode, by reason (tls_session_reuse: passthrough to a server that requires TLS session reuse; upstream_not_resumed: the relay could not resume the server's session)."}, []string{"reason"}),
 		MITMConnections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameMITMConnections,
 			Help: "Control connections diverted to the mitm proxy, by result (accepted, refused, upstream_failed)."}, []string{"result"}),
+		MITMParked: prometheus.NewGauge(prometheus.GaugeOpts{Name: NameMITMParked,
+			Help: "Legs (client or upstream) of mitm control sessions parked: idle, watched by the proxy's poller without a goroutine or a line buffer; a fully idle session has two."}),
 		NATTranslations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameNATTranslations,
 			Help: "Data announcements translated across the NAT, by data mode (passive: a published server's 227/228/229; active: a translated client's PORT/EPRT/LPRT) and port (kept: the announced port; moved: another, because it was taken)."}, []string{"data_mode", "port"}),
 		NATFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: NameNATFailures,
@@ -340,7 +344,7 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		m.Refusals, m.QueuePackets, m.QueueVerdicts, m.QueueErrors, m.VerdictLatency,
 		m.FlowsActive, m.FlowEvictions, m.ConntrackEvent, m.ConntrackRest,
 		m.NFTSyncs, m.NFTSyncSeconds, m.NFTLastSuccess,
-		m.TLSHandshakes, m.TLSHandshakeFails, m.TLSHandshakeTime, m.DataRefused, m.MITMConnections,
+		m.TLSHandshakes, m.TLSHandshakeFails, m.TLSHandshakeTime, m.DataRefused, m.MITMConnections, m.MITMParked,
 		m.NATTranslations, m.NATFailures, m.NATOpaque, m.NATFollowed,
 		m.RelayConnections, m.RelayActive, m.RelayBytes, m.RelayDuration, m.RelayHandshakes,
 		collectors.NewGoCollector(),

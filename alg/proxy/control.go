@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/ftpsalg/ftpsalg/alg/certs"
@@ -26,8 +25,9 @@ import (
 // core, its decisions applied by the gateway session, the bytes written
 // here.
 
-// run relays the session and returns why it ended.
-func (s *session) run(ctx context.Context) string {
+// run sets the session up and starts its directions (started: they end
+// the session), or returns why it ended before.
+func (s *session) run(ctx context.Context) (reason string, started bool) {
 	s.gs.Start(false)
 	var laddr netip.AddrPort
 	switch {
@@ -53,7 +53,7 @@ func (s *session) run(ctx context.Context) string {
 		} else {
 			s.writeClient("421 ftpsalg: the server cannot be reached.\r\n")
 		}
-		return "upstream_unreachable"
+		return "upstream_unreachable", false
 	}
 	s.rawU, s.uconn = up, up
 	leg := nat.Leg{Client: s.gs.Client.Addr(), Server: s.gs.Upstream.Addr(), Upstream: addrPort(up.LocalAddr()).Addr()}
@@ -75,9 +75,9 @@ func (s *session) run(ctx context.Context) string {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
 					// No ClientHello before the first command's deadline.
 					s.gs.Refused("first_command_timeout", "direction", "client")
-					return "first_command_timeout"
+					return "first_command_timeout", false
 				}
-				return "tls_failed"
+				return "tls_failed", false
 			}
 			s.core.StartImplicitTLS()
 		} else {
@@ -85,52 +85,17 @@ func (s *session) run(ctx context.Context) string {
 			s.opaqueNotice("implicit TLS")
 		}
 	}
-	stop := context.AfterFunc(ctx, s.closeAll)
-	defer stop()
+	// The session ends with the Proxy's context: closed, its directions
+	// (parked or not) end, and the end is accounted (park.go).
+	s.stop = context.AfterFunc(ctx, s.closeAll)
+	s.p.wg.Add(1)
 	if opaque {
-		return s.pair(func() string { return s.opaqueCopy(s.uconn, s.cr, "client_closed") },
+		s.pair(func() string { return s.opaqueCopy(s.uconn, s.cr, "client_closed") },
 			func() string { return s.opaqueCopy(s.cconn, s.ur, "server_closed") })
+	} else {
+		s.pair(func() string { return s.clientToServer(ctx) }, func() string { return s.serverToClient(ctx) })
 	}
-	return s.pair(func() string { return s.clientToServer(ctx) }, func() string { return s.serverToClient(ctx) })
-}
-
-// pair runs the two directions of the session, the client's on this
-// goroutine and the server's on one more — two goroutines per session, not
-// three: an idle session's memory is mostly its goroutines' stacks — and
-// returns why the session ended: the reason of the direction that ended
-// first.
-func (s *session) pair(fromClient, fromServer func() string) string {
-	var first atomic.Pointer[string]
-	serverDone := make(chan string, 1)
-	go func() {
-		r := fromServer()
-		if first.CompareAndSwap(nil, &r) {
-			s.closeAll() // the client's direction reads on: end it
-		}
-		serverDone <- r
-	}()
-	r := fromClient()
-	if !first.CompareAndSwap(nil, &r) {
-		<-serverDone
-		return *first.Load()
-	}
-	if r == "client_closed" {
-		// Half-close: the server may still have replies in flight that
-		// explain the end (a refused data connection, say). Let them be
-		// read, briefly, before tearing down.
-		s.closeUpstreamWrite()
-		t := time.NewTimer(2 * time.Second)
-		select {
-		case <-serverDone:
-			t.Stop()
-			s.closeAll()
-			return r
-		case <-t.C:
-		}
-	}
-	s.closeAll()
-	<-serverDone
-	return r
+	return "", true
 }
 
 // precheck applies the proxy's own per-server rules to a client command
@@ -157,18 +122,28 @@ func (s *session) precheck(cmd ftp.Command) (reply, reason string) {
 }
 
 // clientToServer relays commands. It alone writes to the server, and it
-// performs the TLS upgrade after AUTH while serverToClient waits.
+// performs the TLS upgrade after AUTH while serverToClient waits. It
+// returns "" when it parks (park.go): it resumes, on another goroutine,
+// where it stopped.
 func (s *session) clientToServer(ctx context.Context) string {
-	first := true
 	for {
-		if d := s.gs.Policy.Limits.IdleTimeout; !first && d > 0 {
-			// The idle timeout runs from the last complete command; the
-			// first command's deadline was set at accept (handle).
-			_ = s.rawC.SetReadDeadline(time.Now().Add(d))
-		} else if !first {
-			_ = s.rawC.SetReadDeadline(time.Time{})
+		first := !s.cStarted
+		if !s.cWaiting {
+			// A new line: the idle timeout runs from the last complete
+			// command; the first command's deadline was set at accept
+			// (handle).
+			s.cWaiting = true
+			if d := s.gs.Policy.Limits.IdleTimeout; !first && d > 0 {
+				s.cDeadline = time.Now().Add(d)
+			} else if !first {
+				s.cDeadline = time.Time{}
+			}
+		}
+		if s.quiet(s.dirs[0], s.rawC, s.cconn, &s.cr, s.cDeadline) {
+			return ""
 		}
 		line, err := readLine(s.cr, s.maxLine())
+		s.cWaiting = false
 		if err != nil {
 			switch {
 			case errors.Is(err, errLineTooLong):
@@ -182,7 +157,7 @@ func (s *session) clientToServer(ctx context.Context) string {
 			}
 			return "client_closed"
 		}
-		first = false
+		s.cStarted = true
 		text := strings.TrimRight(string(line), "\r\n")
 		cmd, perr := ftp.ParseCommand(text)
 		if perr == nil {
@@ -264,6 +239,8 @@ func (s *session) clientToServer(ctx context.Context) string {
 				}
 			case <-ctx.Done():
 				return "shutdown"
+			case <-s.done:
+				return "client_closed" // the server's direction ended the session
 			}
 		}
 	}
@@ -287,16 +264,17 @@ func (s *session) timedOut(reason, reply string) string {
 }
 
 // serverToClient relays replies, committing pinholes before the reply that
-// announces them leaves.
+// announces them leaves. It returns "" when it parks (park.go).
 func (s *session) serverToClient(ctx context.Context) string {
-	// held are the lines of a multi-line 227/228/229 reply of a
+	// s.held are the lines of a multi-line 227/228/229 reply of a
 	// translated session, held back until its final line: an address on
 	// a non-final line is the server's own, and the client must not see
 	// it (ftp.RewriteAnnouncement rewrites only a final line; the reply
 	// is then refused whole).
-	var held []byte
-	holding, overflow := false, false
 	for {
+		if s.quiet(s.dirs[1], s.rawU, s.uconn, &s.ur, time.Time{}) {
+			return ""
+		}
 		line, err := readLine(s.ur, s.maxLine())
 		if err != nil {
 			if errors.Is(err, errLineTooLong) {
@@ -306,8 +284,8 @@ func (s *session) serverToClient(ctx context.Context) string {
 			}
 			return "server_closed"
 		}
-		if !holding && isAnnouncementStart(line) && s.gs.Leg().Published() {
-			holding = true
+		if !s.holding && isAnnouncementStart(line) && s.gs.Leg().Published() {
+			s.holding = true
 		}
 		s.mu.Lock()
 		ds := s.core.Feed(ftp.FromServer, line)
@@ -320,11 +298,11 @@ func (s *session) serverToClient(ctx context.Context) string {
 				ended = true
 			}
 		}
-		if holding && !ended {
-			if len(held)+len(line) <= maxHeld {
-				held = append(held, line...)
+		if s.holding && !ended {
+			if len(s.held)+len(line) <= maxHeld {
+				s.held = append(s.held, line...)
 			} else {
-				overflow = true
+				s.overflow = true
 			}
 			continue
 		}
@@ -384,16 +362,16 @@ func (s *session) serverToClient(ctx context.Context) string {
 			s.uconn, s.ur = up, newLineReader(up)
 			s.upPending = up
 		}
-		if holding {
-			if overflow && forward {
+		if s.holding {
+			if s.overflow && forward {
 				forward = false
 				s.gs.Refused("reply_too_long", "direction", "server", "detail", "a multi-line announcement longer than the gateway holds")
 				s.writeClient("425 ftpsalg: cannot open the data connection.\r\n")
 			}
 			if forward {
-				line = append(held, line...)
+				line = append(s.held, line...)
 			}
-			held, holding, overflow = nil, false, false
+			s.held, s.holding, s.overflow = nil, false, false
 		}
 		if forward {
 			if err := s.writeClient(string(line)); err != nil {
@@ -413,6 +391,8 @@ func (s *session) serverToClient(ctx context.Context) string {
 					}
 				case <-ctx.Done():
 					return "shutdown"
+				case <-s.done:
+					return "server_closed" // the client's direction ended the session
 				}
 			}
 		}

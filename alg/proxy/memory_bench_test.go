@@ -17,7 +17,8 @@ import (
 // same number of sessions made straight to the scripted server is measured
 // first and subtracted, so the figure is the proxy's own (its goroutine
 // stacks and heap: both legs' TLS state, line readers, the FTP core, the
-// gateway session). The heap and stacks are read after a GC; b.N is not
+// gateway session), once they have parked. The heap and stacks are read
+// after a GC; b.N is not
 // used: the figure is per session at -sessions, not per iteration.
 //
 //	go test -run '^$' -bench IdleSessionMemory -benchtime 1x ./alg/proxy
@@ -64,6 +65,15 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 		conns := make([]net.Conn, n)
 		for i := range conns {
 			conns[i] = login(addr, viaProxy)
+		}
+		if viaProxy {
+			// Idle sessions park after parkAfter (park.go): measure
+			// them parked, as they are held.
+			deadline := time.Now().Add(30 * time.Second)
+			for rg.p.ParkedLegs() < 2*n && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			b.Logf("%d of %d legs parked", rg.p.ParkedLegs(), 2*n)
 		}
 		after := inUse()
 		stacks[map[bool]int{false: 0, true: 1}[viaProxy]] = stackInUse() - min(s0, stackInUse())

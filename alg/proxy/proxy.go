@@ -59,6 +59,16 @@ type Proxy struct {
 	bufs      sync.Pool // *[]byte of relayBufSize, for relay copies
 	upCaches  sync.Map  // server name → tls.ClientSessionCache (sessioncache.go)
 	verifiers sync.Map  // server name → upstreamVerifier (sessioncache.go)
+
+	// Idle control sessions (park.go): how long a direction waits with
+	// nothing to read before it parks (0: never), the poller watching
+	// parked sockets, the line readers they gave back, how many are
+	// parked.
+	parkAfter   time.Duration
+	poller      poller
+	lineReaders sync.Pool // *bufio.Reader of lineBufSize
+	parked      atomic.Int64
+	parks       atomic.Int64 // parks since New (tests)
 }
 
 // New returns a Proxy.
@@ -78,7 +88,7 @@ func New(o Options) *Proxy {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	p := &Proxy{o: o, gw: o.Gateway, relays: map[relayKey]expectation{}}
+	p := &Proxy{o: o, gw: o.Gateway, relays: map[relayKey]expectation{}, parkAfter: defaultParkAfter}
 	p.bufs.New = func() any {
 		b := make([]byte, relayBufSize)
 		return &b
@@ -88,6 +98,11 @@ func New(o Options) *Proxy {
 
 // Sessions returns the number of sessions in progress.
 func (p *Proxy) Sessions() int64 { return p.active.Load() }
+
+// ParkedLegs returns the number of control-connection legs parked: idle,
+// watched by the poller with no goroutine reading them (an idle session
+// has two).
+func (p *Proxy) ParkedLegs() int64 { return p.parked.Load() }
 
 // Serve accepts diverted control connections on ln until ctx is done, then
 // waits for the sessions in progress to end (they end with ctx).

@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,6 +93,62 @@ type ftpsServer struct {
 	conf      *tls.Config
 	mu        sync.Mutex
 	seen      []string
+	release   chan struct{} // a SLOW command is answered when this is closed
+
+	holdTicket bool
+	ticketHeld chan struct{} // one session's ticket is held back
+	heldRaw    net.Conn
+	held       []byte
+}
+
+// releaseTicket sends the session ticket held back.
+func (s *ftpsServer) releaseTicket() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, err := s.heldRaw.Write(s.held)
+	return err
+}
+
+// ticketHold holds back, from the server's first flight of a TLS 1.3
+// handshake, what follows its Finished: crypto/tls writes the flight in
+// one Write, the session ticket (one, by default) at its end. Records the
+// server writes after it would arrive out of sequence: the test releases
+// the ticket before the server writes again. The
+// encrypted records before it are EncryptedExtensions, Certificate,
+// CertificateVerify and Finished.
+type ticketHold struct {
+	net.Conn
+	s    *ftpsServer
+	done bool
+}
+
+func (h *ticketHold) Write(b []byte) (int, error) {
+	if h.done || len(b) == 0 || b[0] != 22 {
+		return h.Conn.Write(b)
+	}
+	encrypted, off := 0, 0
+	for off+5 <= len(b) {
+		n := 5 + (int(b[off+3])<<8 | int(b[off+4]))
+		if b[off] == 23 {
+			encrypted++
+		}
+		off += n
+		if encrypted == 4 {
+			break
+		}
+	}
+	if encrypted < 4 || off >= len(b) {
+		return h.Conn.Write(b)
+	}
+	h.done = true
+	h.s.mu.Lock()
+	h.s.heldRaw, h.s.held = h.Conn, slices.Clone(b[off:])
+	h.s.mu.Unlock()
+	h.s.ticketHeld <- struct{}{}
+	if _, err := h.Conn.Write(b[:off]); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 func (s *ftpsServer) serve() {
@@ -129,7 +186,11 @@ func (s *ftpsServer) session(c net.Conn) {
 		switch strings.ToUpper(verb) {
 		case "AUTH":
 			fmt.Fprintf(c, "234 Proceed with negotiation.\r\n")
-			c = tls.Server(newRecordConn(raw, &bufferedConn{Conn: raw, r: r}), cfg)
+			var w net.Conn = raw
+			if s.holdTicket {
+				w = &ticketHold{Conn: raw, s: s}
+			}
+			c = tls.Server(newRecordConn(w, &bufferedConn{Conn: raw, r: r}), cfg)
 			r = bufio.NewReader(c)
 		case "CCC":
 			fmt.Fprintf(c, "200 CCC command successful.\r\n")
@@ -154,6 +215,9 @@ func (s *ftpsServer) session(c net.Conn) {
 			fmt.Fprintf(c, "229 Entering Extended Passive Mode (|||%d|)\r\n", s.epsvPort())
 		case "PORT", "EPRT":
 			fmt.Fprintf(c, "200 %s command successful.\r\n", strings.ToUpper(verb))
+		case "SLOW":
+			<-s.release
+			fmt.Fprintf(c, "200 slow done.\r\n")
 		case "QUIT":
 			fmt.Fprintf(c, "221 Goodbye.\r\n")
 			return
@@ -204,6 +268,8 @@ type rig struct {
 	srv    *ftpsServer
 	tbl    *fakeTable
 	m      *metrics.Metrics
+	p      *Proxy
+	stop   func() error // ends Serve's context and returns what Serve returned
 }
 
 type rigOpts struct {
@@ -215,7 +281,9 @@ type rigOpts struct {
 	unreachable bool // the upstream connection fails
 	firstCmd    time.Duration
 	idle        time.Duration
-	maxFlows    int // 0: 100
+	maxFlows    int           // 0: 100
+	parkAfter   time.Duration // 0: the default; negative: never park
+	holdTicket  bool          // the server holds back its TLS 1.3 session ticket (releaseTicket)
 }
 
 func newRig(t testing.TB, o rigOpts) *rig {
@@ -237,7 +305,8 @@ func newRig(t testing.TB, o rigOpts) *rig {
 	if o.pasv == "" {
 		o.pasv = "127,0,0,1,195,80"
 	}
-	fs := &ftpsServer{ln: sln, cert: srvCert, implicit: o.implicit, pasv: o.pasv}
+	fs := &ftpsServer{ln: sln, cert: srvCert, implicit: o.implicit, pasv: o.pasv, release: make(chan struct{}),
+		holdTicket: o.holdTicket, ticketHeld: make(chan struct{}, 1)}
 	go fs.serve()
 	t.Cleanup(func() { sln.Close() })
 
@@ -276,8 +345,11 @@ func newRig(t testing.TB, o rigOpts) *rig {
 			var d net.Dialer
 			return d.DialContext(ctx, network, sln.Addr().String())
 		}})
-	serveUntilCleanup(t, p, pln)
-	return &rig{t: t, proxy: pln.Addr().String(), caPool: ca.Pool(), srv: fs, tbl: tbl, m: m}
+	if o.parkAfter != 0 {
+		p.parkAfter = max(o.parkAfter, 0) // negative: never park
+	}
+	stop := serveUntilCleanup(t, p, pln)
+	return &rig{t: t, proxy: pln.Addr().String(), caPool: ca.Pool(), srv: fs, tbl: tbl, m: m, p: p, stop: stop}
 }
 
 // newTestGateway returns a gateway over tbl with pol applied. Its ledger
@@ -296,19 +368,23 @@ func pinholeKey(h nft.Pinhole) nft.Pinhole {
 	return nft.Pinhole{Src: h.Src, Dst: h.Dst, DstPort: h.DstPort, Relay: h.Relay}
 }
 
-// serveUntilCleanup runs p.Serve on ln until the test ends, and checks it
-// returns cleanly.
-func serveUntilCleanup(t testing.TB, p *Proxy, ln net.Listener) {
+// serveUntilCleanup runs p.Serve on ln until the test ends (or stop is
+// called), and checks it returns cleanly.
+func serveUntilCleanup(t testing.TB, p *Proxy, ln net.Listener) (stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Serve(ctx, ln) }()
-	t.Cleanup(func() {
+	stop = sync.OnceValue(func() error {
 		cancel()
-		if err := <-done; err != nil {
+		return <-done
+	})
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
+	return stop
 }
 
 // client is a control connection to the proxy that trusts only the

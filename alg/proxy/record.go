@@ -13,6 +13,7 @@ type recordConn struct {
 	net.Conn
 	r      io.Reader // what to read from (a bufferedConn, usually)
 	hdr    [5]byte
+	hdrGot int // header bytes read so far, while reading one
 	hdrLen int // header bytes not yet handed out
 	hdrOff int
 	left   int // body bytes of the current record not yet handed out
@@ -30,10 +31,20 @@ func (c *recordConn) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	if c.hdrLen == 0 && c.left == 0 {
-		// Start of a record: fetch exactly its header.
-		if _, err := io.ReadFull(c.r, c.hdr[:]); err != nil {
-			return 0, err
+		// Start of a record: fetch exactly its header. A read that
+		// fails part way (a deadline: the proxy's idle probe, park.go)
+		// keeps what it got, and the next read goes on from there.
+		for c.hdrGot < len(c.hdr) {
+			n, err := c.r.Read(c.hdr[c.hdrGot:])
+			c.hdrGot += n
+			if err != nil && c.hdrGot < len(c.hdr) {
+				if err == io.EOF && c.hdrGot > 0 {
+					err = io.ErrUnexpectedEOF
+				}
+				return 0, err
+			}
 		}
+		c.hdrGot = 0
 		c.hdrLen, c.hdrOff = 5, 0
 		c.left = int(binary.BigEndian.Uint16(c.hdr[3:5]))
 	}

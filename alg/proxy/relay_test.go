@@ -412,7 +412,7 @@ func TestRelayRefusals(t *testing.T) {
 }
 
 // waitFor polls cond (a metric updated by another goroutine) for up to 5 s.
-func waitFor(t *testing.T, cond func() bool) {
+func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {

@@ -61,6 +61,26 @@ type session struct {
 
 	transition chan finalReply // s2c → c2s: the final reply to AUTH or CCC
 	resume     chan error      // c2s → s2c: the legs switched (or failed)
+
+	// What a direction keeps across its parks (park.go). The client's:
+	// whether a complete command came yet, whether it is waiting for a
+	// line, and that line's read deadline (first_command_timeout, then
+	// idle_timeout from the last complete command). The server's: the
+	// held lines of a multi-line announcement (serverToClient).
+	cStarted, cWaiting bool
+	cDeadline          time.Time
+	held               []byte
+	holding, overflow  bool
+
+	stop func() bool   // stops closing the session with the Proxy's context
+	done chan struct{} // closed by closeAll
+
+	pmu       sync.Mutex // guards the fields below and the directions' park state
+	closed    bool       // closeAll ran: directions no longer park
+	dirs      [2]*direction
+	reason    string // why the session ended: the first direction to end says
+	dirsEnded int
+	grace     *time.Timer // after the client's half-close: closes the session
 }
 
 // finalReply is the server's final reply to a command that switches the
@@ -93,18 +113,22 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn) {
 		return
 	}
 	s := &session{p: p, gs: gs, srv: gs.Server, m: p.o.Metrics, rawC: c, cconn: c, prot: "C",
-		transition: make(chan finalReply, 1), resume: make(chan error, 1)}
+		transition: make(chan finalReply, 1), resume: make(chan error, 1), done: make(chan struct{})}
 	s.core = ftp.NewSession(gs.CoreConfig(gateway.Stream, false))
 	// From accept to the first complete command (the ClientHello of an
 	// implicit port included): a client that trickles bytes is not held.
 	if d := gs.Policy.Limits.FirstCommandTimeout; d > 0 {
-		_ = c.SetReadDeadline(time.Now().Add(d))
+		s.cDeadline = time.Now().Add(d)
+		_ = c.SetReadDeadline(s.cDeadline)
 	}
 	p.active.Add(1)
-	defer p.active.Add(-1)
-	reason := s.run(ctx)
+	reason, started := s.run(ctx)
+	if started {
+		return // the directions end the session (park.go)
+	}
 	s.closeAll() // whatever path run took, both legs end with the session
 	s.finish(reason)
+	p.active.Add(-1)
 }
 
 // terminatesTLS reports whether the session terminates TLS (mitm mode).
@@ -126,13 +150,6 @@ func (s *session) closeUpstreamWrite() {
 		if cw, ok := s.rawU.(closeWriter); ok {
 			_ = cw.CloseWrite()
 		}
-	}
-}
-
-func (s *session) closeAll() {
-	s.rawC.Close()
-	if s.rawU != nil {
-		s.rawU.Close()
 	}
 }
 
@@ -207,8 +224,14 @@ type bufferedConn struct {
 }
 
 func (b *bufferedConn) Read(p []byte) (int, error) {
-	if b.r != nil && b.r.Buffered() > 0 {
-		return b.r.Read(p)
+	if b.r != nil {
+		if b.r.Buffered() > 0 {
+			return b.r.Read(p)
+		}
+		// Drained: the clear-text reader is not read again (its leg
+		// has a new one over TLS); let it go rather than keep its
+		// buffer for the session's life.
+		b.r = nil
 	}
 	return b.Conn.Read(p)
 }

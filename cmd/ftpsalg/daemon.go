@@ -237,7 +237,8 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 
 	g.Go(func() error { return msrv.Run(gctx) })
 	g.Go(func() error { return gw.Run(gctx) })
-	g.Go(func() error { return releaseMemory(gctx, gw, 5*time.Second, 256, log) })
+	mp := memoryPolicy{Interval: 5 * time.Second, MinDrop: 256, TuneGC: os.Getenv("GOGC") == ""}
+	g.Go(func() error { return releaseMemory(gctx, gw, mp, log) })
 	g.Go(func() error { return rec.Run(gctx) })
 	// READY=1 once every task is up, the watchdog, STOPPING=1 (lifecycle.go);
 	// the admin socket of ftpsalg status.
