@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ftpsalg/ftpsalg/alg/netns"
 )
 
 // InNS runs fn on a goroutine locked to an OS thread that has been switched
@@ -33,49 +34,10 @@ func inNetNS(path string, fn func() error) error {
 		return fmt.Errorf("failed to open %s: %w", path, err)
 	}
 	defer unix.Close(target)
-
-	type result struct {
-		err      error
-		panicked bool
-		value    any
+	if err := netns.Do(target, fn); err != nil {
+		return fmt.Errorf("in %s: %w", path, err)
 	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("failed to open own netns: %w", err)}
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- result{err: fmt.Errorf("failed to enter %s: %w", path, err)}
-			return
-		}
-		var res result
-		func() {
-			defer func() {
-				if r := recover(); r != nil {
-					res = result{panicked: true, value: r}
-				}
-			}()
-			res.err = fn()
-		}()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err == nil {
-			runtime.UnlockOSThread()
-		} else if res.err == nil {
-			// Still locked: the thread dies with this goroutine.
-			res.err = fmt.Errorf("failed to leave %s: %w", path, err)
-		}
-		done <- res
-	}()
-	res := <-done
-	if res.panicked {
-		panic(res.value)
-	}
-	return res.err
+	return nil
 }
 
 // Listen creates a listener in ns; address must hold a literal IP (or be

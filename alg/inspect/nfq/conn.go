@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ftpsalg/ftpsalg/alg/netns"
 )
 
 // Config says which queue to bind and how.
@@ -104,40 +105,23 @@ func socketIn(nsfd int) (int, error) {
 	if nsfd == 0 {
 		return open()
 	}
-	type result struct {
-		fd  int
-		err error
+	fd, openErr := -1, error(nil)
+	err := netns.Do(nsfd, func() error {
+		fd, openErr = open()
+		return nil
+	})
+	switch {
+	case openErr != nil:
+		return -1, openErr
+	case err != nil:
+		// Left the namespace badly: the socket may be fine, the thread
+		// is discarded; refuse all the same rather than guess.
+		if fd >= 0 {
+			_ = unix.Close(fd)
+		}
+		return -1, fmt.Errorf("nfq: %w", err)
 	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{-1, fmt.Errorf("nfq: failed to open own netns: %w", err)}
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(nsfd, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- result{-1, fmt.Errorf("nfq: failed to enter netns: %w", err)}
-			return
-		}
-		fd, err := open()
-		if rerr := unix.Setns(orig, unix.CLONE_NEWNET); rerr != nil {
-			// The thread stays locked, so the runtime ends it with this
-			// goroutine instead of reusing it in the wrong namespace.
-			if fd >= 0 {
-				_ = unix.Close(fd)
-			}
-			done <- result{-1, fmt.Errorf("nfq: failed to leave netns: %w", rerr)}
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- result{fd, err}
-	}()
-	r := <-done
-	return r.fd, r.err
+	return fd, nil
 }
 
 func (c *Conn) setup(cfg Config) error {
