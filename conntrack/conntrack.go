@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -65,6 +66,18 @@ type Listener struct {
 	OnRestart func(err error)
 	// ReadBuffer is the socket receive buffer (default 4 MiB).
 	ReadBuffer int
+	// Ports, when not nil, names the TCP destination ports (original
+	// direction) whose events the handler wants; the kernel drops the
+	// events of every other connection before they reach the daemon (a
+	// socket filter), so that the gateway's other traffic costs the
+	// daemon nothing. It is asked at every start of the socket and by
+	// Refilter. Events the filter cannot place (a conntrack zone in the
+	// tuple, an unknown layout) pass: the filter saves work, it never
+	// loses an event. nil means every event.
+	Ports func() []uint16
+
+	mu   sync.Mutex
+	conn *netlink.Conn // the live socket, for Refilter
 }
 
 // Run listens until ctx is done. It returns an error only if the first
@@ -120,50 +133,84 @@ func (l *Listener) groups() []netfilter.NetlinkGroup {
 }
 
 func (l *Listener) listenOnce(ctx context.Context, handle func(Event), first bool) error {
-	c, err := ct.Dial(&netlink.Config{NetNS: l.NetNS})
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: l.NetNS})
 	if err != nil {
 		return fmt.Errorf("%w: failed to dial ctnetlink: %w", errSetup, err)
 	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
 	rb := l.ReadBuffer
 	if rb == 0 {
 		rb = 4 << 20
 	}
 	_ = c.SetReadBuffer(rb) // best effort: the default still works
-	evCh := make(chan ct.Event, 1024)
-	errCh, err := c.Listen(evCh, 1, l.groups())
-	if err != nil {
-		c.Close()
-		return fmt.Errorf("%w: failed to join conntrack groups: %w", errSetup, err)
-	}
-	// The library's worker blocks on sends to evCh and errCh; keep draining
-	// both while closing so Close does not wait forever.
+	l.mu.Lock()
+	l.conn = c
+	l.mu.Unlock()
 	defer func() {
-		done := make(chan struct{})
-		go func() {
-			for {
-				select {
-				case <-evCh:
-				case <-errCh:
-				case <-done:
-					return
-				}
-			}
-		}()
-		c.Close()
-		close(done)
+		l.mu.Lock()
+		l.conn = nil
+		l.mu.Unlock()
 	}()
+	// The filter before the groups: no event unfiltered.
+	if err := l.filter(c); err != nil {
+		return fmt.Errorf("%w: %w", errSetup, err)
+	}
+	for _, g := range l.groups() {
+		if err := c.JoinGroup(uint32(g)); err != nil {
+			return fmt.Errorf("%w: failed to join conntrack group %d: %w", errSetup, g, err)
+		}
+	}
 	for {
-		select {
-		case <-ctx.Done():
+		msgs, err := c.Receive()
+		if ctx.Err() != nil {
 			return nil
-		case err := <-errCh:
+		}
+		if err != nil {
 			return fmt.Errorf("conntrack: failed to receive events: %w", err)
-		case ev := <-evCh:
+		}
+		for _, m := range msgs {
+			var ev ct.Event
+			if ev.Unmarshal(m) != nil {
+				continue
+			}
 			if e, ok := convert(ev); ok {
 				handle(e)
 			}
 		}
 	}
+}
+
+// filter attaches the kernel-side event filter for l.Ports to c (a live
+// socket), or removes it when l.Ports is nil. A policy whose ports the
+// filter cannot hold gets no filter: every event reaches userspace.
+func (l *Listener) filter(c *netlink.Conn) error {
+	if l.Ports == nil {
+		return nil
+	}
+	prog, err := eventFilter(l.Ports())
+	if err != nil {
+		if l.Log != nil {
+			l.Log.Warn("conntrack events unfiltered", "err", err)
+		}
+		return c.RemoveBPF()
+	}
+	if err := c.SetBPF(prog); err != nil {
+		return fmt.Errorf("conntrack: failed to attach the event filter: %w", err)
+	}
+	return nil
+}
+
+// Refilter applies l.Ports again to the live socket (after a reload); a
+// socket made later applies it anyway.
+func (l *Listener) Refilter() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn == nil {
+		return nil
+	}
+	return l.filter(l.conn)
 }
 
 func convert(ev ct.Event) (Event, bool) {

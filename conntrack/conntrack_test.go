@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,3 +103,123 @@ func TestListenerSeesDestroy(t *testing.T) {
 }
 
 func itoa(p uint16) string { return strconv.Itoa(int(p)) }
+
+// TestListenerFiltersEvents: with Ports, the kernel passes the events of
+// connections to those ports and drops the others' before they reach the
+// daemon; Refilter changes the ports of the live socket.
+func TestListenerFiltersEvents(t *testing.T) {
+	lab.RequirePrivileged(t)
+	l := lab.New(t, lab.Options{})
+	if err := l.NftScript(lab.Gateway, "table inet cttest {\n chain f {\n  type filter hook forward priority 0\n  ct state new counter\n }\n}\n"); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := os.Open(l.NetNSPath(lab.Gateway))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	for _, port := range []string{"21", "8080"} {
+		ln, err := l.Listen(lab.Server, "tcp4", "198.51.100.2:"+port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	ports := []uint16{21}
+	events := make(chan conntrack.Event, 256)
+	lis := &conntrack.Listener{NetNS: int(ns.Fd()), Types: []conntrack.EventType{conntrack.EventNew, conntrack.EventDestroy},
+		Ports: func() []uint16 { mu.Lock(); defer mu.Unlock(); return slices.Clone(ports) }}
+	done := make(chan error, 1)
+	go func() { done <- lis.Run(ctx, func(e conntrack.Event) { events <- e }) }()
+	dial := func(port uint16) {
+		t.Helper()
+		err := l.InNS(lab.Client, func() error {
+			c, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "tcp4", "198.51.100.2:"+itoa(port))
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// await dials port until an event for it arrives (the listener joins
+	// its group asynchronously), and returns the events that came first.
+	await := func(port uint16) []conntrack.Event {
+		t.Helper()
+		var before []conntrack.Event
+		for {
+			dial(port)
+			select {
+			case e := <-events:
+				for {
+					if e.Dst.Port() == port {
+						return before
+					}
+					before = append(before, e)
+					select {
+					case e = <-events:
+						continue
+					case <-time.After(500 * time.Millisecond):
+					}
+					break
+				}
+			case <-time.After(500 * time.Millisecond):
+			case <-ctx.Done():
+				t.Fatalf("no event for port %d", port)
+			}
+		}
+	}
+	await(21) // the listener is up
+	for range 20 {
+		dial(8080)
+	}
+	if before := await(21); len(before) > 0 {
+		t.Errorf("events of connections to ports the filter drops arrived: %v", before)
+	}
+	// DESTROY events pass too, and only those: delete the port-8080
+	// entries, then the port-21 ones (as their end would), and expect a
+	// destroy for 21 with nothing of 8080 before it.
+	for _, port := range []string{"8080", "21"} {
+		if _, err := l.Conntrack(lab.Gateway, "-D", "-p", "tcp", "--orig-port-dst", port); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for destroyed := false; !destroyed; {
+		select {
+		case e := <-events:
+			switch {
+			case e.Dst.Port() == 8080:
+				t.Fatalf("event of port 8080 passed the filter: %v", e)
+			case e.Type == conntrack.EventDestroy && e.Dst.Port() == 21:
+				destroyed = true
+			}
+		case <-ctx.Done():
+			t.Fatal("no DESTROY event for port 21")
+		}
+	}
+	mu.Lock()
+	ports = []uint16{8080}
+	mu.Unlock()
+	if err := lis.Refilter(); err != nil {
+		t.Fatal(err)
+	}
+	await(8080)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -507,6 +507,22 @@ func (u UpstreamSource) String() string {
 	return fmt.Sprintf("UpstreamSource(%d)", uint8(u))
 }
 
+// PacketPathPorts returns the control ports (plain, explicit and implicit
+// TLS) of the servers whose control connections the packet path reads
+// (inspect and opaque modes), sorted, each once.
+func (c *Config) PacketPathPorts() []uint16 {
+	ports := []uint16{}
+	for _, s := range c.Servers {
+		if s.Mode == ModeMITM {
+			continue
+		}
+		ports = append(ports, s.ControlPorts...)
+		ports = append(ports, s.ImplicitTLSPorts...)
+	}
+	slices.Sort(ports)
+	return slices.Compact(ports)
+}
+
 // ServerFor returns the server that owns the control port port on address
 // addr, if any. Port may be a control port or an implicit TLS port. An
 // IPv4-mapped IPv6 addr is matched as the IPv4 address it carries, and a

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -796,5 +797,39 @@ func TestModeString(t *testing.T) {
 		if got := m.String(); got != want {
 			t.Errorf("Mode(%d).String() = %q, want %q", uint8(m), got, want)
 		}
+	}
+}
+
+// TestPacketPathPorts: the control ports of inspect and opaque servers,
+// implicit TLS ones included, once each; mitm servers' are not the packet
+// path's.
+func TestPacketPathPorts(t *testing.T) {
+	t.Parallel()
+	cfg, err := policy.Parse("policy.yaml", []byte(doc(
+		"servers:",
+		"  - name: ftp",
+		"    mode: inspect",
+		"    addresses: [192.0.2.10]",
+		"  - name: ftp2",
+		"    mode: inspect",
+		"    addresses: [192.0.2.11]",
+		"    control_ports: [21, 2121]",
+		"  - name: dark",
+		"    mode: opaque",
+		"    addresses: [192.0.2.12]",
+		"    control_ports: [2021]",
+		"    implicit_tls_ports: [990]",
+		"    passive_ports: \"40000-40100\"",
+		"  - name: ftps",
+		"    mode: mitm",
+		"    addresses: [192.0.2.13]",
+		"    control_ports: [3021]",
+		"    implicit_tls_ports: [3990]",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.PacketPathPorts(), []uint16{21, 990, 2021, 2121}; !slices.Equal(got, want) {
+		t.Errorf("PacketPathPorts() = %v, want %v", got, want)
 	}
 }

@@ -219,8 +219,12 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 	eng := inspect.New(inspect.Options{Gateway: gw, Metrics: m, Log: log, Injector: inj})
 	q := &inspect.Queue{Num: cfg.Queue.Number, Count: cfg.Queue.Count, MaxLen: cfg.Queue.Length, FailOpen: cfg.Queue.FailOpen,
 		PacketMark: cfg.NFTables.PacketMark, Engine: eng, Metrics: m, Log: log}
+	// The engine follows only its own control connections' conntrack
+	// entries: the kernel filters the events of every other connection
+	// the gateway forwards (docs/benchmarks.md, unrelated connections).
 	ct := &conntrack.Listener{Log: log, OnRestart: func(error) { m.ConntrackRest.Inc() },
-		Types: []conntrack.EventType{conntrack.EventNew, conntrack.EventDestroy}}
+		Types: []conntrack.EventType{conntrack.EventNew, conntrack.EventDestroy},
+		Ports: func() []uint16 { return gw.Policy().PacketPathPorts() }}
 	rec := &gateway.Reconciler{G: gw, Watch: watchTable(tbl), Check: func(ctx context.Context) (bool, error) {
 		h, err := tbl.Check(ctx)
 		if err == nil && !h.Intact {
@@ -254,7 +258,13 @@ func daemon(ctx context.Context, path string, cfg *policy.Config, level *slog.Le
 		}
 		return nil
 	})
-	g.Go(func() error { return reloads(gctx, path, cfg, gw, life, level, log) })
+	g.Go(func() error {
+		return reloads(gctx, path, cfg, gw, life, level, log, func() {
+			if err := ct.Refilter(); err != nil {
+				log.Warn("conntrack event filter not updated", "err", err)
+			}
+		})
+	})
 	log.Info("ftpsalg running", "version", version, "config", path, "servers", len(cfg.Servers))
 	err = g.Wait()
 	log.Info("ftpsalg stopping")
@@ -363,7 +373,7 @@ func startStream(ctx context.Context, g *errgroup.Group, cfg *policy.Config, gw 
 // reloads applies the policy file again on each SIGHUP: a valid policy
 // rebuilds the table and restores every live session's pinholes, relay
 // elements and translations; an invalid one changes nothing.
-func reloads(ctx context.Context, path string, cfg *policy.Config, gw *gateway.Gateway, life *lifecycle, level *slog.LevelVar, log *slog.Logger) error {
+func reloads(ctx context.Context, path string, cfg *policy.Config, gw *gateway.Gateway, life *lifecycle, level *slog.LevelVar, log *slog.Logger, applied func()) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -394,6 +404,7 @@ func reloads(ctx context.Context, path string, cfg *policy.Config, gw *gateway.G
 			life.Reloaded(err)
 			continue
 		}
+		applied()
 		level.Set(ncfg.Log.Level)
 		cfg = ncfg
 		log.Info("policy reloaded", "servers", len(ncfg.Servers))
