@@ -15,13 +15,13 @@ import (
 	"github.com/ftpsalg/ftpsalg/test/lab"
 )
 
-// TestListenerSeesDestroy follows a forwarded TCP connection through the
-// gateway namespace's conntrack table: the listener reports its DESTROY
-// when the entry is deleted (as `conntrack -D` would).
-func TestListenerSeesDestroy(t *testing.T) {
+// conntrackLab is a lab whose gateway tracks connections (conntrack is
+// active in a namespace only once a rule needs it), and the gateway's
+// namespace, open.
+func conntrackLab(t *testing.T) (*lab.Lab, *os.File) {
+	t.Helper()
 	lab.RequirePrivileged(t)
 	l := lab.New(t, lab.Options{})
-	// Conntrack is active in a namespace only once a rule needs it.
 	if err := l.NftScript(lab.Gateway, "table inet cttest {\n chain f {\n  type filter hook forward priority 0\n  ct state new counter\n }\n}\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +29,15 @@ func TestListenerSeesDestroy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ns.Close()
+	t.Cleanup(func() { ns.Close() })
+	return l, ns
+}
+
+// TestListenerSeesDestroy follows a forwarded TCP connection through the
+// gateway namespace's conntrack table: the listener reports its DESTROY
+// when the entry is deleted (as `conntrack -D` would).
+func TestListenerSeesDestroy(t *testing.T) {
+	l, ns := conntrackLab(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -108,31 +116,13 @@ func itoa(p uint16) string { return strconv.Itoa(int(p)) }
 // connections to those ports and drops the others' before they reach the
 // daemon; Refilter changes the ports of the live socket.
 func TestListenerFiltersEvents(t *testing.T) {
-	lab.RequirePrivileged(t)
-	l := lab.New(t, lab.Options{})
-	if err := l.NftScript(lab.Gateway, "table inet cttest {\n chain f {\n  type filter hook forward priority 0\n  ct state new counter\n }\n}\n"); err != nil {
-		t.Fatal(err)
-	}
-	ns, err := os.Open(l.NetNSPath(lab.Gateway))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
+	l, ns := conntrackLab(t)
 	for _, port := range []string{"21", "8080"} {
-		ln, err := l.Listen(lab.Server, "tcp4", "198.51.100.2:"+port)
+		ln, err := l.ListenAndClose(lab.Server, "tcp4", "198.51.100.2:"+port)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

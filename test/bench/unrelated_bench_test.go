@@ -26,20 +26,11 @@ func BenchmarkUnrelatedConnections(b *testing.B) {
 	l.InstallGatewayFirewall(harness.CtMark, 8080)
 	pol := strings.Replace(harness.Policy([]int{21}, "", ""), "level: debug", "level: info", 1)
 	d := harness.Start(b, l, binary, pol)
-	ln, err := l.Listen(lab.Server, "tcp4", "198.51.100.2:8080")
+	ln, err := l.ListenAndClose(lab.Server, "tcp4", "198.51.100.2:8080")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 	nd := harness.NSDialer{L: l, NS: lab.Client}
 	target := netip.MustParseAddrPort("198.51.100.2:8080").String()
 	cpu0 := cpuSeconds(b, d)

@@ -52,6 +52,26 @@ func (l *Lab) Listen(ns, network, address string) (net.Listener, error) {
 	return ln, err
 }
 
+// ListenAndClose is Listen with a server that closes every connection it
+// accepts at once, until the listener is closed: a peer for tests that
+// need connections through the gateway and nothing on them.
+func (l *Lab) ListenAndClose(ns, network, address string) (net.Listener, error) {
+	ln, err := l.Listen(ns, network, address)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln, nil
+}
+
 // ListenFunc returns a function with the signature of
 // net.ListenConfig.Listen that creates listeners in ns (for
 // labftpd.Config.Listen).
