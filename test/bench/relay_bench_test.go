@@ -30,6 +30,10 @@ const (
 	// and through a relay server, whose clear data the kernel forwards.
 	dataRoutedClear = "routed-protc"
 	dataRelayClear  = "relay-protc"
+	// The stateful firewall operators run without an ALG: the same
+	// default-drop forward chain, with vsftpd's whole passive range open
+	// and no ftpsalg. Against it, relay-protc shows ftpsalg's own cost.
+	dataFirewallClear = "firewall-protc"
 )
 
 // BenchmarkFTPSDownload downloads a 50 MiB file with curl, PROT P over
@@ -47,11 +51,12 @@ func BenchmarkFTPSDownload(b *testing.B) {
 	)
 	type result struct {
 		median, best time.Duration
+		data         time.Duration // median of the data phase alone (curl: time_total - time_starttransfer)
 		cpuPerGiB    float64
 		suite        string // what curl negotiated on the data connection
 	}
 	results := map[string]result{}
-	for _, path := range []string{dataRouted, dataPassthrough, dataRelay, dataRelayNAT, dataRoutedClear, dataRelayClear} {
+	for _, path := range []string{dataRouted, dataPassthrough, dataRelay, dataRelayNAT, dataRoutedClear, dataFirewallClear, dataRelayClear} {
 		b.Run(path, func(b *testing.B) {
 			l := lab.New(b, lab.Options{})
 			caDir, caFile, certFile, keyFile := operatorCA(b, l)
@@ -62,7 +67,14 @@ func BenchmarkFTPSDownload(b *testing.B) {
 				b.Fatal(err)
 			}
 			var d *harness.Daemon
-			if path != dataRouted && path != dataRoutedClear {
+			if path == dataFirewallClear {
+				var passive []uint16
+				for p := lab.DefaultPasvMinPort; p <= lab.DefaultPasvMaxPort; p++ {
+					passive = append(passive, uint16(p))
+				}
+				l.InstallGatewayFirewall(harness.CtMark, passive...)
+			}
+			if path != dataRouted && path != dataRoutedClear && path != dataFirewallClear {
 				l.InstallGatewayFirewall(harness.CtMark)
 				data := ""
 				switch path {
@@ -77,15 +89,17 @@ func BenchmarkFTPSDownload(b *testing.B) {
 			defer cancel()
 			// One warm-up download (page cache, the daemon's leaf cache).
 			var suite string
+			var phases []time.Duration
 			download := func() time.Duration {
 				target := lab.ServerAddr4
 				if path == dataRelayNAT {
 					target = natPublicAddr
 				}
 				args := []string{"--cacert", caFile, "--ssl-reqd"}
-				if path == dataRoutedClear || path == dataRelayClear {
+				if path == dataRoutedClear || path == dataFirewallClear || path == dataRelayClear {
 					args = []string{"--cacert", caFile, "--ftp-ssl-control"} // PROT C
 				}
+				args = append(args, "-w", "\ncurl-times %{time_starttransfer} %{time_total}\n")
 				tr, err := l.DownloadCurl(ctx, v.URL(target, "big.bin"), lab.EPSV, args...)
 				if err != nil {
 					b.Fatalf("download: %v", err)
@@ -98,9 +112,17 @@ func BenchmarkFTPSDownload(b *testing.B) {
 				if i := strings.LastIndex(tr.Output, "SSL connection using "); i >= 0 {
 					suite, _, _ = strings.Cut(tr.Output[i+len("SSL connection using "):], "\n")
 				}
+				var start, total float64
+				if i := strings.LastIndex(tr.Output, "curl-times "); i < 0 {
+					b.Fatalf("no curl-times line in curl's output")
+				} else if _, err := fmt.Sscanf(tr.Output[i:], "curl-times %g %g", &start, &total); err != nil {
+					b.Fatalf("curl-times: %v", err)
+				}
+				phases = append(phases, time.Duration((total-start)*float64(time.Second)))
 				return tr.Elapsed
 			}
 			download()
+			phases = phases[:0]
 			cpu0 := cpuSeconds(b, d)
 			b.ResetTimer()
 			var times []time.Duration
@@ -110,7 +132,9 @@ func BenchmarkFTPSDownload(b *testing.B) {
 			b.StopTimer()
 			cpu := cpuSeconds(b, d) - cpu0
 			slices.Sort(times)
-			r := result{median: times[len(times)/2], best: times[0], suite: suite}
+			slices.Sort(phases)
+			r := result{median: times[len(times)/2], best: times[0], data: phases[len(phases)/2], suite: suite}
+			b.ReportMetric(size/(1<<20)/r.data.Seconds(), "data-MiB/s")
 			b.ReportMetric(size/(1<<20)/r.median.Seconds(), "MiB/s")
 			if d != nil {
 				r.cpuPerGiB = cpu / (rounds * size / float64(1<<30))
@@ -129,13 +153,14 @@ func BenchmarkFTPSDownload(b *testing.B) {
 			results[path] = r
 		})
 	}
-	for _, path := range []string{dataRouted, dataPassthrough, dataRelay, dataRelayNAT, dataRoutedClear, dataRelayClear} {
+	for _, path := range []string{dataRouted, dataPassthrough, dataRelay, dataRelayNAT, dataRoutedClear, dataFirewallClear, dataRelayClear} {
 		r, ok := results[path]
 		if !ok {
 			continue // not selected by -bench
 		}
-		b.Logf("%-12s median %v (%.0f MiB/s), best %v, daemon CPU %.2f s/GiB; curl's data connection: %s", path, r.median.Round(time.Millisecond),
-			float64(size)/(1<<20)/r.median.Seconds(), r.best.Round(time.Millisecond), r.cpuPerGiB, r.suite)
+		b.Logf("%-12s median %v (%.0f MiB/s), best %v, data phase %v (%.0f MiB/s), daemon CPU %.2f s/GiB; curl's data connection: %s", path, r.median.Round(time.Millisecond),
+			float64(size)/(1<<20)/r.median.Seconds(), r.best.Round(time.Millisecond), r.data.Round(time.Millisecond),
+			float64(size)/(1<<20)/r.data.Seconds(), r.cpuPerGiB, r.suite)
 	}
 }
 
